@@ -1,0 +1,23 @@
+/* commands.h: the subcommands main.c dispatches to. Each takes the arguments after its name
+ * (argv[0] is the subcommand name) and returns the process exit status: 0 success, 1 runtime
+ * failure, 2 usage or configuration error (and "not built yet"). */
+#ifndef BP_COMMANDS_H
+#define BP_COMMANDS_H
+
+int cmd_train(int argc, char **argv);      /* cmd_train.c: CONFIG [--set] [--resume] [--dry-run] */
+int cmd_eval(int argc, char **argv);       /* cmd_train.c */
+int cmd_export(int argc, char **argv);     /* cmd_train.c */
+int cmd_prepare(int argc, char **argv);    /* cmd_data.c */
+int cmd_show_batch(int argc, char **argv); /* cmd_data.c */
+int cmd_vocab(int argc, char **argv);      /* cmd_text.c */
+int cmd_tokenize(int argc, char **argv);   /* cmd_text.c */
+int cmd_gradcheck(int argc, char **argv);  /* cmd_model.c */
+int cmd_forward(int argc, char **argv);    /* cmd_model.c */
+int cmd_bench(int argc, char **argv);      /* cmd_model.c */
+
+/* True when argv holds -h or --help (every subcommand answers it). */
+int cli_wants_help(int argc, char **argv);
+/* Prints "bert_pretrain NAME: not built yet" to stderr and returns 2. */
+int cli_not_built(const char *name);
+
+#endif

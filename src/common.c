@@ -1,0 +1,201 @@
+/* common.c: errors, allocation, atomic files, CRC32, small OS helpers (see common.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static int vfail(BpError *err, int status, const char *fmt, va_list ap) {
+    if (err) {
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        err->status = status;
+    }
+    return -1;
+}
+
+int bp_fail(BpError *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, BP_EXIT_RUNTIME, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int bp_fail_usage(BpError *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, BP_EXIT_USAGE, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void bp_err_prefix(BpError *err, const char *fmt, ...) {
+    if (!err) return;
+    char joined[2 * BP_ERR_LEN + 2];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(joined, BP_ERR_LEN, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (n >= BP_ERR_LEN) n = BP_ERR_LEN - 1;
+    memcpy(joined + n, ": ", 2);
+    memcpy(joined + n + 2, err->msg, BP_ERR_LEN); /* err->msg is NUL-terminated within it */
+    joined[sizeof joined - 1] = 0;
+    /* the message keeps its head (the context) when the whole would not fit */
+    memcpy(err->msg, joined, BP_ERR_LEN - 1);
+    err->msg[BP_ERR_LEN - 1] = 0;
+}
+
+void *bp_malloc(size_t bytes, const char *what, BpError *err) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) bp_fail(err, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+void *bp_calloc(size_t count, size_t size, const char *what, BpError *err) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) bp_fail(err, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+void *bp_aligned_calloc(size_t bytes, const char *what, BpError *err) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) {
+        bp_fail(err, "out of memory allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+    memset(p, 0, rounded ? rounded : 64);
+    return p;
+}
+
+int bp_atomic_open(AtomicFile *af, const char *path, BpError *err) {
+    memset(af, 0, sizeof *af);
+    if (strlen(path) >= sizeof af->path) return bp_fail(err, "%s: path too long", path);
+    snprintf(af->path, sizeof af->path, "%s", path);
+    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp) return bp_fail(err, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+    return 0;
+}
+
+void bp_atomic_abort(AtomicFile *af) {
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    if (af->tmp_path[0]) unlink(af->tmp_path);
+}
+
+int bp_atomic_commit(AtomicFile *af, BpError *err) {
+    if (!af->fp) return bp_fail(err, "%s: not open", af->path);
+    int bad = ferror(af->fp) || fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0;
+    int saved = errno;
+    if (fclose(af->fp) != 0 && !bad) {
+        bad = 1;
+        saved = errno;
+    }
+    af->fp = NULL;
+    if (bad) {
+        unlink(af->tmp_path);
+        return bp_fail(err, "%s: write failed: %s", af->path, strerror(saved));
+    }
+    if (rename(af->tmp_path, af->path) != 0) {
+        saved = errno;
+        unlink(af->tmp_path);
+        return bp_fail(err, "%s: rename failed: %s", af->path, strerror(saved));
+    }
+    /* fsync the directory so the rename itself survives a crash */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", af->path);
+    int dfd = open(dirname(dir), O_RDONLY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+char *bp_read_file(const char *path, size_t *len, BpError *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        n += got;
+        if (got == 0) break;
+    }
+    int readerr = ferror(fp);
+    fclose(fp);
+    if (!buf) {
+        bp_fail(err, "%s: out of memory reading file", path);
+        return NULL;
+    }
+    if (readerr) {
+        free(buf);
+        bp_fail(err, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len) {
+    const unsigned char *p = buf;
+    /* zlib's crc32 takes uInt lengths: feed it in chunks so multi-GiB sections work */
+    while (len > 0) {
+        uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
+        crc = (uint32_t)crc32(crc, p, chunk);
+        p += chunk;
+        len -= chunk;
+    }
+    return crc;
+}
+
+int bp_mkdir_p(const char *path, BpError *err) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return bp_fail(err, "%s: path too long", path);
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return bp_fail(err, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return bp_fail(err, "%s: cannot create directory: %s", buf, strerror(errno));
+    return 0;
+}
+
+double bp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int bp_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}

@@ -1,0 +1,66 @@
+/* common.h: the one error-reporting path, checked allocation, atomic file output and CRC32.
+ *
+ * Contract: library modules never exit(); a failing function fills a BpError and returns -1 (or
+ * NULL). Only main.c decides to exit. Messages name the file/key/line and what is wrong, and where
+ * it helps, what to do ("HINT: ..."). */
+#ifndef BP_COMMON_H
+#define BP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BP_ERR_LEN 1024
+
+typedef struct {
+    char msg[BP_ERR_LEN];
+    int status; /* exit status main should use: 2 usage/config error, 1 runtime failure */
+} BpError;
+
+#define BP_EXIT_RUNTIME 1
+#define BP_EXIT_USAGE 2
+
+/* Fills err (if non-NULL) with a printf-style message, status 1; returns -1 so callers can write
+ * `return bp_fail(err, "...")`. */
+int bp_fail(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, with exit status 2 (a usage or configuration error). */
+int bp_fail_usage(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prepends "context: " to an existing message (e.g. the file name). */
+void bp_err_prefix(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Allocation that reports failure through err (size in bytes; names what it was for). */
+void *bp_malloc(size_t bytes, const char *what, BpError *err);
+void *bp_calloc(size_t count, size_t size, const char *what, BpError *err);
+/* 64-byte aligned, zeroed; free with free(). */
+void *bp_aligned_calloc(size_t bytes, const char *what, BpError *err);
+
+/* Atomic output: write to PATH.tmp.PID, fflush + fsync, rename over PATH, fsync the directory.
+ * On any failure the temporary is removed and PATH is untouched. */
+typedef struct {
+    FILE *fp;
+    char path[4096];
+    char tmp_path[4200];
+} AtomicFile;
+int bp_atomic_open(AtomicFile *af, const char *path, BpError *err);
+int bp_atomic_commit(AtomicFile *af, BpError *err); /* closes, fsyncs, renames */
+void bp_atomic_abort(AtomicFile *af);               /* closes and removes the temporary */
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated; *len excludes the NUL). */
+char *bp_read_file(const char *path, size_t *len, BpError *err);
+
+/* CRC32 (zlib's polynomial) of a buffer, chainable: crc = bp_crc32(crc, buf, n), start with 0. */
+uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len);
+
+/* mkdir -p; 0 on success (existing directories are fine). */
+int bp_mkdir_p(const char *path, BpError *err);
+
+/* Monotonic wall clock in seconds. */
+double bp_now(void);
+
+/* Number of worker threads: the configured value, or all cores when 0. Sets OpenMP's thread count
+ * and keeps OpenBLAS from oversubscribing (see kernels.h). */
+int bp_cores(void);
+
+#define BP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,24 @@
+/* params.c: name lookups and exclusion flags over the parameter table (see params.h). */
+#include "params.h"
+
+#include <string.h>
+
+static bool matches_any(const char *name, const char (*patterns)[64], int n) {
+    for (int i = 0; i < n; i++)
+        if (patterns[i][0] && strstr(name, patterns[i])) return true;
+    return false;
+}
+
+void params_apply_exclusions(ParamTable *t, const char (*no_decay)[64], int n_no_decay,
+                             const char (*no_adapt)[64], int n_no_adapt) {
+    for (int i = 0; i < t->n; i++) {
+        t->params[i].weight_decay = !matches_any(t->params[i].name, no_decay, n_no_decay);
+        t->params[i].layer_adaptation = !matches_any(t->params[i].name, no_adapt, n_no_adapt);
+    }
+}
+
+int params_find(const ParamTable *t, const char *name) {
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->params[i].name, name) == 0) return i;
+    return -1;
+}
