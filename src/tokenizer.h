@@ -1,0 +1,47 @@
+/* tokenizer.h: BERT's tokenizer (BasicTokenizer + WordPiece) and the WordPiece vocab builder.
+ *
+ * BasicTokenizer: drop NUL, U+FFFD and control characters; whitespace (incl. \t \n \r and Unicode
+ * Zs) separates words; for uncased vocabs lower-case and strip accents (NFD, drop Mn marks); split
+ * punctuation (ASCII 33-47, 58-64, 91-96, 123-126 and Unicode P*); put spaces around CJK
+ * ideographs. WordPiece: greedy longest-match-first, "##" marks continuation pieces, [UNK] for a
+ * word with no complete match or longer than 100 characters. Invalid UTF-8 bytes are treated as
+ * U+FFFD (dropped), never a crash. */
+#ifndef BP_TOKENIZER_H
+#define BP_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+typedef struct Tokenizer Tokenizer;
+
+/* Loads vocab.txt (one token per line, id = line number). Fails with a clear error when [UNK],
+ * [CLS], [SEP], [MASK] or [PAD] is missing, or on duplicate tokens. */
+Tokenizer *tokenizer_load(const char *vocab_path, bool lowercase, BpError *err);
+void tokenizer_free(Tokenizer *tok);
+
+int tokenizer_vocab_size(const Tokenizer *tok);
+int tokenizer_id(const Tokenizer *tok, const char *token); /* -1 when absent */
+const char *tokenizer_token(const Tokenizer *tok, int id);
+bool tokenizer_is_continuation(const Tokenizer *tok, int id); /* starts with "##" */
+/* CRC32 of the vocab file's contents: shards record it to refuse a mismatched vocab. */
+uint32_t tokenizer_vocab_crc(const Tokenizer *tok);
+
+typedef struct {
+    int pad, unk, cls, sep, mask;
+} SpecialIds;
+SpecialIds tokenizer_specials(const Tokenizer *tok);
+
+/* Tokenizes one piece of UTF-8 text and appends the ids to *ids (grown with realloc; *n and *cap
+ * updated). Returns 0, or -1 on allocation failure. */
+int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n,
+                     size_t *cap, BpError *err);
+
+/* Trains a WordPiece vocab of `size` entries from text files (.txt or .gz) and writes it
+ * atomically to out_path: special tokens first ([PAD] [UNK] [CLS] [SEP] [MASK]), deterministic. */
+int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
+                const char *out_path, BpError *err);
+
+#endif
