@@ -127,6 +127,10 @@ typedef struct {
     int world_size;      /* MPI ranks (1 without MPI); set before config_resolve */
     long total_steps;    /* derived: sum of phase steps */
     char source[CFG_PATH_MAX]; /* the file it was loaded from, "" for defaults */
+    /* appended: loader bookkeeping, not a setting. Bits (1 << k) for model.layers, hidden, heads,
+       intermediate (k = 0..3) that a file or --set gave explicitly, so that a preset named later
+       (in a file that includes this one, or by --set model.preset) keeps them. */
+    unsigned model_explicit;
 } Config;
 
 /* Defaults for every key (preset bert-base, no phases). */
@@ -145,5 +149,10 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out);
 
 /* Names for enums, for messages and JSON. */
 const char *config_optimizer_name(OptimizerKind k);
+
+/* appended: the one entry point subcommands use: defaults, then the file (path may be NULL for
+ * defaults only), then each "--set" assignment in order, then world_size, then config_resolve. */
+int config_load_cli(Config *cfg, const char *path, char *const *sets, int n_sets, int world_size,
+                    BpError *err);
 
 #endif
