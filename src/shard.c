@@ -1,0 +1,359 @@
+/* shard.c: token shard writer (streaming, atomic) and mmap reader with full validation (see
+ * shard.h for the layout). */
+#include "shard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(ShardHeader) == SHARD_HEADER_BYTES, "shard header layout");
+_Static_assert(offsetof(ShardHeader, header_crc) == SHARD_HEADER_BYTES - 4, "header_crc is last");
+/* The file is little-endian and written from host memory as is. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shards assume a little-endian host");
+
+#define SHARD_ALIGN 64
+
+static uint64_t align_up(uint64_t x) { return (x + SHARD_ALIGN - 1) / SHARD_ALIGN * SHARD_ALIGN; }
+
+static uint32_t header_crc(const ShardHeader *h) {
+    return bp_crc32(0, h, offsetof(ShardHeader, header_crc));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* reader                                                                                      */
+
+/* Boundary array b[0..n] must go 0 = b[0] < b[1] < ... < b[n] = last. */
+static int check_bounds(const Shard *s, const uint64_t *b, size_t n, uint64_t last, const char *what,
+                        const char *unit, BpError *err) {
+    if (b[0] != 0)
+        return bp_fail(err, "%s: damaged shard: %s 0 starts at %s %" PRIu64 ", not 0", s->path,
+                       what, unit, b[0]);
+    for (size_t i = 0; i < n; i++)
+        if (b[i + 1] <= b[i])
+            return bp_fail(err,
+                           "%s: damaged shard: %s boundaries are not strictly increasing at %s %zu "
+                           "(%" PRIu64 " then %" PRIu64 ")",
+                           s->path, what, what, i, b[i], b[i + 1]);
+    if (b[n] != last)
+        return bp_fail(err, "%s: damaged shard: the %s boundaries end at %" PRIu64 ", not %" PRIu64,
+                       s->path, what, b[n], last);
+    return 0;
+}
+
+/* Checks every header field against itself and the file length; no data section is read. */
+static int check_header(Shard *s, size_t file_len, BpError *err) {
+    const ShardHeader *h = &s->h;
+    const char *p = s->path;
+    if (memcmp(h->magic, SHARD_MAGIC, 8) != 0)
+        return bp_fail(err,
+                       "%s: not a token shard (wrong magic; expected \"%s\"). HINT: data.train and "
+                       "data.eval must be files written by `bert_pretrain prepare`",
+                       p, SHARD_MAGIC);
+    if (h->version != SHARD_VERSION)
+        return bp_fail(err,
+                       "%s: shard format version %" PRIu32 ", this build reads version %d. HINT: "
+                       "re-run `bert_pretrain prepare`",
+                       p, h->version, SHARD_VERSION);
+    if (header_crc(h) != h->header_crc)
+        return bp_fail(err, "%s: damaged shard: header CRC32 mismatch (stored %08" PRIx32
+                       ", computed %08" PRIx32 ")",
+                       p, h->header_crc, header_crc(h));
+    if (h->file_bytes != file_len) {
+        if (file_len < h->file_bytes)
+            return bp_fail(err, "%s: truncated shard: %zu bytes of %" PRIu64 " (%" PRIu64 " missing)",
+                           p, file_len, h->file_bytes, h->file_bytes - file_len);
+        return bp_fail(err, "%s: damaged shard: %zu bytes, the header says %" PRIu64 " (%zu extra)",
+                       p, file_len, h->file_bytes, file_len - (size_t)h->file_bytes);
+    }
+    if (h->header_bytes != SHARD_HEADER_BYTES)
+        return bp_fail(err, "%s: damaged shard: header size %" PRIu32 ", expected %d", p,
+                       h->header_bytes, SHARD_HEADER_BYTES);
+    if (h->vocab_size < 1 || h->vocab_size > (1u << 24))
+        return bp_fail(err, "%s: damaged shard: vocab size %" PRIu32 " out of range", p, h->vocab_size);
+    if (!(h->token_bytes == 4 || (h->token_bytes == 2 && h->vocab_size <= 65536)))
+        return bp_fail(err, "%s: damaged shard: %" PRIu32 "-byte token ids for a vocab of %" PRIu32,
+                       p, h->token_bytes, h->vocab_size);
+    /* Every section must lie inside the file, in order, without overlap. Sizes are bounded by the
+     * file length before they are multiplied, so nothing overflows. */
+    uint64_t len = file_len;
+    if (h->n_tokens > len / h->token_bytes || h->n_sentences >= len / 8 || h->n_documents >= len / 8)
+        return bp_fail(err, "%s: damaged shard: counts (%" PRIu64 " tokens, %" PRIu64
+                       " sentences, %" PRIu64 " documents) do not fit in %zu bytes",
+                       p, h->n_tokens, h->n_sentences, h->n_documents, file_len);
+    uint64_t tok_end = h->tokens_offset + h->n_tokens * h->token_bytes;
+    uint64_t sent_end = h->sents_offset + (h->n_sentences + 1) * 8;
+    uint64_t doc_end = h->docs_offset + (h->n_documents + 1) * 8;
+    if (h->tokens_offset < SHARD_HEADER_BYTES || h->tokens_offset > len || tok_end > len ||
+        h->sents_offset < tok_end || h->sents_offset > len || h->sents_offset % 8 || sent_end > len ||
+        h->docs_offset < sent_end || h->docs_offset > len || h->docs_offset % 8 || doc_end > len ||
+        h->tokens_offset % h->token_bytes)
+        return bp_fail(err, "%s: damaged shard: section offsets (%" PRIu64 ", %" PRIu64 ", %" PRIu64
+                       ") inconsistent with the counts and the file length %zu",
+                       p, h->tokens_offset, h->sents_offset, h->docs_offset, file_len);
+    if (h->n_sentences < h->n_documents || h->n_tokens < h->n_sentences)
+        return bp_fail(err, "%s: damaged shard: %" PRIu64 " tokens, %" PRIu64 " sentences, %" PRIu64
+                       " documents (each level needs at least one of the level below)",
+                       p, h->n_tokens, h->n_sentences, h->n_documents);
+    return 0;
+}
+
+static int check_sections(Shard *s, BpError *err) {
+    const ShardHeader *h = &s->h;
+    const uint8_t *base = s->map;
+    struct {
+        const char *name;
+        uint64_t off, bytes;
+        uint32_t crc;
+    } sec[3] = {
+        {"token", h->tokens_offset, h->n_tokens * h->token_bytes, h->tokens_crc},
+        {"sentence-boundary", h->sents_offset, (h->n_sentences + 1) * 8, h->sents_crc},
+        {"document-boundary", h->docs_offset, (h->n_documents + 1) * 8, h->docs_crc},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint32_t got = bp_crc32(0, base + sec[i].off, (size_t)sec[i].bytes);
+        if (got != sec[i].crc)
+            return bp_fail(err,
+                           "%s: damaged shard: %s section CRC32 mismatch (stored %08" PRIx32
+                           ", computed %08" PRIx32 "). HINT: re-run `bert_pretrain prepare`",
+                           s->path, sec[i].name, sec[i].crc, got);
+    }
+    if (check_bounds(s, s->sent_start, s->n_sentences, h->n_tokens, "sentence", "token", err) ||
+        check_bounds(s, s->doc_start, s->n_documents, h->n_sentences, "document", "sentence", err))
+        return -1;
+    int32_t bad = -1;
+    size_t bad_at = 0;
+    for (size_t i = 0; i < s->n_tokens; i++) {
+        int32_t t = shard_token(s, i);
+        if (t < 0 || (uint32_t)t >= h->vocab_size) {
+            bad = t;
+            bad_at = i;
+            break;
+        }
+    }
+    if (bad != -1)
+        return bp_fail(err, "%s: damaged shard: token %zu has id %" PRId32 ", outside the vocab of %" PRIu32,
+                       s->path, bad_at, bad, h->vocab_size);
+    return 0;
+}
+
+int shard_open(Shard *s, const char *path, BpError *err) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        int e = errno;
+        return bp_fail(err, "%s: cannot open shard: %s%s", path, strerror(e),
+                       e == ENOENT ? ". HINT: run `bert_pretrain prepare CONFIG` first" : "");
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return bp_fail(err, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return bp_fail(err, "%s: not a regular file", path);
+    }
+    size_t len = (size_t)st.st_size;
+    if (len < SHARD_HEADER_BYTES) {
+        close(fd);
+        return bp_fail(err, "%s: truncated shard: %zu bytes, less than the %d-byte header", path, len,
+                       SHARD_HEADER_BYTES);
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (map == MAP_FAILED) return bp_fail(err, "%s: cannot map: %s", path, strerror(e));
+    s->map = map;
+    s->map_len = len;
+    memcpy(&s->h, map, sizeof s->h);
+    if (check_header(s, len, err)) {
+        shard_close(s);
+        return -1;
+    }
+    const uint8_t *base = map;
+    s->tokens = base + s->h.tokens_offset;
+    s->sent_start = (const uint64_t *)(base + s->h.sents_offset);
+    s->doc_start = (const uint64_t *)(base + s->h.docs_offset);
+    s->n_tokens = (size_t)s->h.n_tokens;
+    s->n_sentences = (size_t)s->h.n_sentences;
+    s->n_documents = (size_t)s->h.n_documents;
+    if (check_sections(s, err)) {
+        shard_close(s);
+        return -1;
+    }
+    return 0;
+}
+
+void shard_close(Shard *s) {
+    if (s->map) munmap(s->map, s->map_len);
+    s->map = NULL;
+    s->map_len = 0;
+    s->tokens = NULL;
+    s->sent_start = s->doc_start = NULL;
+}
+
+int shard_check_vocab(const Shard *s, int vocab_size, uint32_t vocab_crc, const char *vocab_path,
+                      BpError *err) {
+    if ((uint32_t)vocab_size == s->h.vocab_size && vocab_crc == s->h.vocab_crc) return 0;
+    return bp_fail(err,
+                   "%s: built with a vocab of %" PRIu32 " tokens (crc %08" PRIx32 ") but %s has %d "
+                   "(crc %08" PRIx32 "). HINT: point data.vocab at the vocab the shard was built with, "
+                   "or re-run `bert_pretrain prepare` to rebuild the shards with this one",
+                   s->path, s->h.vocab_size, s->h.vocab_crc, vocab_path, vocab_size, vocab_crc);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* writer                                                                                      */
+
+struct ShardWriter {
+    AtomicFile af;
+    bool committed;
+    ShardHeader h;
+    uint64_t *sents; /* sentence starts so far (n_sentences of them; the end sentinel comes last) */
+    size_t sents_cap;
+    uint64_t *docs;
+    size_t docs_cap;
+    size_t doc_first_sentence; /* first sentence of the open document */
+    uint32_t tokens_crc;
+    uint8_t buf[1 << 16]; /* ids converted to the file's width before fwrite */
+};
+
+static int grow_u64(uint64_t **a, size_t *cap, size_t need, const char *what, BpError *err) {
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap * 2 : 4096;
+    while (nc < need) nc *= 2;
+    uint64_t *na = realloc(*a, nc * sizeof *na);
+    if (!na) return bp_fail(err, "out of memory growing the %s list to %zu entries", what, nc);
+    *a = na;
+    *cap = nc;
+    return 0;
+}
+
+static int write_bytes(ShardWriter *w, const void *p, size_t n, BpError *err) {
+    if (n && fwrite(p, 1, n, w->af.fp) != n)
+        return bp_fail(err, "%s: write failed: %s", w->af.tmp_path, strerror(errno));
+    return 0;
+}
+
+static int write_padding(ShardWriter *w, uint64_t *pos, BpError *err) {
+    static const uint8_t zeros[SHARD_ALIGN];
+    uint64_t to = align_up(*pos);
+    if (write_bytes(w, zeros, (size_t)(to - *pos), err)) return -1;
+    *pos = to;
+    return 0;
+}
+
+ShardWriter *shard_writer_open(const char *path, int vocab_size, uint32_t vocab_crc, BpError *err) {
+    if (vocab_size < 1 || vocab_size > (1 << 24)) {
+        bp_fail(err, "%s: vocab size %d out of range for a shard", path, vocab_size);
+        return NULL;
+    }
+    ShardWriter *w = bp_calloc(1, sizeof *w, "shard writer", err);
+    if (!w) return NULL;
+    if (bp_atomic_open(&w->af, path, err)) {
+        free(w);
+        return NULL;
+    }
+    memcpy(w->h.magic, SHARD_MAGIC, 8);
+    w->h.version = SHARD_VERSION;
+    w->h.header_bytes = SHARD_HEADER_BYTES;
+    w->h.vocab_size = (uint32_t)vocab_size;
+    w->h.vocab_crc = vocab_crc;
+    w->h.token_bytes = vocab_size <= 65536 ? 2 : 4;
+    w->h.tokens_offset = SHARD_HEADER_BYTES;
+    /* a zero header first; the real one is written over it at commit */
+    ShardHeader zero;
+    memset(&zero, 0, sizeof zero);
+    if (write_bytes(w, &zero, sizeof zero, err)) {
+        shard_writer_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int shard_writer_add_sentence(ShardWriter *w, const int32_t *ids, size_t n, BpError *err) {
+    if (n == 0) return 0;
+    if (grow_u64(&w->sents, &w->sents_cap, w->h.n_sentences + 1, "sentence", err)) return -1;
+    w->sents[w->h.n_sentences++] = w->h.n_tokens;
+    size_t tb = w->h.token_bytes, per = sizeof w->buf / tb;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < per ? n - i : per;
+        for (size_t j = 0; j < k; j++) {
+            int32_t t = ids[i + j];
+            if (t < 0 || (uint32_t)t >= w->h.vocab_size)
+                return bp_fail(err, "%s: token id %d outside the vocab of %" PRIu32, w->af.path, t,
+                               w->h.vocab_size);
+            if (tb == 2) {
+                uint16_t v = (uint16_t)t;
+                memcpy(w->buf + 2 * j, &v, 2);
+            } else {
+                memcpy(w->buf + 4 * j, &t, 4);
+            }
+        }
+        w->tokens_crc = bp_crc32(w->tokens_crc, w->buf, k * tb);
+        if (write_bytes(w, w->buf, k * tb, err)) return -1;
+        i += k;
+    }
+    w->h.n_tokens += n;
+    return 0;
+}
+
+int shard_writer_end_document(ShardWriter *w, BpError *err) {
+    if (w->h.n_sentences == w->doc_first_sentence) return 0;
+    if (grow_u64(&w->docs, &w->docs_cap, w->h.n_documents + 1, "document", err)) return -1;
+    w->docs[w->h.n_documents++] = w->doc_first_sentence;
+    w->doc_first_sentence = w->h.n_sentences;
+    return 0;
+}
+
+size_t shard_writer_num_tokens(const ShardWriter *w) { return (size_t)w->h.n_tokens; }
+size_t shard_writer_num_sentences(const ShardWriter *w) { return (size_t)w->h.n_sentences; }
+size_t shard_writer_num_documents(const ShardWriter *w) { return (size_t)w->h.n_documents; }
+
+int shard_writer_commit(ShardWriter *w, BpError *err) {
+    if (w->committed) return bp_fail(err, "%s: shard already committed", w->af.path);
+    if (shard_writer_end_document(w, err)) return -1;
+    ShardHeader *h = &w->h;
+    /* sentinels: the end of the last sentence and of the last document */
+    if (grow_u64(&w->sents, &w->sents_cap, h->n_sentences + 1, "sentence", err) ||
+        grow_u64(&w->docs, &w->docs_cap, h->n_documents + 1, "document", err))
+        return -1;
+    w->sents[h->n_sentences] = h->n_tokens;
+    w->docs[h->n_documents] = h->n_sentences;
+    size_t sent_bytes = (h->n_sentences + 1) * 8, doc_bytes = (h->n_documents + 1) * 8;
+    uint64_t pos = h->tokens_offset + h->n_tokens * h->token_bytes;
+    if (write_padding(w, &pos, err)) return -1;
+    h->sents_offset = pos;
+    if (write_bytes(w, w->sents, sent_bytes, err)) return -1;
+    pos += sent_bytes;
+    if (write_padding(w, &pos, err)) return -1;
+    h->docs_offset = pos;
+    if (write_bytes(w, w->docs, doc_bytes, err)) return -1;
+    pos += doc_bytes;
+    h->file_bytes = pos;
+    h->tokens_crc = w->tokens_crc;
+    h->sents_crc = bp_crc32(0, w->sents, sent_bytes);
+    h->docs_crc = bp_crc32(0, w->docs, doc_bytes);
+    h->header_crc = header_crc(h);
+    if (fseek(w->af.fp, 0, SEEK_SET) != 0)
+        return bp_fail(err, "%s: seek failed: %s", w->af.tmp_path, strerror(errno));
+    if (write_bytes(w, h, sizeof *h, err)) return -1;
+    if (bp_atomic_commit(&w->af, err)) return -1;
+    w->committed = true;
+    return 0;
+}
+
+void shard_writer_free(ShardWriter *w) {
+    if (!w) return;
+    if (!w->committed) bp_atomic_abort(&w->af);
+    free(w->sents);
+    free(w->docs);
+    free(w);
+}
