@@ -206,9 +206,9 @@ static const KeyDef PHASE_KEYS[] = {
 };
 
 /* the phase keys a file must give */
-static const char *const PHASE_REQUIRED[] __attribute__((unused)) = {"seq_len", "batch_size", "steps"};
+static const char *const PHASE_REQUIRED[] = {"seq_len", "batch_size", "steps"};
 
-static const char *const SECTIONS[] __attribute__((unused)) = {"model", "data", "optimizer", "schedule", "training"};
+static const char *const SECTIONS[] = {"model", "data", "optimizer", "schedule", "training"};
 
 /* ------------------------------------------------------------------------------------------ */
 /* defaults                                                                                    */
@@ -317,7 +317,7 @@ void config_defaults(Config *cfg) {
 /* small helpers                                                                               */
 
 /* A value quoted in a message: at most 60 bytes, control bytes escaped. */
-__attribute__((unused)) static const char *quote_text(const char *s, char *buf, size_t cap) {
+static const char *quote_text(const char *s, char *buf, size_t cap) {
     size_t o = 0, i = 0;
     for (; s[i] && o + 8 < cap && i < 60; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -362,7 +362,7 @@ static void key_fullname(const KeyDef *k, int phase, char *buf, size_t cap) {
 }
 
 /* Base address of a key's field: the Config, or the phase. */
-__attribute__((unused)) static void *key_field(const KeyDef *k, Config *cfg, PhaseConfig *ph) {
+static void *key_field(const KeyDef *k, Config *cfg, PhaseConfig *ph) {
     return (char *)(ph ? (void *)ph : (void *)cfg) + k->off;
 }
 
@@ -564,17 +564,919 @@ int config_resolve(Config *cfg, BpError *err) {
     return 0;
 }
 
+
 /* ------------------------------------------------------------------------------------------ */
-/* not built yet (step 2 onward)                                                               */
+/* the YAML tree: libyaml events -> nodes                                                      */
+
+typedef enum { N_SCALAR, N_MAP, N_SEQ } NodeKind;
+
+typedef struct YNode {
+    NodeKind kind;
+    char *text; /* scalars: the value, NUL-terminated */
+    size_t len; /* scalars: bytes (differs from strlen when the value holds a NUL) */
+    bool plain; /* scalars: unquoted (only a plain null/~/empty means "no value") */
+    int line, col; /* 1-based start */
+    struct YNode **kids; /* mapping: key, value, key, value, ...; sequence: items */
+    size_t n, cap;
+} YNode;
+
+static void ynode_free(YNode *n) {
+    if (!n) return;
+    /* depth is bounded by CFG_MAX_DEPTH, so recursion is bounded too */
+    for (size_t i = 0; i < n->n; i++) ynode_free(n->kids[i]);
+    free(n->kids);
+    free(n->text);
+    free(n);
+}
+
+static const char *kind_word(const YNode *n) {
+    return n->kind == N_MAP ? "a mapping" : n->kind == N_SEQ ? "a list" : "a scalar";
+}
+
+static bool is_null(const YNode *n) {
+    return n->kind == N_SCALAR && n->plain &&
+           (n->len == 0 || strcmp(n->text, "null") == 0 || strcmp(n->text, "~") == 0 ||
+            strcmp(n->text, "Null") == 0 || strcmp(n->text, "NULL") == 0);
+}
+
+/* Where values come from: a file (messages say file:line:col) or one --set (messages say it). */
+typedef struct {
+    const char *file;   /* display path, or NULL for an override */
+    const char *set;    /* the override text */
+    const char *dir;    /* relative paths are joined to it; NULL or "" = as written */
+    bool resolved;      /* a resolved JSON: derived keys accepted and ignored, paths as written */
+} Src;
+
+static int vfail_at(const Src *s, int line, int col, BpError *err, const char *fmt, va_list ap) {
+    char msg[BP_ERR_LEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (s->file) {
+        if (line > 0) return bp_fail_usage(err, "%s:%d:%d: %s", s->file, line, col, msg);
+        return bp_fail_usage(err, "%s: %s", s->file, msg);
+    }
+    char q[256];
+    return bp_fail_usage(err, "--set %s: %s", quote_text(s->set, q, sizeof q), msg);
+}
+
+static int fail_at(const Src *s, const YNode *n, BpError *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(const Src *s, const YNode *n, BpError *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail_at(s, n ? n->line : 0, n ? n->col : 0, err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int fail_pos(const Src *s, int line, int col, BpError *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail_pos(const Src *s, int line, int col, BpError *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail_at(s, line, col, err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static YNode *ynode_new(NodeKind kind, const yaml_mark_t *mark) {
+    YNode *n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    n->kind = kind;
+    n->line = (int)(mark->line < INT_MAX ? mark->line + 1 : INT_MAX);
+    n->col = (int)(mark->column < INT_MAX ? mark->column + 1 : INT_MAX);
+    return n;
+}
+
+static int ynode_add(YNode *parent, YNode *kid) {
+    if (parent->n == parent->cap) {
+        size_t cap = parent->cap ? 2 * parent->cap : 8;
+        YNode **k = realloc(parent->kids, cap * sizeof *k);
+        if (!k) return -1;
+        parent->kids = k;
+        parent->cap = cap;
+    }
+    parent->kids[parent->n++] = kid;
+    return 0;
+}
+
+/* 1-based line and column of a byte offset (libyaml's reader errors give only the offset). */
+static void offset_to_pos(const char *buf, size_t len, size_t off, int *line, int *col) {
+    int l = 1, c = 1;
+    for (size_t i = 0; i < off && i < len; i++) {
+        if (buf[i] == '\n') {
+            l++;
+            c = 1;
+        } else if (((unsigned char)buf[i] & 0xC0) != 0x80) {
+            c++;
+        }
+        if (l == INT_MAX || c == INT_MAX) break;
+    }
+    *line = l;
+    *col = c;
+}
+
+static int syntax_error(const Src *s, const yaml_parser_t *p, const char *buf, size_t len,
+                        BpError *err) {
+    const char *what = p->problem ? p->problem : "cannot parse";
+    if (p->error == YAML_MEMORY_ERROR) return bp_fail(err, "out of memory parsing YAML");
+    if (p->error == YAML_READER_ERROR) {
+        int line, col;
+        offset_to_pos(buf, len, p->problem_offset, &line, &col);
+        if (p->problem_value != -1)
+            return fail_pos(s, line, col, err, "invalid input: %s (byte 0x%02x)", what,
+                            (unsigned)p->problem_value & 0xffu);
+        return fail_pos(s, line, col, err, "invalid input: %s", what);
+    }
+    int line = (int)(p->problem_mark.line < INT_MAX ? p->problem_mark.line + 1 : INT_MAX);
+    int col = (int)(p->problem_mark.column < INT_MAX ? p->problem_mark.column + 1 : INT_MAX);
+    if (p->context && s->file)
+        return fail_pos(s, line, col, err, "YAML syntax error: %s %s (from line %zu)", what,
+                        p->context, (size_t)p->context_mark.line + 1);
+    if (p->context) return fail_pos(s, line, col, err, "YAML syntax error: %s %s", what, p->context);
+    return fail_pos(s, line, col, err, "YAML syntax error: %s", what);
+}
+
+/* Parses one YAML document into a tree. *root = NULL for an empty stream. Anchors, aliases and
+ * tags are refused; nesting deeper than CFG_MAX_DEPTH is refused as it opens. */
+static int yaml_to_tree(const Src *s, const char *buf, size_t len, YNode **root, BpError *err) {
+    *root = NULL;
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return bp_fail(err, "out of memory starting libyaml");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+    YNode *stack[CFG_MAX_DEPTH + 1];
+    int depth = 0, docs = 0, rc = 0;
+    size_t nodes = 0;
+    bool done = false;
+    while (!done && rc == 0) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) {
+            rc = syntax_error(s, &parser, buf, len, err);
+            break;
+        }
+        int line = (int)(ev.start_mark.line < INT_MAX ? ev.start_mark.line + 1 : INT_MAX);
+        int col = (int)(ev.start_mark.column < INT_MAX ? ev.start_mark.column + 1 : INT_MAX);
+        char q[96];
+        const yaml_char_t *anchor = NULL, *tag = NULL;
+        NodeKind kind = N_SCALAR;
+        bool opens = false;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT: done = true; break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1)
+                rc = fail_pos(s, line, col, err,
+                              "a second YAML document ('---'): a config holds exactly one");
+            break;
+        case YAML_ALIAS_EVENT:
+            rc = fail_pos(s, line, col, err,
+                          "YAML aliases (*%s) are not supported: write the value out in full",
+                          quote_text((const char *)ev.data.alias.anchor, q, sizeof q));
+            break;
+        case YAML_SCALAR_EVENT:
+            anchor = ev.data.scalar.anchor;
+            tag = ev.data.scalar.tag;
+            opens = true;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            anchor = ev.data.sequence_start.anchor;
+            tag = ev.data.sequence_start.tag;
+            kind = N_SEQ;
+            opens = true;
+            break;
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.data.mapping_start.anchor;
+            tag = ev.data.mapping_start.tag;
+            kind = N_MAP;
+            opens = true;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT: depth--; break;
+        default: break;
+        }
+        if (rc == 0 && opens) {
+            if (anchor)
+                rc = fail_pos(s, line, col, err,
+                              "YAML anchors (&%s) are not supported: write the value out in full",
+                              quote_text((const char *)anchor, q, sizeof q));
+            else if (tag)
+                rc = fail_pos(s, line, col, err, "YAML tags (%s) are not supported",
+                              quote_text((const char *)tag, q, sizeof q));
+            else if (kind != N_SCALAR && depth >= CFG_MAX_DEPTH)
+                rc = fail_pos(s, line, col, err, "YAML nesting deeper than %d levels", CFG_MAX_DEPTH);
+            else if (++nodes > CFG_MAX_NODES)
+                rc = fail_pos(s, line, col, err, "more than %d YAML values: not a config",
+                              CFG_MAX_NODES);
+            else if (depth == 0 && *root)
+                rc = fail_pos(s, line, col, err, "more than one top-level value");
+        }
+        if (rc == 0 && opens) {
+            YNode *n = ynode_new(kind, &ev.start_mark);
+            if (n && kind == N_SCALAR) {
+                n->len = ev.data.scalar.length;
+                n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+                n->text = malloc(n->len + 1);
+                if (n->text) {
+                    memcpy(n->text, ev.data.scalar.value, n->len);
+                    n->text[n->len] = 0;
+                }
+            }
+            if (!n || (kind == N_SCALAR && !n->text)) {
+                ynode_free(n);
+                rc = bp_fail(err, "out of memory reading YAML");
+            } else if (depth == 0) {
+                *root = n;
+            } else if (ynode_add(stack[depth - 1], n)) {
+                ynode_free(n);
+                rc = bp_fail(err, "out of memory reading YAML");
+            }
+            if (rc == 0 && kind != N_SCALAR) stack[depth++] = n;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    if (rc) {
+        ynode_free(*root);
+        *root = NULL;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* scalars -> values                                                                           */
+
+static bool all_digits(const char *p) {
+    if (!*p) return false;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9') return false;
+    return true;
+}
+
+/* 0 ok, 1 not an integer, 2 too large for long long */
+static int parse_ll(const char *t, long long *out) {
+    const char *p = t + (*t == '+' || *t == '-');
+    if (!all_digits(p)) return 1;
+    errno = 0;
+    long long v = strtoll(t, NULL, 10);
+    if (errno == ERANGE) return 2;
+    *out = v;
+    return 0;
+}
+
+/* 0 ok, 1 not a decimal number, 2 overflow/underflow; nan, inf and hex floats are not numbers */
+static int parse_num(const char *t, double *out) {
+    const char *p = t + (*t == '+' || *t == '-');
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9') p++, digits++;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') p++, digits++;
+    }
+    if (digits == 0) return 1;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += (*p == '+' || *p == '-');
+        if (!all_digits(p)) return 1;
+    } else if (*p) {
+        return 1;
+    }
+    errno = 0;
+    double v = strtod(t, NULL);
+    if (errno == ERANGE || !isfinite(v)) return 2;
+    *out = v;
+    return 0;
+}
+
+static void join_names(const char *const *names, int n, char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", names[i]);
+}
+
+/* Lexical clean-up of a joined path: drops "." and empty segments and folds "dir/..". */
+static void clean_path(char *path) {
+    bool abs = path[0] == '/';
+    char *segs[512];
+    int n = 0;
+    char *save = NULL;
+    char tmp[CFG_PATH_MAX];
+    copy_str(tmp, sizeof tmp, path);
+    for (char *t = strtok_r(tmp, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (strcmp(t, ".") == 0) continue;
+        if (strcmp(t, "..") == 0 && n > 0 && strcmp(segs[n - 1], "..") != 0) {
+            n--;
+            continue;
+        }
+        if (strcmp(t, "..") == 0 && n == 0 && abs) continue;
+        if (n < (int)BP_ARRAY_LEN(segs)) segs[n++] = t;
+    }
+    size_t o = 0;
+    if (abs) path[o++] = '/';
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(segs[i]);
+        if (i) path[o++] = '/';
+        memcpy(path + o, segs[i], l);
+        o += l;
+    }
+    if (o == 0) path[o++] = '.';
+    path[o] = 0;
+}
+
+/* dir/path (path as written when absolute or when dir is empty); -1 when it does not fit */
+static int join_path(const char *dir, const char *path, char *out, size_t cap) {
+    int n;
+    if (!dir || !dir[0] || path[0] == '/') n = snprintf(out, cap, "%s", path);
+    else n = snprintf(out, cap, "%s/%s", dir, path);
+    if (n < 0 || (size_t)n >= cap) return -1;
+    clean_path(out);
+    return 0;
+}
+
+static void dir_of(const char *path, char *out, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        out[0] = 0;
+        return;
+    }
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= cap) n = cap - 1;
+    memcpy(out, path, n);
+    out[n] = 0;
+}
+
+static const char *describe(const KeyDef *k, char *buf, size_t cap) {
+    switch (k->type) {
+    case K_INT:
+    case K_LONG: return "an integer";
+    case K_U64: return "a non-negative integer";
+    case K_DOUBLE: return "a number";
+    case K_BOOL: return "true or false";
+    case K_ENUM: {
+        char names[256];
+        join_names(k->names, k->n_names, names, sizeof names);
+        snprintf(buf, cap, "one of %s", names);
+        return buf;
+    }
+    case K_PRESET: return "a preset name";
+    case K_PATTERNS: return "a list of name patterns";
+    case K_PATHS: return "a list of paths";
+    default: return "a string";
+    }
+}
+
+/* One item string -> path or pattern slot. */
+static int set_string_item(const Src *s, const KeyDef *k, const char *name, const YNode *v,
+                           char *dst, size_t cap, bool is_path, BpError *err) {
+    char q[96];
+    if (v->kind != N_SCALAR)
+        return fail_at(s, v, err, "%s must be %s, got %s", name, is_path ? "a path" : "a string",
+                       kind_word(v));
+    if (strlen(v->text) != v->len) return fail_at(s, v, err, "%s contains a NUL byte", name);
+    if (is_path) {
+        if (is_null(v)) {
+            dst[0] = 0;
+            return 0;
+        }
+        const char *dir = s->resolved ? NULL : s->dir;
+        if (join_path(dir, v->text, dst, cap))
+            return fail_at(s, v, err, "%s is longer than %zu bytes: '%s'", name, cap - 1,
+                           quote_text(v->text, q, sizeof q));
+        return 0;
+    }
+    (void)k;
+    if (v->len == 0) return fail_at(s, v, err, "%s must not be empty", name);
+    if (v->len >= cap)
+        return fail_at(s, v, err, "%s is longer than %zu bytes: '%s'", name, cap - 1,
+                       quote_text(v->text, q, sizeof q));
+    memcpy(dst, v->text, v->len + 1);
+    return 0;
+}
+
+/* Sets one key from a node, validating it like the table says. ph != NULL for phase keys. */
+static int set_value(const Src *s, Config *cfg, const KeyDef *k, PhaseConfig *ph, int phase,
+                     const YNode *v, BpError *err) {
+    char name[160], q[96], range[128], desc[300];
+    key_fullname(k, phase, name, sizeof name);
+    if (k->flags & F_DERIVED) {
+        if (s->resolved) return 0; /* recomputed by config_resolve */
+        return fail_at(s, v, err, "%s is derived by config_resolve and cannot be set", name);
+    }
+    void *field = key_field(k, cfg, ph);
+
+    if (k->type == K_PATTERNS || k->type == K_PATHS) {
+        int *count = (int *)((char *)cfg + k->count_off);
+        if (is_null(v)) {
+            *count = 0;
+            return 0;
+        }
+        if (v->kind != N_SEQ)
+            return fail_at(s, v, err, "%s must be %s, got %s", name, describe(k, desc, sizeof desc),
+                           kind_word(v));
+        if (v->n > (size_t)k->max_items)
+            return fail_at(s, v, err, "%s has %zu entries (at most %d)", name, v->n, k->max_items);
+        for (size_t i = 0; i < v->n; i++) {
+            char item[200];
+            snprintf(item, sizeof item, "%s[%zu]", name, i);
+            if (set_string_item(s, k, item, v->kids[i], (char *)field + i * k->cap, k->cap,
+                                k->type == K_PATHS, err))
+                return -1;
+            if (k->type == K_PATHS && !((char *)field + i * k->cap)[0])
+                return fail_at(s, v->kids[i], err, "%s must not be empty", item);
+        }
+        *count = (int)v->n;
+        return 0;
+    }
+
+    if (v->kind != N_SCALAR)
+        return fail_at(s, v, err, "%s must be %s, got %s", name, describe(k, desc, sizeof desc),
+                       kind_word(v));
+    if (strlen(v->text) != v->len) return fail_at(s, v, err, "%s contains a NUL byte", name);
+    const char *t = v->text;
+    quote_text(t, q, sizeof q);
+
+    switch (k->type) {
+    case K_INT: {
+        long long x = 0;
+        int r = parse_ll(t, &x);
+        if (r == 1) return fail_at(s, v, err, "%s must be an integer, got '%s'", name, q);
+        if (r == 2 || !in_range(k, (double)x)) {
+            fmt_range(k, range, sizeof range);
+            return fail_at(s, v, err, "%s = %s is out of range %s", name, q, range);
+        }
+        *(int *)field = (int)x;
+        break;
+    }
+    case K_U64: {
+        if (!all_digits(t)) return fail_at(s, v, err, "%s must be a non-negative integer, got '%s'", name, q);
+        errno = 0;
+        unsigned long long x = strtoull(t, NULL, 10);
+        if (errno == ERANGE)
+            return fail_at(s, v, err, "%s = %s is out of range [0, %llu]", name, q, ULLONG_MAX);
+        *(uint64_t *)field = (uint64_t)x;
+        break;
+    }
+    case K_DOUBLE: {
+        double x = 0;
+        int r = parse_num(t, &x);
+        if (r == 1) return fail_at(s, v, err, "%s must be a number, got '%s'", name, q);
+        if (r == 2 || !in_range(k, x)) {
+            fmt_range(k, range, sizeof range);
+            return fail_at(s, v, err, "%s = %s is out of range %s", name, q, range);
+        }
+        *(double *)field = x;
+        break;
+    }
+    case K_BOOL:
+        if (strcmp(t, "true") == 0) *(bool *)field = true;
+        else if (strcmp(t, "false") == 0) *(bool *)field = false;
+        else return fail_at(s, v, err, "%s must be true or false, got '%s'", name, q);
+        break;
+    case K_ENUM: {
+        int found = -1;
+        for (int i = 0; i < k->n_names; i++)
+            if (strcmp(t, k->names[i]) == 0) found = i;
+        if (found < 0)
+            return fail_at(s, v, err, "%s must be %s, got '%s'", name, describe(k, desc, sizeof desc), q);
+        *(int *)field = found;
+        break;
+    }
+    case K_PRESET: {
+        if (!find_preset(t)) {
+            const char *names[BP_ARRAY_LEN(PRESETS)];
+            for (size_t i = 0; i < BP_ARRAY_LEN(PRESETS); i++) names[i] = PRESETS[i].name;
+            char list[256];
+            join_names(names, (int)BP_ARRAY_LEN(PRESETS), list, sizeof list);
+            return fail_at(s, v, err, "%s must be one of %s, got '%s'", name, list, q);
+        }
+        copy_str((char *)field, k->cap, t);
+        break;
+    }
+    case K_PATH:
+        if (set_string_item(s, k, name, v, (char *)field, k->cap, true, err)) return -1;
+        break;
+    default: return fail_at(s, v, err, "%s cannot be set", name);
+    }
+    if (k->explicit_bit >= 0) cfg->model_explicit |= 1u << k->explicit_bit;
+    if (!ph && strcmp(k->section, "model") == 0) model_apply_preset(cfg);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* keys: lookup and "did you mean"                                                             */
+
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64) return SIZE_MAX;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* " (did you mean 'x'?)" for a close candidate, else " (known keys: ...)" */
+static void suggest(const char *bad, const char *const *cands, int n, char *out, size_t cap) {
+    size_t best = SIZE_MAX;
+    int bi = -1;
+    for (int i = 0; i < n; i++) {
+        size_t d = edit_distance(bad, cands[i]);
+        if (d < best) best = d, bi = i;
+    }
+    size_t len = strlen(bad);
+    size_t limit = len / 3 > 2 ? len / 3 : 2;
+    if (bi >= 0 && best <= limit) {
+        snprintf(out, cap, " (did you mean '%s'?)", cands[bi]);
+        return;
+    }
+    char list[700];
+    join_names(cands, n, list, sizeof list);
+    snprintf(out, cap, " (known keys: %s)", list);
+}
+
+static const KeyDef *find_key(const KeyDef *tab, size_t n, const char *section, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tab[i].section, section) == 0 && strcmp(tab[i].name, name) == 0) return &tab[i];
+    return NULL;
+}
+
+static int section_keys(const KeyDef *tab, size_t n, const char *section, const char **out) {
+    int c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tab[i].section, section) == 0 && !(tab[i].flags & F_DERIVED)) out[c++] = tab[i].name;
+    return c;
+}
+
+static int unknown_key(const Src *s, const YNode *kn, const char *prefix, const KeyDef *tab,
+                       size_t ntab, const char *section, BpError *err) {
+    const char *cands[64];
+    int n = section_keys(tab, ntab, section, cands);
+    char hint[800], q[96];
+    suggest(kn->text, cands, n, hint, sizeof hint);
+    return fail_at(s, kn, err, "unknown key '%s%s'%s", prefix, quote_text(kn->text, q, sizeof q), hint);
+}
+
+/* Mapping keys must be plain strings, each given once. */
+static int check_map_key(const Src *s, const YNode *map, size_t i, const char *prefix, BpError *err) {
+    const YNode *kn = map->kids[i];
+    char q[96];
+    if (kn->kind != N_SCALAR)
+        return fail_at(s, kn, err, "%s: a key must be a plain name, got %s", prefix[0] ? prefix : "top level",
+                       kind_word(kn));
+    if (strlen(kn->text) != kn->len) return fail_at(s, kn, err, "a key contains a NUL byte");
+    for (size_t j = 0; j < i; j += 2) {
+        const YNode *other = map->kids[j];
+        if (other->kind == N_SCALAR && strcmp(other->text, kn->text) == 0)
+            return fail_at(s, kn, err, "duplicate key '%s%s' (first given at line %d)", prefix,
+                           quote_text(kn->text, q, sizeof q), other->line);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* sections and phases                                                                         */
+
+static int apply_section(const Src *s, Config *cfg, const char *section, const YNode *v,
+                         BpError *err) {
+    if (is_null(v)) return 0;
+    if (v->kind != N_MAP)
+        return fail_at(s, v, err, "%s must be a mapping of keys, got %s", section, kind_word(v));
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s.", section);
+    for (size_t i = 0; i + 1 < v->n; i += 2) {
+        const YNode *kn = v->kids[i];
+        /* unknown keys first: a hostile mapping then fails at its first stray key */
+        if (kn->kind == N_SCALAR && !find_key(KEYS, BP_ARRAY_LEN(KEYS), section, kn->text))
+            return unknown_key(s, kn, prefix, KEYS, BP_ARRAY_LEN(KEYS), section, err);
+        if (check_map_key(s, v, i, prefix, err)) return -1;
+        const KeyDef *k = find_key(KEYS, BP_ARRAY_LEN(KEYS), section, kn->text);
+        if (set_value(s, cfg, k, NULL, -1, v->kids[i + 1], err)) return -1;
+    }
+    return 0;
+}
+
+static int apply_phase(const Src *s, Config *cfg, int idx, const YNode *v, bool fresh,
+                       BpError *err) {
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "phases[%d].", idx);
+    if (v->kind != N_MAP)
+        return fail_at(s, v, err, "phases[%d] must be a mapping (seq_len, batch_size, steps, ...), got %s",
+                       idx, kind_word(v));
+    PhaseConfig *p = &cfg->phases[idx];
+    if (fresh) phase_defaults(p);
+    bool given[BP_ARRAY_LEN(PHASE_KEYS)] = {0};
+    for (size_t i = 0; i + 1 < v->n; i += 2) {
+        const YNode *kn = v->kids[i];
+        if (kn->kind == N_SCALAR && !find_key(PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", kn->text))
+            return unknown_key(s, kn, prefix, PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", err);
+        if (check_map_key(s, v, i, prefix, err)) return -1;
+        const KeyDef *k = find_key(PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", kn->text);
+        given[k - PHASE_KEYS] = true;
+        if (set_value(s, cfg, k, p, idx, v->kids[i + 1], err)) return -1;
+    }
+    if (fresh)
+        for (size_t r = 0; r < BP_ARRAY_LEN(PHASE_REQUIRED); r++) {
+            const KeyDef *k = find_key(PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", PHASE_REQUIRED[r]);
+            if (!given[k - PHASE_KEYS])
+                return fail_at(s, v, err, "phases[%d] has no %s (every phase needs seq_len, batch_size and steps)",
+                               idx, PHASE_REQUIRED[r]);
+        }
+    return 0;
+}
+
+/* A phases: list replaces every phase given before (by a base file, say). */
+static int apply_phases(const Src *s, Config *cfg, const YNode *v, BpError *err) {
+    if (is_null(v)) {
+        cfg->n_phases = 0;
+        return 0;
+    }
+    if (v->kind != N_SEQ)
+        return fail_at(s, v, err, "phases must be a list of mappings, got %s", kind_word(v));
+    if (v->n > CFG_MAX_PHASES)
+        return fail_at(s, v->kids[CFG_MAX_PHASES], err, "phases: at most %d phases are supported",
+                       CFG_MAX_PHASES);
+    for (int i = 0; i < CFG_MAX_PHASES; i++) phase_defaults(&cfg->phases[i]);
+    cfg->n_phases = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (apply_phase(s, cfg, (int)i, v->kids[i], true, err)) return -1;
+        cfg->n_phases = (int)i + 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* files and includes                                                                          */
+
+static const char *const TOP_KEYS[] = {"base", "resolved", "model", "data", "optimizer",
+                                       "schedule", "phases", "training", "source", "world_size",
+                                       "total_steps"};
+
+typedef struct {
+    char real[CFG_MAX_INCLUDE + 2][CFG_PATH_MAX]; /* canonical paths, for cycle detection */
+    char shown[CFG_MAX_INCLUDE + 2][CFG_PATH_MAX]; /* as named, for messages */
+    int n;
+} IncludeChain;
+
+/* Reads a config file (a regular file of at most CFG_MAX_FILE bytes). Message without location. */
+static char *read_config_file(const char *path, size_t *len, char *why, size_t cap) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(why, cap, "%s", strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, cap, "not a regular file");
+        return NULL;
+    }
+    if ((unsigned long long)st.st_size > CFG_MAX_FILE) {
+        snprintf(why, cap, "%lld bytes, more than the %u a config may have", (long long)st.st_size,
+                 CFG_MAX_FILE);
+        return NULL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, cap, "%s", strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(CFG_MAX_FILE + 1);
+    if (!buf) {
+        fclose(f);
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    size_t n = fread(buf, 1, CFG_MAX_FILE + 1, f);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad || n > CFG_MAX_FILE) {
+        free(buf);
+        snprintf(why, cap, bad ? "read error" : "file grew beyond the size limit while reading");
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int load_file(Config *cfg, const char *path, IncludeChain *chain, const Src *includer,
+                     const YNode *at, BpError *err);
+
+static int apply_root(Config *cfg, const Src *s, const YNode *root, IncludeChain *chain,
+                      BpError *err) {
+    if (!root) return fail_pos(s, 0, 0, err, "the file is empty: a config is a mapping with sections "
+                                             "model, data, optimizer, schedule, phases, training");
+    if (root->kind != N_MAP)
+        return fail_at(s, root, err, "the top level must be a mapping of sections (model, data, "
+                                     "optimizer, schedule, phases, training), got %s",
+                       kind_word(root));
+    const YNode *base = NULL;
+    Src src = *s;
+    /* first pass: every key known and given once; find base: and resolved: */
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const YNode *kn = root->kids[i];
+        bool known = false;
+        for (size_t j = 0; kn->kind == N_SCALAR && j < BP_ARRAY_LEN(TOP_KEYS); j++)
+            known |= strcmp(kn->text, TOP_KEYS[j]) == 0;
+        if (kn->kind == N_SCALAR && !known) {
+            char hint[800], q[96];
+            suggest(kn->text, TOP_KEYS, 8, hint, sizeof hint);
+            return fail_at(s, kn, err, "unknown key '%s'%s", quote_text(kn->text, q, sizeof q), hint);
+        }
+        if (check_map_key(s, root, i, "", err)) return -1;
+        const YNode *v = root->kids[i + 1];
+        if (strcmp(kn->text, "base") == 0) {
+            base = v;
+        } else if (strcmp(kn->text, "resolved") == 0) {
+            if (v->kind != N_SCALAR || (strcmp(v->text, "true") && strcmp(v->text, "false")))
+                return fail_at(s, v, err, "resolved must be true or false");
+            src.resolved = strcmp(v->text, "true") == 0;
+        }
+    }
+    if (base) {
+        if (base->kind != N_SCALAR || is_null(base) || strlen(base->text) != base->len)
+            return fail_at(s, base, err, "base must be the path of another config, got %s",
+                           base->kind == N_SCALAR ? "no path" : kind_word(base));
+        char path[CFG_PATH_MAX], q[96];
+        if (join_path(s->dir, base->text, path, sizeof path))
+            return fail_at(s, base, err, "base path is too long: '%s'", quote_text(base->text, q, sizeof q));
+        if (load_file(cfg, path, chain, s, base, err)) return -1;
+    }
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const char *key = root->kids[i]->text;
+        const YNode *v = root->kids[i + 1];
+        int rc = 0;
+        if (strcmp(key, "base") == 0 || strcmp(key, "resolved") == 0) continue;
+        if (strcmp(key, "phases") == 0) {
+            rc = apply_phases(&src, cfg, v, err);
+        } else {
+            const KeyDef *k = find_key(KEYS, BP_ARRAY_LEN(KEYS), "", key);
+            if (k) rc = set_value(&src, cfg, k, NULL, -1, v, err);
+            else rc = apply_section(&src, cfg, key, v, err);
+        }
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int load_file(Config *cfg, const char *path, IncludeChain *chain, const Src *includer,
+                     const YNode *at, BpError *err) {
+    char why[256];
+    if (chain->n > CFG_MAX_INCLUDE)
+        return fail_at(includer, at, err, "base: includes nest deeper than %d files (%s)",
+                       CFG_MAX_INCLUDE, path);
+    char real[PATH_MAX];
+    size_t len = 0;
+    char *buf = read_config_file(path, &len, why, sizeof why);
+    if (!buf) {
+        if (includer)
+            return fail_at(includer, at, err, "base file %s cannot be read: %s", path, why);
+        return bp_fail_usage(err, "%s: cannot read the config: %s", path, why);
+    }
+    if (!realpath(path, real)) copy_str(real, sizeof real, path);
+    for (int i = 0; i < chain->n; i++)
+        if (strcmp(chain->real[i], real) == 0) {
+            char cycle[BP_ERR_LEN];
+            size_t o = 0;
+            for (int j = i; j < chain->n && o < sizeof cycle; j++)
+                o += (size_t)snprintf(cycle + o, sizeof cycle - o, "%s -> ", chain->shown[j]);
+            if (o < sizeof cycle) snprintf(cycle + o, sizeof cycle - o, "%s", path);
+            free(buf);
+            return fail_at(includer, at, err, "base: include cycle: %s", cycle);
+        }
+    copy_str(chain->real[chain->n], CFG_PATH_MAX, real);
+    copy_str(chain->shown[chain->n], CFG_PATH_MAX, path);
+    chain->n++;
+
+    char dir[CFG_PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    Src s = {.file = path, .set = NULL, .dir = dir, .resolved = false};
+    YNode *root = NULL;
+    int rc = yaml_to_tree(&s, buf, len, &root, err);
+    if (rc == 0) rc = apply_root(cfg, &s, root, chain, err);
+    ynode_free(root);
+    free(buf);
+    chain->n--;
+    return rc;
+}
 
 int config_load(Config *cfg, const char *path, BpError *err) {
-    (void)cfg;
-    return bp_fail_usage(err, "%s: config loading is not built yet", path);
+    config_defaults(cfg);
+    IncludeChain *chain = calloc(1, sizeof *chain);
+    if (!chain) return bp_fail(err, "out of memory loading %s", path);
+    int rc = load_file(cfg, path, chain, NULL, NULL, err);
+    free(chain);
+    if (rc) return -1;
+    copy_str(cfg->source, sizeof cfg->source, path);
+    return 0;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* --set overrides                                                                             */
+
 int config_apply_override(Config *cfg, const char *assignment, BpError *err) {
-    (void)cfg;
-    return bp_fail_usage(err, "--set %s: overrides are not built yet", assignment);
+    Src s = {.file = NULL, .set = assignment, .dir = NULL, .resolved = false};
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return fail_pos(&s, 0, 0, err, "expected section.key=value (e.g. optimizer.beta1=0.9)");
+    size_t klen = (size_t)(eq - assignment);
+    char key[256];
+    if (klen >= sizeof key) return fail_pos(&s, 0, 0, err, "the key is too long");
+    memcpy(key, assignment, klen);
+    key[klen] = 0;
+    /* phases[N].key is accepted as a spelling of phases.N.key */
+    for (char *p = key; *p; p++)
+        if (*p == '[') *p = '.';
+    char *rb;
+    while ((rb = strstr(key, "]")) != NULL) memmove(rb, rb + 1, strlen(rb));
+
+    const char *value = eq + 1;
+    size_t vlen = strlen(value);
+    YNode *v = NULL;
+    if (yaml_to_tree(&s, value, vlen, &v, err)) return -1;
+    if (!v) {
+        yaml_mark_t m = {0, 0, 0};
+        v = ynode_new(N_SCALAR, &m);
+        if (v) v->text = calloc(1, 1);
+        if (!v || !v->text) {
+            ynode_free(v);
+            return bp_fail(err, "out of memory");
+        }
+        v->plain = true;
+    }
+    /* node positions inside a one-line value mean nothing: messages name the --set instead */
+    v->line = 0;
+
+    YNode kn = {.kind = N_SCALAR, .plain = true};
+    int rc = 0;
+    char *dot = strchr(key, '.');
+    char *rest = dot ? dot + 1 : NULL;
+    if (dot) *dot = 0;
+    kn.text = key;
+    kn.len = strlen(key);
+    bool section = false;
+    for (size_t i = 0; i < BP_ARRAY_LEN(SECTIONS); i++) section |= strcmp(key, SECTIONS[i]) == 0;
+
+    if (strcmp(key, "base") == 0 || strcmp(key, "resolved") == 0) {
+        rc = fail_pos(&s, 0, 0, err, "%s cannot be set with --set", key);
+    } else if (section && !rest) {
+        rc = apply_section(&s, cfg, key, v, err);
+    } else if (section) {
+        const KeyDef *k = find_key(KEYS, BP_ARRAY_LEN(KEYS), key, rest);
+        if (!k) {
+            char prefix[300];
+            snprintf(prefix, sizeof prefix, "%s.", key);
+            kn.text = rest;
+            kn.len = strlen(rest);
+            rc = unknown_key(&s, &kn, prefix, KEYS, BP_ARRAY_LEN(KEYS), key, err);
+        } else {
+            rc = set_value(&s, cfg, k, NULL, -1, v, err);
+        }
+    } else if (strcmp(key, "phases") == 0 && !rest) {
+        rc = apply_phases(&s, cfg, v, err);
+    } else if (strcmp(key, "phases") == 0) {
+        char *dot2 = strchr(rest, '.');
+        char *pkey = dot2 ? dot2 + 1 : NULL;
+        if (dot2) *dot2 = 0;
+        long long idx = -1;
+        if (parse_ll(rest, &idx) || idx < 0) {
+            rc = fail_pos(&s, 0, 0, err, "phases.N.key needs a phase number N, got '%s'", rest);
+        } else if (idx >= cfg->n_phases) {
+            rc = fail_pos(&s, 0, 0, err, "phase %lld does not exist: the config has %d phase(s), "
+                                         "numbered from 0",
+                          idx, cfg->n_phases);
+        } else if (!pkey) {
+            rc = apply_phase(&s, cfg, (int)idx, v, false, err);
+        } else {
+            const KeyDef *k = find_key(PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", pkey);
+            if (!k) {
+                char prefix[80];
+                snprintf(prefix, sizeof prefix, "phases[%d].", (int)idx);
+                kn.text = pkey;
+                kn.len = strlen(pkey);
+                rc = unknown_key(&s, &kn, prefix, PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", err);
+            } else {
+                rc = set_value(&s, cfg, k, &cfg->phases[idx], (int)idx, v, err);
+            }
+        }
+    } else if (find_key(KEYS, BP_ARRAY_LEN(KEYS), "", key)) {
+        rc = fail_pos(&s, 0, 0, err, "%s is derived by the program and cannot be set", key);
+    } else {
+        char hint[800], q[96];
+        suggest(key, TOP_KEYS + 2, 6, hint, sizeof hint);
+        rc = fail_pos(&s, 0, 0, err, "unknown section '%s'%s", quote_text(key, q, sizeof q), hint);
+    }
+    ynode_free(v);
+    return rc;
 }
+
 int config_load_cli(Config *cfg, const char *path, char *const *sets, int n_sets, int world_size,
                     BpError *err) {
     config_defaults(cfg);
@@ -584,12 +1486,141 @@ int config_load_cli(Config *cfg, const char *path, char *const *sets, int n_sets
     cfg->world_size = world_size;
     return config_resolve(cfg, err);
 }
-void config_write_json(const Config *cfg, FILE *out) {
-    (void)cfg;
-    (void)out;
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSON and the summary                                                                        */
+
+static void json_string(FILE *out, const char *s) {
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
+        else fputc(c, out);
+    }
+    fputc('"', out);
 }
+
+/* Shortest text that reads back as the same double. */
+static void json_double(FILE *out, double v) {
+    if (!isfinite(v)) {
+        fputs("null", out);
+        return;
+    }
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    fputs(buf, out);
+}
+
+static void json_value(FILE *out, const KeyDef *k, const Config *cfg, const PhaseConfig *ph) {
+    const char *field = (const char *)(ph ? (const void *)ph : (const void *)cfg) + k->off;
+    switch (k->type) {
+    case K_INT: fprintf(out, "%d", *(const int *)field); break;
+    case K_LONG: fprintf(out, "%ld", *(const long *)field); break;
+    case K_U64: fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+    case K_DOUBLE: json_double(out, *(const double *)field); break;
+    case K_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
+    case K_ENUM: {
+        int v = *(const int *)field;
+        if (v >= 0 && v < k->n_names) json_string(out, k->names[v]);
+        else fputs("null", out);
+        break;
+    }
+    case K_PATTERNS:
+    case K_PATHS: {
+        int n = *(const int *)((const char *)cfg + k->count_off);
+        fputc('[', out);
+        for (int i = 0; i < n && i < k->max_items; i++) {
+            if (i) fputs(", ", out);
+            json_string(out, field + (size_t)i * k->cap);
+        }
+        fputc(']', out);
+        break;
+    }
+    default: json_string(out, field); break;
+    }
+}
+
+void config_write_json(const Config *cfg, FILE *out) {
+    fputs("{\n  \"resolved\": true", out);
+    for (size_t i = 0; i < BP_ARRAY_LEN(KEYS); i++) {
+        if (KEYS[i].section[0]) continue;
+        fprintf(out, ",\n  \"%s\": ", KEYS[i].name);
+        json_value(out, &KEYS[i], cfg, NULL);
+    }
+    static const char *const ORDER[] = {"model", "data", "optimizer", "schedule", "phases", "training"};
+    for (size_t s = 0; s < BP_ARRAY_LEN(ORDER); s++) {
+        fprintf(out, ",\n  \"%s\": ", ORDER[s]);
+        if (strcmp(ORDER[s], "phases") == 0) {
+            fputc('[', out);
+            for (int p = 0; p < cfg->n_phases && p < CFG_MAX_PHASES; p++) {
+                fprintf(out, "%s\n    {", p ? "," : "");
+                for (size_t j = 0; j < BP_ARRAY_LEN(PHASE_KEYS); j++) {
+                    fprintf(out, "%s\"%s\": ", j ? ", " : "", PHASE_KEYS[j].name);
+                    json_value(out, &PHASE_KEYS[j], cfg, &cfg->phases[p]);
+                }
+                fputc('}', out);
+            }
+            fputs(cfg->n_phases > 0 ? "\n  ]" : "]", out);
+            continue;
+        }
+        fputc('{', out);
+        bool first = true;
+        for (size_t i = 0; i < BP_ARRAY_LEN(KEYS); i++) {
+            if (strcmp(KEYS[i].section, ORDER[s]) != 0) continue;
+            fprintf(out, "%s\n    \"%s\": ", first ? "" : ",", KEYS[i].name);
+            json_value(out, &KEYS[i], cfg, NULL);
+            first = false;
+        }
+        fputs("\n  }", out);
+    }
+    fputs("\n}\n", out);
+}
+
+static const char *schedule_words(const Config *cfg) {
+    return cfg->schedule.decay_from == DECAY_FROM_ZERO ? "decay measured from step 0"
+                                                       : "decay from the end of warmup";
+}
+
 void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
-    (void)cfg;
-    (void)n_params;
-    (void)out;
+    const ModelConfig *m = &cfg->model;
+    const OptimConfig *o = &cfg->optimizer;
+    fprintf(out, "config     %s (%d rank%s)\n", cfg->source[0] ? cfg->source : "(defaults)",
+            cfg->world_size, cfg->world_size == 1 ? "" : "s");
+    fprintf(out, "model      %s: L=%d H=%d A=%d I=%d, vocab %d, max_position %d, gelu %s, ",
+            m->preset, m->layers, m->hidden, m->heads, m->intermediate, m->vocab_size,
+            m->max_position, (unsigned)m->gelu < 2 ? GELU_NAMES[m->gelu] : "?");
+    if (n_params >= 0) fprintf(out, "%lld parameters (%.1fM)\n", n_params, (double)n_params / 1e6);
+    else fprintf(out, "parameters not counted\n");
+    fprintf(out, "optimizer  %s: beta1 %g beta2 %g epsilon %g weight_decay %g clip_grad_norm %g%s",
+            config_optimizer_name(o->name), o->beta1, o->beta2, o->epsilon, o->weight_decay,
+            o->clip_grad_norm, o->bias_correction ? "" : ", no bias correction");
+    if (o->name == OPT_LARS)
+        fprintf(out, ", lars_form %s", (unsigned)o->lars_form < 2 ? LARS_NAMES[o->lars_form] : "?");
+    if (o->gamma_l > 0 || o->gamma_u > 0) fprintf(out, ", trust clamp [%g, %g]", o->gamma_l, o->gamma_u);
+    fputc('\n', out);
+    fprintf(out, "schedule   linear warmup from 0, then polynomial decay (power %g) to %g, %s\n",
+            cfg->schedule.decay_power, cfg->schedule.end_lr, schedule_words(cfg));
+    fprintf(out, "phase  seq_len  global batch = micro x accum x ranks      steps  first step  "
+                 "max_pred  peak lr     warmup  re-warm\n");
+    for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++) {
+        const PhaseConfig *p = &cfg->phases[i];
+        char batch[96];
+        snprintf(batch, sizeof batch, "%d = %d x %d x %d", p->batch_size, cfg->training.micro_batch,
+                 p->accumulation, cfg->world_size);
+        bool starts = p->segment_start == p->first_step;
+        char warm[40];
+        if (starts) snprintf(warm, sizeof warm, "%ld", p->segment_warmup);
+        else snprintf(warm, sizeof warm, "(cont.)");
+        fprintf(out, "%-5d  %-7d  %-37s  %7d  %10ld  %8d  %-10g  %6s  %s\n", i, p->seq_len, batch,
+                p->steps, p->first_step, p->max_predictions_per_seq, p->segment_lr, warm,
+                i > 0 && starts ? "yes" : "no");
+    }
+    long long seqs = 0;
+    for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++)
+        seqs += (long long)cfg->phases[i].batch_size * cfg->phases[i].steps;
+    fprintf(out, "total      %ld optimizer steps, %lld sequences\n", cfg->total_steps, seqs);
 }
