@@ -1605,7 +1605,7 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
     fprintf(out, "schedule   linear warmup from 0, then polynomial decay (power %g) to %g, %s\n",
             cfg->schedule.decay_power, cfg->schedule.end_lr, schedule_words(cfg));
     fprintf(out, "phase  seq_len  global batch = micro x accum x ranks      steps  first step  "
-                 "max_pred  peak lr     warmup  re-warm\n");
+                 "max_pred  peak lr      warmup  re-warm\n");
     for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++) {
         const PhaseConfig *p = &cfg->phases[i];
         char batch[96];
@@ -1615,7 +1615,7 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
         char warm[40];
         if (starts) snprintf(warm, sizeof warm, "%ld", p->segment_warmup);
         else snprintf(warm, sizeof warm, "(cont.)");
-        fprintf(out, "%-5d  %-7d  %-37s  %7d  %10ld  %8d  %-10g  %6s  %s\n", i, p->seq_len, batch,
+        fprintf(out, "%-5d  %-7d  %-37s  %7d  %10ld  %8d  %-10.4g  %7s  %s\n", i, p->seq_len, batch,
                 p->steps, p->first_step, p->max_predictions_per_seq, p->segment_lr, warm,
                 i > 0 && starts ? "yes" : "no");
     }
