@@ -24,7 +24,7 @@ void tokenizer_free(Tokenizer *tok);
 
 int tokenizer_vocab_size(const Tokenizer *tok);
 int tokenizer_id(const Tokenizer *tok, const char *token); /* -1 when absent */
-const char *tokenizer_token(const Tokenizer *tok, int id);
+const char *tokenizer_token(const Tokenizer *tok, int id); /* NULL when id is out of range */
 bool tokenizer_is_continuation(const Tokenizer *tok, int id); /* starts with "##" */
 /* CRC32 of the vocab file's contents: shards record it to refuse a mismatched vocab. */
 uint32_t tokenizer_vocab_crc(const Tokenizer *tok);
@@ -38,6 +38,17 @@ SpecialIds tokenizer_specials(const Tokenizer *tok);
  * updated). Returns 0, or -1 on allocation failure. */
 int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n,
                      size_t *cap, BpError *err);
+
+/* Whether the tokenizer lower-cases and strips accents (the `lowercase` it was loaded with). */
+bool tokenizer_lowercase(const Tokenizer *tok);
+
+/* The BasicTokenizer alone: calls fn once per word (UTF-8, NUL-terminated, nbytes long, nchars
+ * code points) in order. Returns 0, or -1 when fn returned non-zero (fn fills err) or on
+ * allocation failure. The vocab builder and the tests use it; tokenizer_encode runs WordPiece on
+ * each word. */
+typedef int (*TokenizerWordFn)(void *ctx, const char *word, size_t nbytes, size_t nchars);
+int tokenizer_basic(const char *text, size_t len, bool lowercase, TokenizerWordFn fn, void *ctx,
+                    BpError *err);
 
 /* Trains a WordPiece vocab of `size` entries from text files (.txt or .gz) and writes it
  * atomically to out_path: special tokens first ([PAD] [UNK] [CLS] [SEP] [MASK]), deterministic. */

@@ -1,0 +1,400 @@
+/* Unit tests for tokenizer.c: vocab loading and its errors, BERT's BasicTokenizer and WordPiece
+ * rules on hand-written examples, agreement with the Python transcription of tokenization.py
+ * (tests/fixtures/tokenizer/gen_reference.py) on sentences, random strings and every code point,
+ * invalid UTF-8, and the vocab builder. Run from the repository root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "tokenizer.h"
+
+#define FIX "tests/fixtures/tokenizer/"
+
+/* A growing string: what the tokenizer produced, joined by single spaces. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} Str;
+
+static void str_add(Str *b, const char *s, size_t n) {
+    if (b->n + n + 2 > b->cap) {
+        b->cap = (b->n + n + 2) * 2;
+        b->s = realloc(b->s, b->cap);
+        assert_non_null(b->s);
+    }
+    if (b->n) b->s[b->n++] = ' ';
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+static int collect_word(void *ctx, const char *word, size_t nbytes, size_t nchars) {
+    assert_int_equal(strlen(word), nbytes);
+    assert_true(nchars >= 1 && nchars <= nbytes);
+    str_add(ctx, word, nbytes);
+    return 0;
+}
+
+/* The basic words of text, space-joined (caller frees). */
+static char *basic_words(const char *text, size_t len, bool lower) {
+    Str b = {calloc(1, 1), 0, 1};
+    BpError err = {0};
+    assert_int_equal(tokenizer_basic(text, len, lower, collect_word, &b, &err), 0);
+    return b.s;
+}
+
+/* The WordPiece pieces of text, space-joined (caller frees). */
+static char *pieces(const Tokenizer *tok, const char *text, size_t len) {
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    BpError err = {0};
+    assert_int_equal(tokenizer_encode(tok, text, len, &ids, &n, &cap, &err), 0);
+    Str b = {calloc(1, 1), 0, 1};
+    for (size_t i = 0; i < n; i++) {
+        const char *t = tokenizer_token(tok, ids[i]);
+        assert_non_null(t);
+        str_add(&b, t, strlen(t));
+    }
+    free(ids);
+    return b.s;
+}
+
+static Tokenizer *load_small(bool lower) {
+    BpError err = {0};
+    Tokenizer *tok = tokenizer_load(FIX "vocab_small.txt", lower, &err);
+    if (!tok) fail_msg("%s", err.msg);
+    return tok;
+}
+
+#define EXPECT_PIECES(tok, text, want)                                                            \
+    do {                                                                                          \
+        char *got_ = pieces(tok, text, strlen(text));                                             \
+        if (strcmp(got_, want)) fail_msg("text \"%s\": got \"%s\", want \"%s\"", text, got_, want); \
+        free(got_);                                                                               \
+    } while (0)
+
+#define EXPECT_WORDS(text, len, lower, want)                                                      \
+    do {                                                                                          \
+        char *got_ = basic_words(text, len, lower);                                               \
+        if (strcmp(got_, want)) fail_msg("text \"%s\": got \"%s\", want \"%s\"", text, got_, want); \
+        free(got_);                                                                               \
+    } while (0)
+
+static char *write_temp(const char *content, size_t len) {
+    char *path = strdup("/tmp/bp_tok_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, content, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_load_and_lookup(void **state) {
+    (void)state;
+    Tokenizer *tok = load_small(true);
+    assert_int_equal(tokenizer_vocab_size(tok), 241);
+    SpecialIds sp = tokenizer_specials(tok);
+    assert_int_equal(sp.pad, 0);
+    assert_int_equal(sp.unk, 1);
+    assert_int_equal(sp.cls, 2);
+    assert_int_equal(sp.sep, 3);
+    assert_int_equal(sp.mask, 4);
+    int hello = tokenizer_id(tok, "hello");
+    assert_true(hello > 4);
+    assert_string_equal(tokenizer_token(tok, hello), "hello");
+    assert_int_equal(tokenizer_id(tok, "nonexistent"), -1);
+    assert_int_equal(tokenizer_id(tok, "aff"), -1); /* only "##aff" is there */
+    int aff = tokenizer_id(tok, "##aff");
+    assert_true(aff > 0 && tokenizer_is_continuation(tok, aff));
+    assert_false(tokenizer_is_continuation(tok, hello));
+    assert_null(tokenizer_token(tok, -1));
+    assert_null(tokenizer_token(tok, 241));
+    assert_true(tokenizer_lowercase(tok));
+    BpError err = {0};
+    size_t len = 0;
+    char *raw = bp_read_file(FIX "vocab_small.txt", &len, &err);
+    assert_non_null(raw);
+    assert_int_equal(tokenizer_vocab_crc(tok), bp_crc32(0, raw, len));
+    free(raw);
+    tokenizer_free(tok);
+}
+
+static void expect_load_error(const char *content, const char *want1, const char *want2) {
+    char *path = write_temp(content, strlen(content));
+    BpError err = {0};
+    Tokenizer *tok = tokenizer_load(path, true, &err);
+    if (tok) fail_msg("vocab \"%s\" loaded; want an error with \"%s\"", content, want1);
+    if (!strstr(err.msg, path) || !strstr(err.msg, want1) || (want2 && !strstr(err.msg, want2)))
+        fail_msg("error \"%s\" should name %s and say \"%s\"", err.msg, path, want1);
+    unlink(path);
+    free(path);
+}
+
+static void test_vocab_errors(void **state) {
+    (void)state;
+    expect_load_error("[PAD]\n[CLS]\n[SEP]\n[MASK]\nhello\n", "no [UNK]", NULL);
+    expect_load_error("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n", "no [MASK]", NULL);
+    expect_load_error("[UNK]\n[CLS]\n[SEP]\n[MASK]\n", "no [PAD]", NULL);
+    expect_load_error("[PAD]\n[UNK]\n\n[CLS]\n[SEP]\n[MASK]\n", ":3: empty line", NULL);
+    expect_load_error("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nab\ncd\nab\n", ":8: duplicate token 'ab'",
+                      "line 6");
+    expect_load_error("", "empty vocab", NULL);
+    BpError err = {0};
+    assert_null(tokenizer_load("/nonexistent/vocab.txt", true, &err));
+    assert_non_null(strstr(err.msg, "/nonexistent/vocab.txt"));
+}
+
+static void test_crlf_vocab(void **state) {
+    (void)state;
+    const char *v = "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello\r\n##s\r\nworld";
+    char *path = write_temp(v, strlen(v));
+    BpError err = {0};
+    Tokenizer *tok = tokenizer_load(path, true, &err);
+    if (!tok) fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_vocab_size(tok), 8);
+    assert_int_equal(tokenizer_id(tok, "hello"), 5);
+    assert_int_equal(tokenizer_id(tok, "world"), 7); /* no newline at the end */
+    EXPECT_PIECES(tok, "Hellos world!", "hello ##s world [UNK]");
+    tokenizer_free(tok);
+    unlink(path);
+    free(path);
+}
+
+static void test_basic_rules(void **state) {
+    (void)state;
+    /* accents: lower-case, NFD, drop Mn; kept as they are when cased */
+    EXPECT_WORDS("Héllo", strlen("Héllo"), true, "hello");
+    EXPECT_WORDS("Héllo", strlen("Héllo"), false, "Héllo");
+    EXPECT_WORDS("e\xcc\x81t\xc3\xa9", 6, true, "ete"); /* decomposed and precomposed */
+    EXPECT_WORDS("ΆΣΤΡΟ ΟΔΟΣ.", strlen("ΆΣΤΡΟ ΟΔΟΣ."), true, "αστρο οδος ."); /* final sigma */
+    EXPECT_WORDS("İ", 2, true, "i");
+    EXPECT_WORDS("한", 3, true, "\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab"); /* Hangul -> jamo */
+    /* punctuation: ASCII symbol ranges and Unicode P*, each its own word */
+    EXPECT_WORDS("a—b «c» d…e", strlen("a—b «c» d…e"), true, "a — b « c » d … e");
+    EXPECT_WORDS("$5+3=8^2", 8, false, "$ 5 + 3 = 8 ^ 2");
+    EXPECT_WORDS("don't-stop", 10, false, "don ' t - stop");
+    EXPECT_WORDS("€5 ©", strlen("€5 ©"), false, "€5 ©"); /* Sc and So are not punctuation */
+    /* CJK ideographs are spaced out; kana and Hangul are not */
+    EXPECT_WORDS("我爱ab北京", strlen("我爱ab北京"), true, "我 爱 ab 北 京");
+    EXPECT_WORDS("カタカナ", strlen("カタカナ"), true, "カタカナ");
+    /* control characters vanish without separating; \t \n \r, NBSP, U+3000 separate */
+    EXPECT_WORDS("a\x01" "b\x7f" "c\xe2\x80\x8b" "d", 9, true, "abcd");
+    EXPECT_WORDS("a\tb\nc\rd\xc2\xa0" "e\xe3\x80\x80" "f", 14, true, "a b c d e f");
+    EXPECT_WORDS("a\0b", 3, true, "ab");
+    EXPECT_WORDS("a\xef\xbf\xbd" "b", 5, true, "ab");
+    EXPECT_WORDS("   ", 3, true, "");
+    EXPECT_WORDS("", 0, true, "");
+}
+
+static void test_wordpiece(void **state) {
+    (void)state;
+    Tokenizer *tok = load_small(true);
+    /* greedy longest match: "##affa" wins over the better split "##aff" "##able" */
+    EXPECT_PIECES(tok, "unaffable", "un ##affa ##ble");
+    EXPECT_PIECES(tok, "running runs", "running runs");
+    EXPECT_PIECES(tok, "Héllo, WORLD!", "hello , world !");
+    EXPECT_PIECES(tok, "coöperate", "co ##op ##erate");
+    EXPECT_PIECES(tok, "unknownword", "[UNK]");   /* no piece for 'k' after "un" */
+    EXPECT_PIECES(tok, "zq hello", "[UNK] hello"); /* one [UNK] per word, not per piece */
+    /* 100 characters tokenize, 101 are one [UNK] */
+    char w[128];
+    memset(w, 'x', 101);
+    w[100] = '\0';
+    EXPECT_PIECES(tok, w, "x ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx "
+                          "##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx "
+                          "##xxxx ##xxxx ##xxxx ##xxxx ##xx ##x");
+    w[100] = 'x';
+    w[101] = '\0';
+    EXPECT_PIECES(tok, w, "[UNK]");
+    EXPECT_PIECES(tok, "中文ok", "中 文 ok");
+    tokenizer_free(tok);
+    Tokenizer *cased = load_small(false);
+    /* the limit counts characters, not bytes: 60 two-byte characters are fine */
+    char ca[256] = "";
+    for (int i = 0; i < 30; i++) strcat(ca, "ça");
+    char *got = pieces(cased, ca, strlen(ca));
+    assert_int_equal(strncmp(got, "ça ##ça ##ça", strlen("ça ##ça ##ça")), 0);
+    free(got);
+    EXPECT_PIECES(cased, "Héllo WORLD UNAFFABLE unaffable", "Héllo WORLD UNAFFABLE un ##affa ##ble");
+    tokenizer_free(cased);
+}
+
+static size_t unhex(const char *hex, char *out) {
+    size_t n = 0;
+    for (; hex[0] && hex[1]; hex += 2) {
+        unsigned v;
+        assert_int_equal(sscanf(hex, "%2x", &v), 1);
+        out[n++] = (char)v;
+    }
+    return n;
+}
+
+/* Every sentence and random string of cases.txt gives exactly the Python reference's words and
+ * pieces, lower-cased and cased. */
+static void test_reference_cases(void **state) {
+    (void)state;
+    Tokenizer *lower = load_small(true), *cased = load_small(false);
+    FILE *fp = fopen(FIX "cases.txt", "r");
+    assert_non_null(fp);
+    char *line = NULL;
+    size_t cap = 0;
+    int n_cases = 0, n_bad = 0;
+    ssize_t got;
+    while ((got = getline(&line, &cap, fp)) > 0) {
+        if (line[got - 1] == '\n') line[--got] = '\0';
+        char *rest = line;
+        char *kind = strsep(&rest, "\t"), *lw = strsep(&rest, "\t"), *hex = strsep(&rest, "\t");
+        char *want = strsep(&rest, "\t");
+        assert_non_null(want);
+        char text[4096];
+        size_t len = unhex(hex, text);
+        bool lc = lw[0] == '1';
+        char *out = kind[0] == 'B' ? basic_words(text, len, lc) : pieces(lc ? lower : cased, text, len);
+        if (strcmp(out, want)) {
+            if (n_bad++ < 10)
+                print_error("%s lower=%d text %s:\n  got  \"%s\"\n  want \"%s\"\n", kind, lc, hex,
+                            out, want);
+        }
+        free(out);
+        n_cases++;
+    }
+    free(line);
+    fclose(fp);
+    tokenizer_free(lower);
+    tokenizer_free(cased);
+    assert_true(n_cases > 4000);
+    if (n_bad) fail_msg("%d of %d reference cases differ", n_bad, n_cases);
+}
+
+static size_t encode_cp(uint32_t cp, char *out) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* gen_reference.py's probe(c), in UTF-8. */
+static size_t probe(uint32_t cp, char *out) {
+    char c[4];
+    size_t k = encode_cp(cp, c), n = 0;
+#define LIT(s) (memcpy(out + n, s, sizeof(s) - 1), n += sizeof(s) - 1)
+#define CH() (memcpy(out + n, c, k), n += k)
+    LIT("a"), CH(), LIT("B "), CH(), LIT(" A\xce\xa3"), CH(), LIT(" A"), CH(), LIT("\xce\xa3 \xc3\x80"),
+        CH(), LIT("\xcc\x81x x"), CH(), LIT("\xf0\x9d\x85\xa5"), CH(), LIT(".");
+#undef LIT
+#undef CH
+    return n;
+}
+
+/* Every code point of the assigned planes, in the contexts of probe(), against the CRCs of the
+ * Python reference's output per block of 4096: this checks the generated Unicode tables. */
+static void test_every_code_point(void **state) {
+    (void)state;
+    FILE *fp = fopen(FIX "codepoints.txt", "r");
+    assert_non_null(fp);
+    int lc;
+    unsigned first, last, want;
+    int n_blocks = 0, n_bad = 0;
+    while (fscanf(fp, "%d %X %X %x", &lc, &first, &last, &want) == 4) {
+        uint32_t crc = 0;
+        for (uint32_t cp = first; cp <= last; cp++) {
+            if (cp >= 0xD800 && cp < 0xE000) continue;
+            char text[64];
+            size_t len = probe(cp, text);
+            char *out = basic_words(text, len, lc == 1);
+            crc = bp_crc32(crc, out, strlen(out));
+            crc = bp_crc32(crc, "\n", 1);
+            free(out);
+        }
+        if (crc != want && n_bad++ < 10)
+            print_error("code points U+%04X..U+%04X (lower=%d) differ from the reference; rerun "
+                        "gen_reference.py's probe() on them to see which\n",
+                        first, last, lc);
+        n_blocks++;
+    }
+    fclose(fp);
+    assert_true(n_blocks > 100);
+    if (n_bad) fail_msg("%d of %d blocks differ", n_bad, n_blocks);
+}
+
+/* Random bytes, biased toward UTF-8 lead and continuation bytes: never a crash (ASan watches),
+ * and every word that comes out is valid UTF-8 with no whitespace or control byte. */
+static int check_word(void *ctx, const char *word, size_t nbytes, size_t nchars) {
+    (void)ctx;
+    size_t chars = 0;
+    for (size_t i = 0; i < nbytes; i++) {
+        unsigned char b = (unsigned char)word[i];
+        assert_true(b > 0x20 && b != 0x7f && b != 0xC0 && b != 0xC1 && b < 0xF5);
+        chars += (b & 0xC0) != 0x80;
+    }
+    assert_int_equal(chars, nchars);
+    return 0;
+}
+
+static void test_invalid_utf8_fuzz(void **state) {
+    (void)state;
+    static const unsigned char interesting[] = {0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED,
+                                                0xEF, 0xF0, 0xF4, 0xF5, 0xFF, 0xA0, 0x9F, 0x8F,
+                                                'a', ' ', '.', 0x00, 0xCC, 0x81, 0xE4, 0xB8};
+    Tokenizer *tok = load_small(true);
+    uint64_t s = 12345;
+    char buf[64];
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = 0, want = 1 + iter % 63;
+        while (len < want) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned r = (unsigned)(s >> 33);
+            buf[len++] = (char)((r & 1) ? interesting[(r >> 1) % sizeof interesting] : (r >> 8));
+        }
+        BpError err = {0};
+        assert_int_equal(tokenizer_basic(buf, len, iter & 1, check_word, NULL, &err), 0);
+        int32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        assert_int_equal(tokenizer_encode(tok, buf, len, &ids, &n, &cap, &err), 0);
+        for (size_t i = 0; i < n; i++) assert_true(ids[i] >= 0 && ids[i] < tokenizer_vocab_size(tok));
+        free(ids);
+    }
+    tokenizer_free(tok);
+    /* the named cases: stray continuation, truncated, overlong, surrogate, past U+10FFFF */
+    EXPECT_WORDS("a\x80" "b", 3, true, "ab");
+    EXPECT_WORDS("caf\xc3", 4, true, "caf");
+    EXPECT_WORDS("\xe2\x82" "A", 3, true, "a");
+    EXPECT_WORDS("\xf0\x9f\x98\xe2\x82\xac", 6, true, "\xe2\x82\xac");
+    EXPECT_WORDS("\xc0\xaf \xe0\x80\xaf \xf0\x80\x80\xaf", 11, true, "");
+    EXPECT_WORDS("\xed\xa0\x80x \xf4\x90\x80\x80y", 10, true, "x y");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_and_lookup),  cmocka_unit_test(test_vocab_errors),
+        cmocka_unit_test(test_crlf_vocab),       cmocka_unit_test(test_basic_rules),
+        cmocka_unit_test(test_wordpiece),        cmocka_unit_test(test_reference_cases),
+        cmocka_unit_test(test_every_code_point), cmocka_unit_test(test_invalid_utf8_fuzz),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
