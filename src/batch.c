@@ -46,3 +46,341 @@ long batch_count_predictions(const Batch *b) {
     for (size_t i = 0; i < (size_t)b->B * (size_t)b->P; i++) n += b->masked_lm_weights[i] != 0;
     return n;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* the example builder (see batch.h for what one example is)                                  */
+
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+
+#include "rng.h"
+#include "shard.h"
+
+/* Sentences [first, first + n_sent) of document doc. */
+typedef struct {
+    uint64_t first;
+    uint32_t n_sent;
+    uint32_t doc;
+} Chunk;
+
+typedef struct {
+    int seq_len;
+    Chunk *chunks;
+    size_t n;
+} ChunkTable;
+
+#define DATASET_MAX_TABLES 16
+
+struct Dataset {
+    Shard shard;
+    Tokenizer *tok;
+    SpecialIds sp;
+    int vocab_size;
+    uint8_t *is_cont; /* per id: a "##" continuation piece */
+    pthread_mutex_t lock; /* guards the lazily built chunk tables */
+    ChunkTable tables[DATASET_MAX_TABLES];
+    int n_tables;
+};
+
+Dataset *dataset_open(const char *shard_path, const char *vocab_path, bool lowercase, BpError *err) {
+    Dataset *d = bp_calloc(1, sizeof *d, "dataset", err);
+    if (!d) return NULL;
+    pthread_mutex_init(&d->lock, NULL);
+    if (shard_open(&d->shard, shard_path, err)) goto fail;
+    d->tok = tokenizer_load(vocab_path, lowercase, err);
+    if (!d->tok) goto fail;
+    d->vocab_size = tokenizer_vocab_size(d->tok);
+    if (shard_check_vocab(&d->shard, d->vocab_size, tokenizer_vocab_crc(d->tok), vocab_path, err))
+        goto fail;
+    if (d->shard.n_documents == 0) {
+        bp_fail(err, "%s: the shard holds no documents", shard_path);
+        goto fail;
+    }
+    if (d->shard.n_documents > UINT32_MAX) {
+        bp_fail(err, "%s: %zu documents, at most %u per shard", shard_path, d->shard.n_documents,
+                UINT32_MAX);
+        goto fail;
+    }
+    d->sp = tokenizer_specials(d->tok);
+    d->is_cont = bp_malloc((size_t)d->vocab_size, "continuation flags", err);
+    if (!d->is_cont) goto fail;
+    for (int i = 0; i < d->vocab_size; i++) d->is_cont[i] = tokenizer_is_continuation(d->tok, i);
+    return d;
+fail:
+    dataset_free(d);
+    return NULL;
+}
+
+void dataset_free(Dataset *d) {
+    if (!d) return;
+    shard_close(&d->shard);
+    tokenizer_free(d->tok);
+    free(d->is_cont);
+    for (int i = 0; i < d->n_tables; i++) free(d->tables[i].chunks);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+const Tokenizer *dataset_tokenizer(const Dataset *d) { return d->tok; }
+long dataset_num_documents(const Dataset *d) { return (long)d->shard.n_documents; }
+long dataset_num_tokens(const Dataset *d) { return (long)d->shard.n_tokens; }
+
+static size_t sent_len(const Shard *s, uint64_t i) { return s->sent_start[i + 1] - s->sent_start[i]; }
+
+/* BERT's grouping: within each document, gather sentences until they hold >= target tokens or the
+ * document ends; each group is one chunk. Two passes: count, then fill. */
+static int build_chunks(const Shard *s, int seq_len, ChunkTable *t, BpError *err) {
+    size_t target = (size_t)seq_len - 3;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t n = 0;
+        for (size_t doc = 0; doc < s->n_documents; doc++) {
+            uint64_t first = s->doc_start[doc], end = s->doc_start[doc + 1];
+            size_t len = 0;
+            for (uint64_t i = first; i < end; i++) {
+                len += sent_len(s, i);
+                if (len >= target || i + 1 == end) {
+                    if (pass) t->chunks[n] = (Chunk){first, (uint32_t)(i + 1 - first), (uint32_t)doc};
+                    n++;
+                    first = i + 1;
+                    len = 0;
+                }
+            }
+        }
+        if (!pass) {
+            t->chunks = bp_malloc(n * sizeof *t->chunks, "chunk table", err);
+            if (!t->chunks) return -1;
+        }
+        t->n = n;
+    }
+    t->seq_len = seq_len;
+    return 0;
+}
+
+static const ChunkTable *chunk_table(const Dataset *cd, int seq_len, BpError *err) {
+    /* The tables are a cache: building one does not change what the dataset means, so the const
+     * interface stays honest; the lock makes concurrent callers safe. */
+    Dataset *d = (Dataset *)cd;
+    const ChunkTable *found = NULL;
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < d->n_tables && !found; i++)
+        if (d->tables[i].seq_len == seq_len) found = &d->tables[i];
+    if (!found) {
+        if (d->n_tables == DATASET_MAX_TABLES)
+            bp_fail(err, "%s: more than %d different seq_len values asked of one dataset",
+                    d->shard.path, DATASET_MAX_TABLES);
+        else if (build_chunks(&d->shard, seq_len, &d->tables[d->n_tables], err) == 0)
+            found = &d->tables[d->n_tables++];
+    }
+    pthread_mutex_unlock(&d->lock);
+    return found;
+}
+
+long dataset_examples_per_epoch(const Dataset *d, int seq_len) {
+    if (seq_len < 5) return -1;
+    const ChunkTable *t = chunk_table(d, seq_len, NULL);
+    return t ? (long)t->n : -1;
+}
+
+/* The epoch shuffle: position j of epoch e -> chunk index, a bijection of [0, n). A balanced
+ * Feistel network is a bijection of [0, 2^bits) whatever its round function; cycle-walking (apply
+ * again while the value is >= n) restricts it to a bijection of [0, n). 2^bits < 4n, so fewer than
+ * four walks are expected. */
+uint64_t dataset_epoch_perm(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t j) {
+    if (n <= 1) return 0;
+    int bits = 64 - __builtin_clzll(n - 1);
+    bits += bits & 1;
+    int half = bits / 2;
+    uint64_t mask = (1ull << half) - 1, x = j;
+    do {
+        uint64_t l = x >> half, r = x & mask;
+        for (uint64_t round = 1; round <= 6; round++) {
+            uint64_t f = rng_hash(seed, RNG_SHUFFLE, epoch, (round << 56) ^ r) & mask;
+            uint64_t nl = r;
+            r = l ^ f;
+            l = nl;
+        }
+        x = (l << half) | r;
+    } while (x >= n);
+    return x;
+}
+
+/* A half-open token range of the shard. */
+typedef struct {
+    uint64_t lo, hi;
+} Span;
+
+/* Builds example `index` into row `row` of b; scratch holds 2 * T ints. */
+static void build_example(const Dataset *d, const ExampleArgs *a, const ChunkTable *t, int64_t index,
+                          Batch *b, int row, int32_t *scratch) {
+    const Shard *s = &d->shard;
+    const int T = a->seq_len, P = a->max_predictions;
+    const size_t max_num = (size_t)T - 3;
+    RngStream re = rng_stream(a->seed, RNG_EXAMPLE, (uint64_t)index);
+    RngStream rm = rng_stream(a->seed, RNG_MASK, (uint64_t)index);
+
+    uint64_t epoch = (uint64_t)index / t->n, j = (uint64_t)index % t->n;
+    const Chunk *c = &t->chunks[dataset_epoch_perm(a->seed, epoch, t->n, j)];
+
+    size_t target = max_num;
+    if (rng_next_u01d(&re) < a->short_seq_prob) target = 2 + rng_next_below(&re, (uint32_t)max_num - 1);
+
+    /* the chunk's leading sentences up to target tokens (the whole chunk when target = max_num) */
+    uint32_t ns = 1;
+    size_t len = sent_len(s, c->first);
+    while (ns < c->n_sent && len < target) len += sent_len(s, c->first + ns++);
+
+    uint32_t a_end = ns >= 2 ? 1 + rng_next_below(&re, ns - 1) : 1;
+    Span sa = {s->sent_start[c->first], s->sent_start[c->first + a_end]}, sb;
+    bool is_random = ns == 1 || rng_next_u01d(&re) < 0.5;
+    if (is_random) {
+        size_t len_a = sa.hi - sa.lo;
+        size_t target_b = target > len_a ? target - len_a : 0;
+        uint32_t nd = (uint32_t)s->n_documents, rdoc = c->doc;
+        if (nd >= 2) {
+            rdoc = rng_next_below(&re, nd - 1);
+            if (rdoc >= c->doc) rdoc++;
+        }
+        uint64_t dfirst = s->doc_start[rdoc], dend = s->doc_start[rdoc + 1];
+        uint64_t i = dfirst + rng_next_below(&re, (uint32_t)(dend - dfirst));
+        uint64_t stop = i + 1;
+        size_t lb = sent_len(s, i);
+        while (stop < dend && lb < target_b) lb += sent_len(s, stop++);
+        sb = (Span){s->sent_start[i], s->sent_start[stop]};
+    } else {
+        sb = (Span){sa.hi, s->sent_start[c->first + ns]};
+    }
+
+    /* truncate the longer segment a token at a time, front or back by a fair coin; one 64-bit draw
+     * supplies 64 coins */
+    uint64_t coins = 0;
+    int left = 0;
+    while ((sa.hi - sa.lo) + (sb.hi - sb.lo) > max_num) {
+        Span *tr = (sa.hi - sa.lo) > (sb.hi - sb.lo) ? &sa : &sb;
+        if (left == 0) {
+            coins = rng_next(&re);
+            left = 64;
+        }
+        if (coins & 1) tr->lo++;
+        else tr->hi--;
+        coins >>= 1;
+        left--;
+    }
+
+    int32_t *ids = b->input_ids + (size_t)row * T;
+    int32_t *types = b->token_type_ids + (size_t)row * T;
+    int32_t *att = b->attention_mask + (size_t)row * T;
+    int la = (int)(sa.hi - sa.lo), lb = (int)(sb.hi - sb.lo);
+    int n_real = la + lb + 3, sep_a = la + 1;
+    ids[0] = d->sp.cls;
+    for (int k = 0; k < la; k++) ids[1 + k] = shard_token(s, sa.lo + (uint64_t)k);
+    ids[sep_a] = d->sp.sep;
+    for (int k = 0; k < lb; k++) ids[sep_a + 1 + k] = shard_token(s, sb.lo + (uint64_t)k);
+    ids[n_real - 1] = d->sp.sep;
+    for (int k = 0; k < T; k++) {
+        if (k >= n_real) ids[k] = d->sp.pad;
+        types[k] = k > sep_a && k < n_real;
+        att[k] = k < n_real;
+    }
+    b->next_sentence_labels[row] = is_random;
+    b->example_index[row] = index;
+
+    /* masking: candidate words as (start, length); a "##" piece joins the word before it when
+     * whole-word masking is on and that word ends right before it in the same segment */
+    int num = (int)rint((double)n_real * a->masked_lm_prob); /* rint: ties to even, as Python 3 */
+    if (num < 1) num = 1;
+    if (num > P) num = P;
+    int32_t *wstart = scratch, *wlen = scratch + T, *chosen = scratch + 2 * (size_t)T;
+    int nw = 0;
+    for (int k = 1; k < n_real - 1; k++) {
+        chosen[k] = 0;
+        if (k == sep_a) continue;
+        if (a->whole_word_mask && d->is_cont[ids[k]] && nw > 0 && wstart[nw - 1] + wlen[nw - 1] == k) {
+            wlen[nw - 1]++;
+        } else {
+            wstart[nw] = k;
+            wlen[nw++] = 1;
+        }
+    }
+    /* words in uniformly random order (a Fisher-Yates shuffle drawn lazily), each taken when it
+     * still fits in num, as BERT's loop over its shuffled candidates */
+    int covered = 0;
+    for (int k = 0; k < nw && covered < num; k++) {
+        int pick = k + (int)rng_next_below(&rm, (uint32_t)(nw - k));
+        int32_t ps = wstart[pick], pl = wlen[pick];
+        wstart[pick] = wstart[k];
+        wlen[pick] = wlen[k];
+        if (covered + pl > num) continue;
+        covered += pl;
+        for (int q = 0; q < pl; q++) chosen[ps + q] = 1;
+    }
+    /* ascending positions; each one's 80/10/10 draw in that order */
+    int32_t *pos = b->masked_lm_positions + (size_t)row * P;
+    int32_t *mid = b->masked_lm_ids + (size_t)row * P;
+    int32_t *w = b->masked_lm_weights + (size_t)row * P;
+    int np = 0;
+    for (int k = 1; k < n_real - 1; k++) {
+        if (!chosen[k]) continue;
+        pos[np] = k;
+        mid[np] = ids[k];
+        w[np] = 1;
+        np++;
+        double u = rng_next_u01d(&rm);
+        if (u < 0.8) ids[k] = d->sp.mask;
+        else if (u >= 0.9) ids[k] = (int32_t)rng_next_below(&rm, (uint32_t)d->vocab_size);
+    }
+    for (int k = np; k < P; k++) pos[k] = mid[k] = w[k] = 0;
+}
+
+int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_index, int count,
+                        Batch *b, BpError *err) {
+    if (a->seq_len < 5)
+        return bp_fail_usage(err, "seq_len %d: an example needs at least 5 positions ([CLS] A [SEP] B [SEP])",
+                             a->seq_len);
+    if (a->max_predictions < 0 || a->max_predictions > a->seq_len)
+        return bp_fail_usage(err, "max_predictions %d is outside [0, seq_len %d]", a->max_predictions,
+                             a->seq_len);
+    if (!(a->masked_lm_prob > 0 && a->masked_lm_prob < 1) ||
+        !(a->short_seq_prob >= 0 && a->short_seq_prob <= 1))
+        return bp_fail_usage(err, "masked_lm_prob %g must be in (0, 1) and short_seq_prob %g in [0, 1]",
+                             a->masked_lm_prob, a->short_seq_prob);
+    if (count < 0 || first_index < 0)
+        return bp_fail(err, "dataset_build_batch: count %d, first index %lld", count,
+                       (long long)first_index);
+    if (count > b->cap_B || a->seq_len > b->cap_T || a->max_predictions > b->cap_P)
+        return bp_fail(err,
+                       "dataset_build_batch: %d x %d with %d predictions does not fit a batch "
+                       "allocated for %d x %d with %d",
+                       count, a->seq_len, a->max_predictions, b->cap_B, b->cap_T, b->cap_P);
+    const ChunkTable *t = chunk_table(d, a->seq_len, err);
+    if (!t) return -1;
+    b->B = count;
+    b->T = a->seq_len;
+    b->P = a->max_predictions;
+    if (count == 0) return 0;
+    int nth = omp_get_max_threads();
+    if (nth > count) nth = count;
+    size_t per = 3 * (size_t)a->seq_len;
+    int32_t *scratch = bp_malloc((size_t)nth * per * sizeof *scratch, "example scratch", err);
+    if (!scratch) return -1;
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int i = 0; i < count; i++)
+        build_example(d, a, t, first_index + i, b, i, scratch + (size_t)omp_get_thread_num() * per);
+    free(scratch);
+    return 0;
+}
+
+int dataset_step_phase(const Config *cfg, long global_step) {
+    for (int p = 0; p < cfg->n_phases; p++)
+        if (global_step < cfg->phases[p].first_step + cfg->phases[p].steps) return p;
+    return cfg->n_phases - 1;
+}
+
+int64_t dataset_step_first_example(const Config *cfg, long global_step) {
+    if (global_step < 0 || cfg->n_phases < 1) return -1;
+    int phase = dataset_step_phase(cfg, global_step);
+    int64_t first = 0;
+    for (int p = 0; p < phase; p++)
+        first += (int64_t)cfg->phases[p].steps * cfg->phases[p].batch_size;
+    return first + (int64_t)(global_step - cfg->phases[phase].first_step) * cfg->phases[phase].batch_size;
+}

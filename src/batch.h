@@ -10,9 +10,12 @@
 #ifndef BP_BATCH_H
 #define BP_BATCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common.h"
+#include "config.h"
+#include "tokenizer.h"
 
 typedef struct {
     int B, T, P;
@@ -32,5 +35,75 @@ int batch_alloc(Batch *b, int B, int T, int P, BpError *err);
 void batch_free(Batch *b);
 /* Number of real predictions (sum of masked_lm_weights). */
 long batch_count_predictions(const Batch *b);
+
+/* ---------------------------------------------------------------------------------------------
+ * The example builder: masked-LM + next-sentence examples cut from a token shard, as BERT's
+ * create_pretraining_data.py builds them, with dynamic masking.
+ *
+ * The stream. A shard's documents are cut into chunks of whole sentences: sentences are gathered
+ * until they hold at least seq_len - 3 tokens or the document ends (BERT's grouping). With N chunks
+ * for a seq_len, example i belongs to epoch i / N and is built from chunk perm_e(i % N), where perm_e
+ * is a bijection of [0, N) keyed by (seed, e): a 6-round Feistel network on the next even power of
+ * two, cycle-walked into [0, N). It is a pure function, so no shuffle is stored or advanced.
+ *
+ * One example, all draws from rng streams keyed by (seed, RNG_EXAMPLE, i) and (seed, RNG_MASK, i):
+ *   target = seq_len - 3, or with probability short_seq_prob uniform in [2, seq_len - 3];
+ *   the chunk's first sentences up to target tokens (at least one) form the candidate span;
+ *   A = its first a_end sentences, a_end uniform in [1, n - 1] (1 when n = 1);
+ *   B = the remaining sentences (label 0), or with probability 0.5 (always when n = 1) sentences
+ *     from a uniformly chosen random start sentence of a uniformly chosen other document, until
+ *     target - |A| tokens (at least one sentence; label 1). A one-document shard draws "random"
+ *     spans from that document.
+ *   while |A| + |B| > seq_len - 3, the longer one (B on a tie) loses a token at the front or the
+ *     back with probability 1/2 each;
+ *   [CLS] A [SEP] B [SEP], token types 0 up to the first [SEP], 1 after; padding [PAD], type 0,
+ *     attention mask 0.
+ * Masking: num = min(max_predictions, max(1, round_half_even(n_real * masked_lm_prob))) with n_real
+ *   counting [CLS] and both [SEP] (as BERT does; Python 3's round). Candidates: every position but
+ *   [CLS] and [SEP]. With whole_word_mask a "##" piece joins the word before it in the same segment
+ *   (BERT also attaches a "##" piece that begins segment B to A's last word; we do not). Candidate
+ *   words are taken in uniformly random order, skipping a word that would exceed num. Each chosen
+ *   position independently: 80% [MASK], 10% kept, 10% a random id uniform over the whole vocab
+ *   (specials included, exactly as BERT: they are 5 of >= 8192 ids, and matching BERT keeps results
+ *   comparable). Positions sorted ascending; unused slots position 0, id 0, weight 0.
+ *
+ * Every example is a pure function of (seed, index, args, shard): the same bytes whatever the thread
+ * count, the micro-batch split or the MPI rank that builds it. */
+typedef struct Dataset Dataset;
+
+/* Maps the shard, loads the tokenizer (for special ids, whole-word grouping and show-batch) and
+ * refuses a vocab that does not match the one the shard was built with. */
+Dataset *dataset_open(const char *shard_path, const char *vocab_path, bool lowercase, BpError *err);
+void dataset_free(Dataset *d);
+const Tokenizer *dataset_tokenizer(const Dataset *d);
+long dataset_num_documents(const Dataset *d);
+long dataset_num_tokens(const Dataset *d);
+
+typedef struct {
+    uint64_t seed;
+    int seq_len;         /* T, >= 5 (two segment tokens and [CLS] [SEP] [SEP]) */
+    int max_predictions; /* P, <= seq_len */
+    double masked_lm_prob;
+    double short_seq_prob;
+    bool whole_word_mask;
+} ExampleArgs;
+
+/* Builds examples first_index .. first_index + count - 1 into b: b->B = count, b->T = seq_len,
+ * b->P = max_predictions (b's capacity must hold them), rows padded, b->example_index set.
+ * Parallel over examples with OpenMP. */
+int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_index, int count,
+                        Batch *b, BpError *err);
+/* N, the number of chunks (= examples) in one epoch at this seq_len; -1 on error. */
+long dataset_examples_per_epoch(const Dataset *d, int seq_len);
+/* The epoch shuffle: which of the n chunks position j of epoch `epoch` uses (a bijection of
+ * [0, n) for each (seed, epoch)). */
+uint64_t dataset_epoch_perm(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t j);
+
+/* Index of the first example of a global optimizer step: the steps * batch_size examples of every
+ * earlier phase, plus (step - phase.first_step) * batch_size. A step past the last phase continues
+ * the last phase's stream. The trainer and show-batch both use it. -1 for a negative step. */
+int64_t dataset_step_first_example(const Config *cfg, long global_step);
+/* The phase a global step belongs to (the last phase for steps past the end). */
+int dataset_step_phase(const Config *cfg, long global_step);
 
 #endif
