@@ -918,6 +918,7 @@ static const char *describe(const KeyDef *k, char *buf, size_t cap) {
         return buf;
     }
     case K_PRESET: return "a preset name";
+    case K_PATH: return "a path";
     case K_PATTERNS: return "a list of name patterns";
     case K_PATHS: return "a list of paths";
     default: return "a string";
@@ -933,7 +934,7 @@ static int set_string_item(const Src *s, const KeyDef *k, const char *name, cons
                        kind_word(v));
     if (strlen(v->text) != v->len) return fail_at(s, v, err, "%s contains a NUL byte", name);
     if (is_path) {
-        if (is_null(v)) {
+        if (is_null(v) || v->len == 0) { /* "" and null both mean "no path" */
             dst[0] = 0;
             return 0;
         }
