@@ -1,0 +1,65 @@
+/* checkpoint.h: a generic, versioned, checksummed container of named byte sections, written
+ * atomically. The trainer decides what the sections hold (config, step, parameters, moments...);
+ * this module only guarantees that what it hands back is exactly what was written.
+ *
+ * Layout (little-endian):
+ *
+ *   0          magic "BPCKPT01" (8 bytes, no NUL)
+ *   8          u32 version (CKPT_VERSION)
+ *   12         u32 section count n
+ *   16         n table entries of 52 bytes: name (up to 31 chars, NUL-padded to 32), u64 offset,
+ *              u64 bytes, u32 CRC32 of the section's data
+ *   16 + 52n   u32 CRC32 of bytes [0, 16 + 52n) (header and table)
+ *   then       the sections in table order, each at an 8-byte aligned offset, zero bytes between;
+ *              the file ends where the last section ends
+ *
+ * The reader maps the file and checks, before handing out anything: magic, version, that the table
+ * fits, the table CRC, names (non-empty, NUL-padded, unique), every section's bounds (aligned, in
+ * order, inside the file), that nothing follows the last section, that the padding is zero and
+ * every section's CRC - so any single flipped bit anywhere in the file is caught. Messages name the
+ * file and what is wrong: "PATH: section 'params' CRC mismatch (file corrupt?)". */
+#ifndef BP_CHECKPOINT_H
+#define BP_CHECKPOINT_H
+
+#include <stddef.h>
+
+#include "common.h"
+
+#define CKPT_MAGIC "BPCKPT01"
+#define CKPT_VERSION 1
+#define CKPT_NAME_LEN 32 /* bytes in the table, NUL included: names are 1..31 chars */
+
+typedef struct {
+    const char *name;
+    const void *data;
+    size_t bytes;
+} CkptSection;
+
+/* Writes the sections, in the given order, to path through a temporary file that is fsync'ed and
+ * renamed over path: a crash leaves either the old file or the new one. 0 or -1 with err filled. */
+int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *err);
+
+typedef struct CkptFile CkptFile; /* an opened, fully verified checkpoint (read-only mapping) */
+
+CkptFile *ckpt_open(const char *path, BpError *err); /* NULL with err filled when refused */
+/* A section's bytes (8-byte aligned, valid until ckpt_close) and size; NULL when absent. */
+const void *ckpt_section(const CkptFile *f, const char *name, size_t *bytes);
+int ckpt_section_count(const CkptFile *f);
+const char *ckpt_section_name(const CkptFile *f, int i); /* table order; NULL when out of range */
+void ckpt_close(CkptFile *f);                          /* NULL is fine */
+
+/* Checkpoint files of a run directory, named ckpt-%08ld.bin after the optimizer step, newest first.
+ * Other names (temporaries such as ckpt-00000100.bin.tmp.PID left by an interrupted write,
+ * non-canonical spellings of a step) are ignored. Returns the total count (possibly more than max)
+ * and fills the first min(count, max) paths (run_dir/name) and steps; either array may be NULL when
+ * max is 0. A run directory that does not exist has no checkpoints (0). -1 with err on failure. */
+int ckpt_list(const char *run_dir, char (*paths)[4096], long *steps, int max, BpError *err);
+
+/* Removes all but the newest `keep` checkpoints of run_dir (temporaries are left alone: one may be
+ * a write in progress). Returns how many it removed, or -1 with err filled. */
+int ckpt_prune(const char *run_dir, int keep, BpError *err);
+
+/* out = "run_dir/ckpt-%08ld.bin" (truncated to out_len like snprintf). */
+void ckpt_path(char *out, size_t out_len, const char *run_dir, long step);
+
+#endif
