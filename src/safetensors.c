@@ -569,19 +569,28 @@ static void text_printf(Text *t, const char *fmt, ...) {
     if (n > 0) text_put(t, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
-/* A JSON string literal: quotes, backslashes and control bytes escaped; UTF-8 passes through. */
-static void text_json_string(Text *t, const char *s) {
+/* A JSON string literal of valid UTF-8. Besides what JSON requires (quotes, backslashes, bytes
+ * below 0x20) it escapes the code points YAML's reader refuses to see raw (DEL, the C1 controls,
+ * U+FFFE, U+FFFF) and those YAML takes for line breaks (NEL, U+2028, U+2029), so every name this
+ * writes, st_open reads back. */
+static void text_json_string(Text *t, const char *str) {
+    const unsigned char *s = (const unsigned char *)str;
     text_put(t, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
+    while (*s) {
+        unsigned c = *s;
+        int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        unsigned cp = len == 1 ? c : c & (0x3Fu >> (len - 1));
+        for (int k = 1; k < len; k++) cp = cp << 6 | (s[k] & 0x3Fu);
+        if (cp == '"' || cp == '\\') {
+            char esc[2] = {'\\', (char)cp};
             text_put(t, esc, 2);
-        } else if (c < 0x20) {
-            text_printf(t, "\\u%04x", c);
+        } else if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 ||
+                   cp == 0xFFFE || cp == 0xFFFF) {
+            text_printf(t, "\\u%04x", cp);
         } else {
-            text_put(t, (const char *)&c, 1);
+            text_put(t, (const char *)s, (size_t)len);
         }
+        s += len;
     }
     text_put(t, "\"", 1);
 }
