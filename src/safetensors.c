@@ -35,6 +35,7 @@
 
 /* the reference implementation's bound on the header size */
 #define ST_MAX_HEADER 100000000ull
+#define ST_MAX_TENSORS (1 << 20)
 
 static const struct {
     const char *name;
@@ -57,10 +58,10 @@ size_t st_numel(const StTensor *t) {
     return n;
 }
 
-/* Copies untrusted text into out for a message: at most 60 bytes, control bytes as '?', never
+/* Copies untrusted text into out for a message: as much as fits, control bytes as '?', never
  * cutting a UTF-8 sequence in half (libyaml has already checked the encoding). */
 static const char *shown(char *out, size_t out_len, const char *s, size_t len) {
-    size_t cap = out_len - 4 < 60 ? out_len - 4 : 60, n = len < cap ? len : cap;
+    size_t cap = out_len - 4, n = len < cap ? len : cap;
     if (n < len)
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
     for (size_t i = 0; i < n; i++) {
@@ -73,6 +74,17 @@ static const char *shown(char *out, size_t out_len, const char *s, size_t len) {
     }
     out[n] = 0;
     return out;
+}
+
+/* A tensor name as messages show it (names may hold any escaped character). */
+typedef struct {
+    char s[ST_NAME_LEN + 4];
+} ShownName;
+
+static ShownName shown_name(const char *name) {
+    ShownName r;
+    shown(r.s, sizeof r.s, name, strlen(name));
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -343,8 +355,9 @@ static int parse_header(Json *j, size_t data_len, StTensor **out, int *n_out) {
             goto fail;
         }
         if (n == cap) {
-            if (cap > (1 << 24)) {
-                bp_fail(j->err, "more than %d tensors", 1 << 24);
+            /* far more than any model has; bounds the table a hostile header can make us build */
+            if (cap >= ST_MAX_TENSORS) {
+                bp_fail(j->err, "more than %d tensors", ST_MAX_TENSORS);
                 goto fail;
             }
             int ncap = cap ? 2 * cap : 64;
@@ -360,7 +373,7 @@ static int parse_header(Json *j, size_t data_len, StTensor **out, int *n_out) {
         memset(t, 0, sizeof *t);
         memcpy(t->name, name, len); /* copied now: the event holding it is freed by the next parse */
         if (parse_entry(j, t, data_len) != 0) {
-            bp_err_prefix(j->err, "tensor '%s'", t->name);
+            bp_err_prefix(j->err, "tensor '%s'", shown_name(t->name).s);
             goto fail;
         }
         n++;
@@ -398,15 +411,16 @@ static int check_table(StTensor *ts, int n, BpError *err) {
     qsort(idx, (size_t)n, sizeof *idx, cmp_name);
     for (int i = 1; i < n && rc == 0; i++)
         if (strcmp(idx[i - 1]->name, idx[i]->name) == 0)
-            rc = bp_fail(err, "tensor '%s': name appears twice", idx[i]->name);
+            rc = bp_fail(err, "tensor '%s': name appears twice", shown_name(idx[i]->name).s);
     qsort(idx, (size_t)n, sizeof *idx, cmp_begin);
     const StTensor *prev = NULL;
     for (int i = 0; i < n && rc == 0; i++) {
         const StTensor *t = idx[i];
         if (t->begin == t->end) continue;
         if (prev && t->begin < prev->end)
-            rc = bp_fail(err, "tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap", prev->name,
-                         prev->begin, prev->end, t->name, t->begin, t->end);
+            rc = bp_fail(err, "tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap",
+                         shown_name(prev->name).s, prev->begin, prev->end, shown_name(t->name).s,
+                         t->begin, t->end);
         prev = t;
     }
     free(idx);

@@ -408,6 +408,9 @@ static void test_unsupported_dtype(void **state) {
                    "tensor 'w': dtype BF16 not supported (F32, I32, I64 are)", NULL);
     expect_refused("{\"w\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
                    "dtype F16 not supported (F32, I32, I64 are)", NULL);
+    /* a name's escaped control bytes do not reach the terminal */
+    expect_refused("{\"w\\u001b[2J\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+                   "tensor 'w?[2J': dtype BF16", NULL);
     expect_refused("{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
                    "tensor 'w': dtype 'Q4' is not a safetensors dtype", NULL);
 }
