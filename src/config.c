@@ -148,7 +148,7 @@ static const KeyDef KEYS[] = {
     NUM("optimizer", "beta1", K_DOUBLE, optimizer.beta1, 0, 1, F_HI_OPEN),
     NUM("optimizer", "beta2", K_DOUBLE, optimizer.beta2, 0, 1, F_HI_OPEN),
     NUM("optimizer", "epsilon", K_DOUBLE, optimizer.epsilon, 0, 1, F_LO_OPEN | F_HI_OPEN),
-    NUM("optimizer", "weight_decay", K_DOUBLE, optimizer.weight_decay, 0, INFINITY, F_HI_OPEN),
+    NUM("optimizer", "weight_decay", K_DOUBLE, optimizer.weight_decay, 0, 10, 0),
     BOOL("optimizer", "bias_correction", optimizer.bias_correction),
     NUM("optimizer", "clip_grad_norm", K_DOUBLE, optimizer.clip_grad_norm, 0, INFINITY, F_HI_OPEN),
     {"optimizer", "exclude_from_weight_decay", K_PATTERNS, OFF(optimizer.exclude_from_weight_decay),
@@ -163,11 +163,11 @@ static const KeyDef KEYS[] = {
     NUM("optimizer", "momentum", K_DOUBLE, optimizer.momentum, 0, 1, F_HI_OPEN),
     NUM("optimizer", "eta", K_DOUBLE, optimizer.eta, 0, INFINITY, F_LO_OPEN | F_HI_OPEN),
 
-    NUM("schedule", "lr", K_DOUBLE, schedule.lr, 0, INFINITY, F_LO_OPEN | F_HI_OPEN),
+    NUM("schedule", "lr", K_DOUBLE, schedule.lr, 0, 1000, F_LO_OPEN),
     NUM("schedule", "warmup_steps", K_INT, schedule.warmup_steps, 0, IMAX, F_UNSET),
     NUM("schedule", "warmup_ratio", K_DOUBLE, schedule.warmup_ratio, 0, 1, F_HI_OPEN),
     NUM("schedule", "decay_power", K_DOUBLE, schedule.decay_power, 0, 100, 0),
-    NUM("schedule", "end_lr", K_DOUBLE, schedule.end_lr, 0, INFINITY, F_HI_OPEN),
+    NUM("schedule", "end_lr", K_DOUBLE, schedule.end_lr, 0, 1000, 0),
     ENUM("schedule", "decay_from", schedule.decay_from, DECAY_NAMES),
 
     NUM("training", "micro_batch", K_INT, training.micro_batch, 1, 1 << 20, 0),
@@ -180,7 +180,7 @@ static const KeyDef KEYS[] = {
     NUM("training", "threads", K_INT, training.threads, 0, 4096, 0),
     NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, 0),
     BOOL("training", "skip_nonfinite", training.skip_nonfinite),
-    NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, INFINITY, F_HI_OPEN),
+    NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, 0),
 
     /* top-level values written to the resolved JSON; a file cannot set them */
     {"", "source", K_STR, OFF(source), CFG_PATH_MAX, 0, 0, 0, 0, F_DERIVED, NULL, 0, -1},
@@ -194,7 +194,7 @@ static const KeyDef PHASE_KEYS[] = {
     PNUM("steps", K_INT, steps, 1, IMAX, 0),
     PNUM("max_predictions_per_seq", K_INT, max_predictions_per_seq, 0, 65536, 0),
     {"phases", "restart_schedule", K_BOOL, POFF(restart_schedule), 0, 0, 0, 0, 0, 0, NULL, 0, -1},
-    PNUM("lr", K_DOUBLE, lr, 0, INFINITY, F_LO_OPEN | F_HI_OPEN | F_UNSET),
+    PNUM("lr", K_DOUBLE, lr, 0, 1000, F_LO_OPEN | F_UNSET),
     PNUM("warmup_steps", K_INT, warmup_steps, 0, IMAX, F_UNSET),
     PNUM("warmup_ratio", K_DOUBLE, warmup_ratio, 0, 1, F_HI_OPEN | F_UNSET),
     PNUM("accumulation", K_INT, accumulation, 0, 0, F_DERIVED),
@@ -1248,16 +1248,17 @@ static char *read_config_file(const char *path, size_t *len, char *why, size_t c
         snprintf(why, cap, "%s", strerror(errno));
         return NULL;
     }
-    char *buf = malloc(CFG_MAX_FILE + 1);
+    size_t want = (size_t)st.st_size;
+    char *buf = malloc(want + 2);
     if (!buf) {
         fclose(f);
         snprintf(why, cap, "out of memory");
         return NULL;
     }
-    size_t n = fread(buf, 1, CFG_MAX_FILE + 1, f);
+    size_t n = fread(buf, 1, want + 1, f);
     bool bad = ferror(f);
     fclose(f);
-    if (bad || n > CFG_MAX_FILE) {
+    if (bad || n > want) {
         free(buf);
         snprintf(why, cap, bad ? "read error" : "file grew beyond the size limit while reading");
         return NULL;
@@ -1302,7 +1303,7 @@ static int apply_root(Config *cfg, const Src *s, const YNode *root, IncludeChain
         }
     }
     if (base) {
-        if (base->kind != N_SCALAR || is_null(base) || strlen(base->text) != base->len)
+        if (base->kind != N_SCALAR || is_null(base) || base->len == 0 || strlen(base->text) != base->len)
             return fail_at(s, base, err, "base must be the path of another config, got %s",
                            base->kind == N_SCALAR ? "no path" : kind_word(base));
         char path[CFG_PATH_MAX], q[96];
