@@ -10,8 +10,11 @@
  * written against. */
 #include "tokenizer.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "unicode_tables.h"
 
@@ -550,12 +553,558 @@ int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t
 
 /* ------------------------------------------------------------------------------------------ */
 /* Vocab builder                                                                               */
+/*
+ * Merge criterion: pair frequency (BPE), as in Hugging Face's WordPieceTrainer (which runs its BPE
+ * trainer with the "##" continuation prefix) rather than the likelihood score
+ * count(ab) / (count(a) * count(b)) of Schuster & Nakajima. Frequency spends the budget on pieces
+ * that cover the most text; the score favours pairs of rare symbols that only occur together, so
+ * it first memorises rare words. Frequency counts also change only where a merge happened, which
+ * keeps the update local and the trainer fast.
+ *
+ * Steps: (1) the BasicTokenizer splits the text into words (lower-cased when the vocab is uncased),
+ * counted in a hash map; (2) each distinct word becomes a sequence of symbols, its first character
+ * as "c" and the others as "##c"; the alphabet is every character (as "c", and as "##c" when seen
+ * inside a word), so every training word tokenizes without [UNK]; (3) repeatedly the most frequent
+ * adjacent pair (weighted by word counts) is merged, ties broken by the pair's strings, until the
+ * vocab has `size` entries or no pair occurs min_count times. Pair counts are updated only in the
+ * words that contain the merged pair (an index pair -> words), and a lazy max-heap finds the next
+ * pair: an entry whose count is stale is re-pushed with the current count when it surfaces.
+ */
+
+typedef struct { /* interned strings: words, then symbols */
+    char *arena;
+    size_t arena_n, arena_cap;
+    size_t *off;
+    uint32_t *len;
+    uint64_t *hash;
+    size_t n, cap;
+    int32_t *slots; /* -1 empty */
+    size_t mask;
+} StrTable;
+
+static void strtab_free(StrTable *t) {
+    free(t->arena);
+    free(t->off);
+    free(t->len);
+    free(t->hash);
+    free(t->slots);
+}
+
+static inline const char *strtab_str(const StrTable *t, int32_t i) { return t->arena + t->off[i]; }
+
+static int strtab_rehash(StrTable *t, size_t cap, BpError *err) {
+    int32_t *slots = bp_malloc(cap * sizeof *slots, "vocab builder hash table", err);
+    if (!slots) return -1;
+    for (size_t i = 0; i < cap; i++) slots[i] = -1;
+    for (size_t k = 0; k < t->n; k++) {
+        size_t i = (size_t)t->hash[k] & (cap - 1);
+        while (slots[i] >= 0) i = (i + 1) & (cap - 1);
+        slots[i] = (int32_t)k;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = cap - 1;
+    return 0;
+}
+
+/* Index of (prefix + s[0..n)), created when absent (*created set); -1 on allocation failure. */
+static int32_t strtab_intern(StrTable *t, const char *prefix, const char *s, size_t n, bool *created,
+                             BpError *err) {
+    size_t np = strlen(prefix);
+    uint64_t h = fnv_bytes(fnv_bytes(FNV_OFFSET, prefix, np), s, n);
+    *created = false;
+    if (t->slots) {
+        for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+            int32_t k = t->slots[i];
+            if (k < 0) break;
+            const char *e = strtab_str(t, k);
+            if (t->hash[k] == h && t->len[k] == np + n && !memcmp(e, prefix, np) &&
+                !memcmp(e + np, s, n))
+                return k;
+        }
+    }
+    if (t->n >= INT32_MAX - 1) return bp_fail(err, "vocab builder: more than 2^31 distinct words");
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        size_t *off = realloc(t->off, cap * sizeof *off);
+        if (off) t->off = off;
+        uint32_t *len = realloc(t->len, cap * sizeof *len);
+        if (len) t->len = len;
+        uint64_t *hash = realloc(t->hash, cap * sizeof *hash);
+        if (hash) t->hash = hash;
+        if (!off || !len || !hash) return bp_fail(err, "vocab builder: out of memory (%zu words)", cap);
+        t->cap = cap;
+    }
+    if (2 * (t->n + 1) > t->mask + 1 || !t->slots) {
+        if (strtab_rehash(t, t->slots ? 2 * (t->mask + 1) : 2048, err)) return -1;
+    }
+    if (t->arena_n + np + n + 1 > t->arena_cap) {
+        size_t cap = t->arena_cap ? t->arena_cap : 1 << 16;
+        while (cap < t->arena_n + np + n + 1) cap *= 2;
+        char *a = realloc(t->arena, cap);
+        if (!a) return bp_fail(err, "vocab builder: out of memory (%zu bytes of words)", cap);
+        t->arena = a;
+        t->arena_cap = cap;
+    }
+    int32_t k = (int32_t)t->n++;
+    t->off[k] = t->arena_n;
+    memcpy(t->arena + t->arena_n, prefix, np);
+    memcpy(t->arena + t->arena_n + np, s, n);
+    t->arena_n += np + n;
+    t->arena[t->arena_n++] = '\0';
+    t->len[k] = (uint32_t)(np + n);
+    t->hash[k] = h;
+    size_t i = (size_t)h & t->mask;
+    while (t->slots[i] >= 0) i = (i + 1) & t->mask;
+    t->slots[i] = k;
+    *created = true;
+    return k;
+}
+
+typedef struct {
+    StrTable words;
+    uint64_t *counts; /* per distinct word */
+    size_t counts_cap;
+    uint64_t n_words, n_long;
+    BpError *err;
+} WordCounter;
+
+static int count_word(void *ctx, const char *word, size_t nbytes, size_t nchars) {
+    WordCounter *wc = ctx;
+    if (nchars > TOK_MAX_INPUT_CHARS) { /* [UNK] whatever the vocab: nothing to learn */
+        wc->n_long++;
+        return 0;
+    }
+    bool created;
+    int32_t k = strtab_intern(&wc->words, "", word, nbytes, &created, wc->err);
+    if (k < 0) return -1;
+    if ((size_t)k >= wc->counts_cap) {
+        size_t cap = wc->words.cap;
+        uint64_t *c = realloc(wc->counts, cap * sizeof *c);
+        if (!c) return bp_fail(wc->err, "vocab builder: out of memory (%zu words)", cap);
+        wc->counts = c;
+        wc->counts_cap = cap;
+    }
+    if (created) wc->counts[k] = 0;
+    wc->counts[k]++;
+    wc->n_words++;
+    return 0;
+}
+
+/* Reads one .txt or .gz file (gzread passes plain files through) and counts its words. */
+static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError *err) {
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return bp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    gzbuffer(gz, 1 << 20);
+    size_t cap = 1 << 20, have = 0, lines = 0;
+    uint64_t words_before = wc->n_words;
+    char *buf = malloc(cap);
+    int rc = buf ? 0 : bp_fail(err, "%s: out of memory", path);
+    bool eof = false;
+    while (rc == 0 && !eof) {
+        if (have == cap) { /* one line longer than the buffer */
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                rc = bp_fail(err, "%s: out of memory (a line over %zu bytes)", path, cap);
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        unsigned want = (unsigned)(cap - have > (1u << 30) ? (1u << 30) : cap - have);
+        int got = gzread(gz, buf + have, want);
+        if (got < 0) {
+            int zerr;
+            const char *msg = gzerror(gz, &zerr);
+            rc = bp_fail(err, "%s: read error: %s", path, zerr == Z_ERRNO ? strerror(errno) : msg);
+            break;
+        }
+        eof = got == 0;
+        size_t start = have;
+        have += (size_t)got;
+        for (size_t i = start; i < have; i++) lines += buf[i] == '\n';
+        /* tokenize up to the last line break; the rest waits for more text (a line break always
+         * ends a word and is never inside a UTF-8 sequence) */
+        size_t cut = have;
+        if (!eof) {
+            while (cut > 0 && buf[cut - 1] != '\n') cut--;
+            if (cut == 0) continue;
+        }
+        if (tokenizer_basic(buf, cut, lowercase, count_word, wc, err)) {
+            bp_err_prefix(err, "%s", path);
+            rc = -1;
+            break;
+        }
+        memmove(buf, buf + cut, have - cut);
+        have -= cut;
+    }
+    free(buf);
+    int zrc = gzclose(gz);
+    if (rc == 0 && zrc != Z_OK) rc = bp_fail(err, "%s: read error (truncated or corrupt .gz?)", path);
+    if (rc == 0)
+        fprintf(stderr, "vocab: %s: %zu lines, %llu words\n", path, lines + (have > 0),
+                (unsigned long long)(wc->n_words - words_before));
+    return rc;
+}
+
+typedef struct {
+    int32_t a, b;
+    int64_t count;
+    int32_t *where; /* words that contain (or once contained) the pair; no adjacent repeats */
+    uint32_t n_where, cap_where;
+    uint32_t epoch; /* the last merge that queued this pair */
+} Pair;
+
+typedef struct {
+    int64_t count;
+    int32_t pair;
+} HeapEntry;
+
+typedef struct {
+    StrTable syms;
+    Pair *pairs;
+    size_t n_pairs, cap_pairs;
+    int32_t *pslots; /* pair hash table, -1 empty */
+    size_t pmask;
+    HeapEntry *heap;
+    size_t n_heap, cap_heap;
+    BpError *err;
+} Merger;
+
+static inline uint64_t pair_hash(int32_t a, int32_t b) {
+    uint64_t x = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    x ^= x >> 33; /* splitmix-style finaliser: symbol ids are small and dense */
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+static int pairs_rehash(Merger *m, size_t cap) {
+    int32_t *slots = bp_malloc(cap * sizeof *slots, "vocab builder pair table", m->err);
+    if (!slots) return -1;
+    for (size_t i = 0; i < cap; i++) slots[i] = -1;
+    for (size_t k = 0; k < m->n_pairs; k++) {
+        size_t i = (size_t)pair_hash(m->pairs[k].a, m->pairs[k].b) & (cap - 1);
+        while (slots[i] >= 0) i = (i + 1) & (cap - 1);
+        slots[i] = (int32_t)k;
+    }
+    free(m->pslots);
+    m->pslots = slots;
+    m->pmask = cap - 1;
+    return 0;
+}
+
+/* Index of pair (a, b), created with count 0 when absent; -1 on allocation failure. */
+static int32_t pair_get(Merger *m, int32_t a, int32_t b) {
+    uint64_t h = pair_hash(a, b);
+    size_t i = (size_t)h & m->pmask;
+    for (;; i = (i + 1) & m->pmask) {
+        int32_t k = m->pslots[i];
+        if (k < 0) break;
+        if (m->pairs[k].a == a && m->pairs[k].b == b) return k;
+    }
+    if (m->n_pairs == m->cap_pairs) {
+        size_t cap = m->cap_pairs ? m->cap_pairs * 2 : 4096;
+        Pair *np = realloc(m->pairs, cap * sizeof *np);
+        if (!np) return bp_fail(m->err, "vocab builder: out of memory (%zu pairs)", cap);
+        m->pairs = np;
+        m->cap_pairs = cap;
+    }
+    if (2 * (m->n_pairs + 1) > m->pmask + 1) {
+        if (pairs_rehash(m, 2 * (m->pmask + 1))) return -1;
+        i = (size_t)h & m->pmask;
+        while (m->pslots[i] >= 0) i = (i + 1) & m->pmask;
+    }
+    int32_t k = (int32_t)m->n_pairs++;
+    m->pairs[k] = (Pair){.a = a, .b = b};
+    m->pslots[i] = k;
+    return k;
+}
+
+static int pair_add_word(Merger *m, Pair *p, int32_t w) {
+    if (p->n_where && p->where[p->n_where - 1] == w) return 0;
+    if (p->n_where == p->cap_where) {
+        uint32_t cap = p->cap_where ? p->cap_where * 2 : 4;
+        int32_t *nw = realloc(p->where, cap * sizeof *nw);
+        if (!nw) return bp_fail(m->err, "vocab builder: out of memory (pair index)");
+        p->where = nw;
+        p->cap_where = cap;
+    }
+    p->where[p->n_where++] = w;
+    return 0;
+}
+
+/* Heap order: higher count first, then the pair's strings in byte order (deterministic ties). */
+static bool heap_before(const Merger *m, const HeapEntry *x, const HeapEntry *y) {
+    if (x->count != y->count) return x->count > y->count;
+    const Pair *px = &m->pairs[x->pair], *py = &m->pairs[y->pair];
+    int c = strcmp(strtab_str(&m->syms, px->a), strtab_str(&m->syms, py->a));
+    if (c == 0) c = strcmp(strtab_str(&m->syms, px->b), strtab_str(&m->syms, py->b));
+    return c < 0;
+}
+
+static int heap_push(Merger *m, int64_t count, int32_t pair) {
+    if (m->n_heap == m->cap_heap) {
+        size_t cap = m->cap_heap ? m->cap_heap * 2 : 4096;
+        HeapEntry *nh = realloc(m->heap, cap * sizeof *nh);
+        if (!nh) return bp_fail(m->err, "vocab builder: out of memory (heap of %zu)", cap);
+        m->heap = nh;
+        m->cap_heap = cap;
+    }
+    size_t i = m->n_heap++;
+    HeapEntry e = {count, pair};
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_before(m, &e, &m->heap[parent])) break;
+        m->heap[i] = m->heap[parent];
+        i = parent;
+    }
+    m->heap[i] = e;
+    return 0;
+}
+
+static HeapEntry heap_pop(Merger *m) {
+    HeapEntry top = m->heap[0], last = m->heap[--m->n_heap];
+    size_t i = 0, n = m->n_heap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap_before(m, &m->heap[c + 1], &m->heap[c])) c++;
+        if (!heap_before(m, &m->heap[c], &last)) break;
+        m->heap[i] = m->heap[c];
+        i = c;
+    }
+    if (n) m->heap[i] = last;
+    return top;
+}
+
+static void merger_free(Merger *m) {
+    strtab_free(&m->syms);
+    for (size_t k = 0; k < m->n_pairs; k++) free(m->pairs[k].where);
+    free(m->pairs);
+    free(m->pslots);
+    free(m->heap);
+}
+
+/* Alphabet order: "c" forms before "##c" forms, each in byte (= code point) order. */
+static int cmp_alpha(const void *x, const void *y) {
+    const char *s = *(const char *const *)x, *t = *(const char *const *)y;
+    bool cs = s[0] == '#' && s[1] == '#' && s[2], ct = t[0] == '#' && t[1] == '#' && t[2];
+    if (cs != ct) return cs ? 1 : -1;
+    return strcmp(s, t);
+}
+
+static size_t target_of(int size, size_t n_alpha) { return (size_t)size - 5 - n_alpha; }
+
+/* The symbol for merging a with b: "x" + "##y" -> "xy", "##x" + "##y" -> "##xy" (the same
+ * string can come from different pairs, then it is the same symbol). */
+static int32_t merged_symbol(StrTable *syms, int32_t a, int32_t b, BpError *err) {
+    size_t la = syms->len[a], lb = syms->len[b] - 2;
+    char stack[512];
+    char *buf = la + lb <= sizeof stack ? stack : bp_malloc(la + lb, "merged piece", err);
+    if (!buf) return -1;
+    memcpy(buf, strtab_str(syms, a), la);
+    memcpy(buf + la, strtab_str(syms, b) + 2, lb);
+    bool created;
+    int32_t c = strtab_intern(syms, "", buf, la + lb, &created, err);
+    if (buf != stack) free(buf);
+    return c;
+}
+
+int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
+                     const char *out_path, BpError *err) {
+    static const char *const specials[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    double t0 = bp_now();
+    if (n_inputs < 1) return bp_fail_usage(err, "vocab: no input files");
+    if (opt->size < 5 || opt->size > INT32_MAX / 2)
+        return bp_fail_usage(err, "vocab: size %d is out of range (at least the 5 special tokens)",
+                             opt->size);
+    if (opt->min_count < 1) return bp_fail_usage(err, "vocab: min-count %d must be >= 1", opt->min_count);
+
+    WordCounter wc = {.err = err};
+    Merger m = {.err = err};
+    int32_t *seq = NULL, *start = NULL, *len = NULL, *order = NULL;
+    const char **alpha = NULL;
+    int32_t *queue = NULL;
+    size_t cap_queue = 0;
+    AtomicFile af = {0};
+    int rc = -1;
+    for (int f = 0; f < n_inputs; f++)
+        if (count_file(&wc, inputs[f], opt->lowercase, err)) goto done;
+    size_t n_uniq = wc.words.n;
+    if (n_uniq == 0) {
+        bp_fail(err, "vocab: no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");
+        goto done;
+    }
+
+    /* (2) symbol sequences; the alphabet is interned first so it gets the low symbol ids */
+    size_t total_chars = 0;
+    for (size_t w = 0; w < n_uniq; w++) {
+        const unsigned char *s = (const unsigned char *)strtab_str(&wc.words, (int32_t)w);
+        for (size_t i = 0; i < wc.words.len[w]; i++) total_chars += (s[i] & 0xC0) != 0x80;
+    }
+    seq = bp_malloc(total_chars * sizeof *seq, "vocab builder symbols", err);
+    start = bp_malloc(n_uniq * sizeof *start, "vocab builder words", err);
+    len = bp_malloc(n_uniq * sizeof *len, "vocab builder words", err);
+    if (!seq || !start || !len) goto done;
+    if (total_chars > INT32_MAX) {
+        bp_fail(err, "vocab: too much distinct text (%zu characters)", total_chars);
+        goto done;
+    }
+    size_t pos = 0;
+    for (size_t w = 0; w < n_uniq; w++) {
+        const char *s = strtab_str(&wc.words, (int32_t)w);
+        size_t nb = wc.words.len[w];
+        start[w] = (int32_t)pos;
+        for (size_t i = 0; i < nb;) {
+            size_t j = i + 1;
+            while (j < nb && ((unsigned char)s[j] & 0xC0) == 0x80) j++;
+            bool created;
+            int32_t id = strtab_intern(&m.syms, i ? "##" : "", s + i, j - i, &created, err);
+            if (id < 0 || (i && strtab_intern(&m.syms, "", s + i, j - i, &created, err) < 0)) goto done;
+            seq[pos++] = id;
+            i = j;
+        }
+        len[w] = (int32_t)(pos - (size_t)start[w]);
+    }
+    size_t n_alpha = m.syms.n;
+    if (5 + n_alpha > (size_t)opt->size) {
+        bp_fail_usage(err,
+                      "vocab: --size %d is too small: the 5 special tokens and the %zu characters "
+                      "seen (with their ## forms) need %zu entries; HINT: raise --size",
+                      opt->size, n_alpha, 5 + n_alpha);
+        goto done;
+    }
+
+    /* initial pair counts and the pair -> words index */
+    if (pairs_rehash(&m, 1 << 16)) goto done;
+    for (size_t w = 0; w < n_uniq; w++) {
+        for (int32_t i = 0; i + 1 < len[w]; i++) {
+            int32_t p = pair_get(&m, seq[start[w] + i], seq[start[w] + i + 1]);
+            if (p < 0 || pair_add_word(&m, &m.pairs[p], (int32_t)w)) goto done;
+            m.pairs[p].count += (int64_t)wc.counts[w];
+        }
+    }
+    for (size_t p = 0; p < m.n_pairs; p++)
+        if (heap_push(&m, m.pairs[p].count, (int32_t)p)) goto done;
+
+    /* (3) merges */
+    order = bp_malloc((target_of(opt->size, n_alpha) + 1) * sizeof *order, "vocab builder merges", err);
+    if (!order) goto done;
+    size_t n_merged = 0, target = target_of(opt->size, n_alpha);
+    uint32_t epoch = 0;
+    int64_t last_count = 0;
+    while (n_merged < target && m.n_heap > 0) {
+        HeapEntry top = heap_pop(&m);
+        Pair *pp = &m.pairs[top.pair];
+        if (top.count != pp->count) { /* stale: its count fell since it was pushed */
+            if (pp->count > 0 && heap_push(&m, pp->count, top.pair)) goto done;
+            continue;
+        }
+        if (top.count < opt->min_count) break;
+        last_count = top.count;
+        int32_t a = pp->a, b = pp->b;
+        int32_t c = merged_symbol(&m.syms, a, b, err);
+        if (c < 0) goto done;
+        if (c >= (int32_t)n_alpha + (int32_t)n_merged) order[n_merged++] = c; /* a new piece */
+        epoch++;
+        size_t n_queue = 0;
+        /* apply the merge in every word that has the pair: retract the word's old pairs, rewrite
+         * it, add its new pairs. Only pairs with c can grow, so only they are queued again. */
+        uint32_t n_where = pp->n_where;
+        for (uint32_t k = 0; k < n_where; k++) {
+            int32_t w = m.pairs[top.pair].where[k]; /* m.pairs may move as pairs are added */
+            int32_t *s = seq + start[w], n = len[w];
+            bool has = false;
+            for (int32_t i = 0; i + 1 < n && !has; i++) has = s[i] == a && s[i + 1] == b;
+            if (!has) continue; /* merged away by an earlier merge */
+            int64_t cnt = (int64_t)wc.counts[w];
+            for (int32_t i = 0; i + 1 < n; i++) {
+                int32_t p = pair_get(&m, s[i], s[i + 1]);
+                if (p < 0) goto done;
+                m.pairs[p].count -= cnt;
+            }
+            int32_t o = 0;
+            for (int32_t i = 0; i < n; i++) {
+                if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                    s[o++] = c;
+                    i++;
+                } else {
+                    s[o++] = s[i];
+                }
+            }
+            len[w] = n = o;
+            for (int32_t i = 0; i + 1 < n; i++) {
+                int32_t p = pair_get(&m, s[i], s[i + 1]);
+                if (p < 0) goto done;
+                Pair *q = &m.pairs[p];
+                q->count += cnt;
+                if (s[i] != c && s[i + 1] != c) continue;
+                if (pair_add_word(&m, q, w)) goto done;
+                if (q->epoch != epoch) {
+                    q->epoch = epoch;
+                    if (n_queue == cap_queue) {
+                        size_t qc = cap_queue ? 2 * cap_queue : 1024;
+                        int32_t *nq = realloc(queue, qc * sizeof *nq);
+                        if (!nq) {
+                            bp_fail(err, "vocab builder: out of memory (merge queue)");
+                            goto done;
+                        }
+                        queue = nq;
+                        cap_queue = qc;
+                    }
+                    queue[n_queue++] = p;
+                }
+            }
+        }
+        Pair *done_pair = &m.pairs[top.pair]; /* its count is now 0: drop its index */
+        free(done_pair->where);
+        done_pair->where = NULL;
+        done_pair->n_where = done_pair->cap_where = 0;
+        for (size_t k = 0; k < n_queue; k++)
+            if (m.pairs[queue[k]].count > 0 && heap_push(&m, m.pairs[queue[k]].count, queue[k]))
+                goto done;
+    }
+
+    /* (4) write: specials, characters, ## characters (each in byte order), merges in order */
+    alpha = bp_malloc((n_alpha + 1) * sizeof *alpha, "vocab builder alphabet", err);
+    if (!alpha) goto done;
+    for (size_t k = 0; k < n_alpha; k++) alpha[k] = strtab_str(&m.syms, (int32_t)k);
+    qsort(alpha, n_alpha, sizeof *alpha, cmp_alpha);
+    if (bp_atomic_open(&af, out_path, err)) goto done;
+    for (int k = 0; k < 5; k++) fprintf(af.fp, "%s\n", specials[k]);
+    for (size_t k = 0; k < n_alpha; k++) fprintf(af.fp, "%s\n", alpha[k]);
+    for (size_t k = 0; k < n_merged; k++) fprintf(af.fp, "%s\n", strtab_str(&m.syms, order[k]));
+    if (bp_atomic_commit(&af, err)) goto done;
+    size_t total = 5 + n_alpha + n_merged;
+    fprintf(stderr,
+            "vocab: %llu words (%zu distinct, %llu over %d characters skipped) from %d file%s; "
+            "%zu characters and ## forms, %zu merges (last pair count %lld); %zu tokens written to "
+            "%s in %.2f s\n",
+            (unsigned long long)wc.n_words, n_uniq, (unsigned long long)wc.n_long,
+            TOK_MAX_INPUT_CHARS, n_inputs, n_inputs > 1 ? "s" : "", n_alpha, n_merged,
+            (long long)last_count, total, out_path, bp_now() - t0);
+    if (total < (size_t)opt->size)
+        fprintf(stderr,
+                "vocab: note: %zu < --size %d: no more pairs occur at least %d times (--min-count)\n",
+                total, opt->size, opt->min_count);
+    rc = 0;
+done:
+    if (af.fp) bp_atomic_abort(&af);
+    free(seq);
+    free(start);
+    free(len);
+    free(order);
+    free(alpha);
+    free(queue);
+    strtab_free(&wc.words);
+    free(wc.counts);
+    merger_free(&m);
+    return rc;
+}
 
 int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
                 const char *out_path, BpError *err) {
-    (void)inputs;
-    (void)n_inputs;
-    (void)size;
-    (void)lowercase;
-    return bp_fail(err, "%s: the vocab builder is not built yet", out_path);
+    VocabBuildOptions opt = {.size = size, .lowercase = lowercase, .min_count = 2};
+    return vocab_build_opts(inputs, n_inputs, &opt, out_path, err);
 }

@@ -55,4 +55,15 @@ int tokenizer_basic(const char *text, size_t len, bool lowercase, TokenizerWordF
 int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
                 const char *out_path, BpError *err);
 
+/* vocab_build with every option. min_count: merging stops when the most frequent pair occurs
+ * fewer times (vocab_build uses 2), so the vocab can end below `size`. Progress and a summary go
+ * to stderr. */
+typedef struct {
+    int size;
+    bool lowercase;
+    int min_count;
+} VocabBuildOptions;
+int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
+                     const char *out_path, BpError *err);
+
 #endif

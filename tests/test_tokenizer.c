@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common.h"
 #include "tokenizer.h"
@@ -389,12 +390,129 @@ static void test_invalid_utf8_fuzz(void **state) {
     EXPECT_WORDS("\xed\xa0\x80x \xf4\x90\x80\x80y", 10, true, "x y");
 }
 
+static bool same_file(const char *a, const char *b) {
+    BpError err = {0};
+    size_t na = 0, nb = 0;
+    char *x = bp_read_file(a, &na, &err), *y = bp_read_file(b, &nb, &err);
+    assert_non_null(x);
+    assert_non_null(y);
+    bool same = na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* The builder gives exactly what gen_reference.py's build_vocab (recounting every pair before
+ * every merge) gives, from .txt and from .gz, and the same bytes on a second run. */
+static void test_vocab_build_reference(void **state) {
+    (void)state;
+    char dir[] = "/tmp/bp_vocab_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char out[256], out2[256], gzpath[256];
+    snprintf(out, sizeof out, "%s/vocab.txt", dir);
+    snprintf(out2, sizeof out2, "%s/vocab2.txt", dir);
+    snprintf(gzpath, sizeof gzpath, "%s/train.txt.gz", dir);
+    BpError err = {0};
+    size_t len = 0;
+    char *text = bp_read_file(FIX "train.txt", &len, &err);
+    assert_non_null(text);
+    gzFile gz = gzopen(gzpath, "wb");
+    assert_non_null(gz);
+    assert_int_equal(gzwrite(gz, text, (unsigned)len), (int)len);
+    assert_int_equal(gzclose(gz), Z_OK);
+    free(text);
+    const char *txt[] = {FIX "train.txt"}, *gzs[] = {gzpath};
+    for (int cased = 0; cased < 2; cased++) {
+        VocabBuildOptions opt = {.size = 300, .lowercase = !cased, .min_count = 2};
+        if (vocab_build_opts(txt, 1, &opt, out, &err)) fail_msg("%s", err.msg);
+        const char *want = cased ? FIX "vocab_built_cased.txt" : FIX "vocab_built_uncased.txt";
+        if (!same_file(out, want)) fail_msg("%s differs from %s", out, want);
+        if (vocab_build_opts(gzs, 1, &opt, out2, &err)) fail_msg("%s", err.msg);
+        assert_true(same_file(out, out2));
+    }
+    /* stops at --size: the first entries of the full run */
+    VocabBuildOptions small = {.size = 150, .lowercase = true, .min_count = 2};
+    if (vocab_build_opts(txt, 1, &small, out2, &err)) fail_msg("%s", err.msg);
+    size_t n2 = 0, n_full = 0;
+    char *a = bp_read_file(out2, &n2, &err), *b = bp_read_file(FIX "vocab_built_uncased.txt", &n_full, &err);
+    size_t lines = 0;
+    for (size_t i = 0; i < n2; i++) lines += a[i] == '\n';
+    assert_int_equal(lines, 150);
+    assert_true(n2 < n_full && !memcmp(a, b, n2));
+    free(a);
+    free(b);
+    unlink(out);
+    unlink(out2);
+    unlink(gzpath);
+    rmdir(dir);
+}
+
+/* Every word of the training text tokenizes without [UNK] with the vocab built from it. */
+static void test_vocab_build_covers_training_text(void **state) {
+    (void)state;
+    char out[] = "/tmp/bp_vocab_cover_XXXXXX";
+    int fd = mkstemp(out);
+    assert_true(fd >= 0);
+    close(fd);
+    BpError err = {0};
+    const char *txt[] = {FIX "train.txt"};
+    for (int cased = 0; cased < 2; cased++) {
+        VocabBuildOptions opt = {.size = 200, .lowercase = !cased, .min_count = 1};
+        if (vocab_build_opts(txt, 1, &opt, out, &err)) fail_msg("%s", err.msg);
+        Tokenizer *tok = tokenizer_load(out, !cased, &err);
+        if (!tok) fail_msg("%s", err.msg);
+        size_t len = 0;
+        char *text = bp_read_file(FIX "train.txt", &len, &err);
+        int32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        assert_int_equal(tokenizer_encode(tok, text, len, &ids, &n, &cap, &err), 0);
+        assert_true(n > 200);
+        int unk = tokenizer_specials(tok).unk;
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] == unk) fail_msg("token %zu of train.txt is [UNK] (cased=%d)", i, cased);
+        free(ids);
+        free(text);
+        tokenizer_free(tok);
+    }
+    unlink(out);
+}
+
+static void test_vocab_build_errors(void **state) {
+    (void)state;
+    char dir[] = "/tmp/bp_vocab_err_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char out[256], empty[256];
+    snprintf(out, sizeof out, "%s/vocab.txt", dir);
+    snprintf(empty, sizeof empty, "%s/empty.txt", dir);
+    fclose(fopen(empty, "w"));
+    BpError err = {0};
+    const char *missing[] = {FIX "train.txt", "/nonexistent/corpus.txt"};
+    VocabBuildOptions opt = {.size = 300, .lowercase = true, .min_count = 2};
+    assert_int_equal(vocab_build_opts(missing, 2, &opt, out, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/corpus.txt: cannot open"));
+    assert_int_equal(access(out, F_OK), -1); /* no partial output */
+    const char *emp[] = {empty};
+    assert_int_equal(vocab_build_opts(emp, 1, &opt, out, &err), -1);
+    assert_non_null(strstr(err.msg, "no words"));
+    const char *txt[] = {FIX "train.txt"};
+    opt.size = 20; /* fewer than the characters of train.txt */
+    assert_int_equal(vocab_build_opts(txt, 1, &opt, out, &err), -1);
+    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_non_null(strstr(err.msg, "--size 20 is too small"));
+    assert_int_equal(access(out, F_OK), -1);
+    unlink(empty);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_lookup),  cmocka_unit_test(test_vocab_errors),
         cmocka_unit_test(test_crlf_vocab),       cmocka_unit_test(test_basic_rules),
         cmocka_unit_test(test_wordpiece),        cmocka_unit_test(test_reference_cases),
         cmocka_unit_test(test_every_code_point), cmocka_unit_test(test_invalid_utf8_fuzz),
+        cmocka_unit_test(test_vocab_build_reference),
+        cmocka_unit_test(test_vocab_build_covers_training_text),
+        cmocka_unit_test(test_vocab_build_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# CLI tests for `bert_pretrain tokenize` and `bert_pretrain vocab`: outputs, exit statuses (0 ok,
+# 1 runtime failure, 2 usage error), messages that name the file, no partial output on failure.
+# Run from the repository root with $BP_BIN set (tests/run_tests.sh does both).
+set -u
+: "${BP_BIN:?set BP_BIN to the bert_pretrain binary}"
+FIX=tests/fixtures/tokenizer
+TMP=$(mktemp -d /tmp/bp_text_cli_XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+check() { # NAME CONDITION...
+    local name=$1
+    shift
+    if "$@"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $name"
+    fi
+}
+
+# run CMD...: sets $rc, $out (stdout), $err (stderr)
+run() {
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    out=$(cat "$TMP/out")
+    err=$(cat "$TMP/err")
+}
+
+# --- tokenize ---
+run "$BP_BIN" tokenize --help
+check "tokenize --help exits 0" [ "$rc" -eq 0 ]
+check "tokenize --help prints usage" grep -q "usage: bert_pretrain tokenize" "$TMP/out"
+
+run "$BP_BIN" tokenize </dev/null
+check "tokenize without --vocab exits 2" [ "$rc" -eq 2 ]
+check "tokenize without --vocab says so" grep -q -- "--vocab is required" "$TMP/err"
+
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --bogus </dev/null
+check "tokenize unknown option exits 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" tokenize --vocab </dev/null
+check "tokenize --vocab without a value exits 2" [ "$rc" -eq 2 ]
+
+printf 'Héllo, WORLD! unaffable 中文\n\nzq running\r\n' >"$TMP/in.txt"
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces <"$TMP/in.txt"
+check "tokenize --pieces exits 0" [ "$rc" -eq 0 ]
+check "tokenize --pieces output" [ "$out" = $'hello , world ! un ##affa ##ble 中 文\n\n[UNK] running' ]
+
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces --cased <<<"Héllo WORLD"
+check "tokenize --cased keeps case and accents" [ "$out" = "Héllo WORLD" ]
+
+# ids are line numbers - 1 of the vocab
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" <"$TMP/in.txt"
+want_ids=""
+for p in hello , world ! un "##affa" "##ble" 中 文; do
+    id=$(($(grep -nxF -- "$p" "$FIX/vocab_small.txt" | head -1 | cut -d: -f1) - 1))
+    want_ids="${want_ids:+$want_ids }$id"
+done
+check "tokenize ids (default) match the vocab lines" [ "$(head -1 "$TMP/out")" = "$want_ids" ]
+check "tokenize: one output line per input line" [ "$(wc -l <"$TMP/out")" -eq 3 ]
+
+# invalid UTF-8 and control bytes never crash
+head -c 20000 /dev/urandom >"$TMP/random.bin"
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces <"$TMP/random.bin"
+check "tokenize survives random bytes" [ "$rc" -eq 0 ]
+
+# a vocab without [UNK]: a clear error naming the file and the token, exit 1
+grep -vx '\[UNK\]' "$FIX/vocab_small.txt" >"$TMP/nounk.txt"
+run "$BP_BIN" tokenize --vocab "$TMP/nounk.txt" </dev/null
+check "vocab without [UNK] exits 1" [ "$rc" -eq 1 ]
+check "vocab without [UNK] names file and token" grep -q "$TMP/nounk.txt: the vocab has no \[UNK\]" "$TMP/err"
+run "$BP_BIN" tokenize --vocab "$TMP/missing.txt" </dev/null
+check "missing vocab exits 1" [ "$rc" -eq 1 ]
+check "missing vocab named" grep -q "$TMP/missing.txt: cannot open" "$TMP/err"
+
+# --- vocab ---
+run "$BP_BIN" vocab --help
+check "vocab --help exits 0" [ "$rc" -eq 0 ]
+check "vocab --help names the merge criterion" grep -q "Merge criterion: pair frequency" "$TMP/out"
+
+run "$BP_BIN" vocab --input "$FIX/train.txt" --out "$TMP/v.txt"
+check "vocab without --size exits 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" vocab --input "$FIX/train.txt" --size abc --out "$TMP/v.txt"
+check "vocab --size abc exits 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" vocab --input --size 100 --out "$TMP/v.txt"
+check "vocab --input without files exits 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" vocab --input "$FIX/train.txt" --size 20 --out "$TMP/v.txt"
+check "vocab --size below the alphabet exits 2" [ "$rc" -eq 2 ]
+check "vocab --size below the alphabet: no output" [ ! -e "$TMP/v.txt" ]
+
+run "$BP_BIN" vocab --input "$FIX/train.txt" "$TMP/nonexistent.txt" --size 300 --out "$TMP/v.txt"
+check "vocab with a missing input exits 1" [ "$rc" -eq 1 ]
+check "vocab names the missing input" grep -q "$TMP/nonexistent.txt: cannot open" "$TMP/err"
+check "vocab with a missing input: no output" [ ! -e "$TMP/v.txt" ]
+
+gzip -c "$FIX/train.txt" >"$TMP/train.txt.gz"
+run "$BP_BIN" vocab --input "$TMP/train.txt.gz" --size 300 --out "$TMP/v.txt"
+check "vocab from .gz exits 0" [ "$rc" -eq 0 ]
+check "vocab from .gz = the reference" cmp -s "$TMP/v.txt" "$FIX/vocab_built_uncased.txt"
+check "vocab prints a summary" grep -q "tokens written to $TMP/v.txt" "$TMP/err"
+run "$BP_BIN" vocab --input "$FIX/train.txt" --size 300 --out "$TMP/v_cased.txt" --cased
+check "vocab --cased = the reference" cmp -s "$TMP/v_cased.txt" "$FIX/vocab_built_cased.txt"
+
+# the built vocab tokenizes its own training text without [UNK]
+run "$BP_BIN" vocab --input "$FIX/train.txt" --size 180 --min-count 1 --out "$TMP/v180.txt"
+check "vocab --min-count 1 --size 180 gives 180 lines" [ "$(wc -l <"$TMP/v180.txt")" -eq 180 ]
+run "$BP_BIN" tokenize --vocab "$TMP/v180.txt" --pieces <"$FIX/train.txt"
+check "training text tokenizes" [ "$rc" -eq 0 ]
+check "training text has no [UNK]" [ "$(grep -c '\[UNK\]' "$TMP/out")" -eq 0 ]
+
+echo "test_text_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
