@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -773,6 +774,50 @@ static void test_summary(void **state) {
     free(text);
 }
 
+/* configs/README.md has a table row for every key the JSON names. */
+static void test_readme_documents_every_key(void **state) {
+    (void)state;
+    Config c;
+    two_phase_config(&c);
+    resolve_ok(&c);
+    char *json = NULL, *readme = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&json, &len);
+    config_write_json(&c, mem);
+    fclose(mem);
+    FILE *f = fopen("configs/README.md", "rb");
+    assert_non_null(f);
+    readme = calloc(1, 1 << 17);
+    assert_non_null(readme);
+    assert_true(fread(readme, 1, (1 << 17) - 1, f) > 0);
+    fclose(f);
+    int keys = 0;
+    for (char *p = json; (p = strchr(p, '"')) != NULL;) {
+        char *end = strchr(p + 1, '"');
+        assert_non_null(end);
+        if (end[1] == ':') {
+            char row[96];
+            snprintf(row, sizeof row, "| `%.*s` |", (int)(end - p - 1), p + 1);
+            bool top = strncmp(p + 1, "resolved", 8) == 0 || strncmp(p + 1, "source", 6) == 0 ||
+                       strncmp(p + 1, "world_size", 10) == 0 || strncmp(p + 1, "total_steps", 11) == 0;
+            static const char *const SECTIONS[] = {"\"model\"", "\"data\"", "\"optimizer\"",
+                                                   "\"schedule\"", "\"phases\"", "\"training\""};
+            bool section = false;
+            for (size_t i = 0; i < sizeof SECTIONS / sizeof SECTIONS[0]; i++)
+                section |= strncmp(p, SECTIONS[i], strlen(SECTIONS[i])) == 0 && end - p + 1 == (long)strlen(SECTIONS[i]);
+            if (!top && !section && !strstr(readme, row)) {
+                fprintf(stderr, "configs/README.md has no row %s\n", row);
+                fail();
+            }
+            keys++;
+        }
+        p = end + 1;
+    }
+    assert_true(keys > 60);
+    free(json);
+    free(readme);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -787,6 +832,7 @@ int main(void) {
         cmocka_unit_test(test_schedule_segments),
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_readme_documents_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
