@@ -856,7 +856,7 @@ static void join_names(const char *const *names, int n, char *buf, size_t cap) {
 /* Lexical clean-up of a joined path: drops "." and empty segments and folds "dir/..". */
 static void clean_path(char *path) {
     bool abs = path[0] == '/';
-    char *segs[512];
+    char *segs[CFG_PATH_MAX / 2 + 1]; /* at most one segment per two bytes */
     int n = 0;
     char *save = NULL;
     char tmp[CFG_PATH_MAX];
@@ -1371,6 +1371,7 @@ static int load_file(Config *cfg, const char *path, IncludeChain *chain, const S
 
 int config_load(Config *cfg, const char *path, BpError *err) {
     config_defaults(cfg);
+    if (!path || !path[0]) return bp_fail_usage(err, "no config file given");
     IncludeChain *chain = calloc(1, sizeof *chain);
     if (!chain) return bp_fail(err, "out of memory loading %s", path);
     int rc = load_file(cfg, path, chain, NULL, NULL, err);

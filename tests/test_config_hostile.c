@@ -352,7 +352,23 @@ static void test_documents_and_files(void **state) {
     assert_int_equal(config_load(&c, "/dev/zero", &err), -1);
     assert_string_equal(err.msg, "/dev/zero: cannot read the config: not a regular file");
     assert_int_equal(config_load(&c, "", &err), -1);
+    assert_string_equal(err.msg, "no config file given");
+    assert_int_equal(config_load(&c, NULL, &err), -1);
     assert_int_equal(err.status, 2);
+    /* a path with as many segments as fit */
+    char segs[CFG_PATH_MAX]; /* "/" + "a/" x 510 + "bb": 1023 bytes, 511 segments */
+    size_t o = 0;
+    segs[o++] = '/';
+    for (int i = 0; i < 510; i++, o += 2) memcpy(segs + o, "a/", 2);
+    memcpy(segs + o, "bb", 3);
+    char *t = malloc(CFG_PATH_MAX + 32);
+    assert_non_null(t);
+    snprintf(t, CFG_PATH_MAX + 32, "data: {vocab: %s}\n", segs);
+    write_bytes(t, strlen(t));
+    assert_int_equal(config_load(&c, g_path, &err), 0);
+    assert_string_equal(c.data.vocab, segs);
+    assert_int_equal(strlen(c.data.vocab), CFG_PATH_MAX - 1);
+    free(t);
     /* a base that is a directory, and a base that is the file's own directory */
     expect_fail_str("base: .\n", "base file");
     expect_fail_str("base: /dev/zero\n", "base file /dev/zero cannot be read: not a regular file");
