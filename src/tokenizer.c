@@ -142,6 +142,24 @@ static size_t utf8_encode(uint32_t cp, char *out) {
     return 4;
 }
 
+size_t tokenizer_utf8_invalid(const char *text, size_t len, size_t *first_bad) {
+    const unsigned char *p = (const unsigned char *)text;
+    size_t bad = 0;
+    for (size_t i = 0; i < len;) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t k = utf8_decode(p + i, len - i, &cp);
+        if (k == 1) { /* only an invalid byte decodes as one byte >= 0x80 */
+            if (bad++ == 0 && first_bad) *first_bad = i;
+        }
+        i += k;
+    }
+    return bad;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* BasicTokenizer                                                                              */
 
@@ -696,7 +714,7 @@ static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError
     gzFile gz = gzopen(path, "rb");
     if (!gz) return bp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
     gzbuffer(gz, 1 << 20);
-    size_t cap = 1 << 20, have = 0, lines = 0;
+    size_t cap = 1 << 20, have = 0, lines = 0, bytes = 0, n_bad = 0, first_bad = 0;
     uint64_t words_before = wc->n_words;
     char *buf = malloc(cap);
     int rc = buf ? 0 : bp_fail(err, "%s: out of memory", path);
@@ -730,6 +748,10 @@ static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError
             while (cut > 0 && buf[cut - 1] != '\n') cut--;
             if (cut == 0) continue;
         }
+        size_t first = 0, bad = tokenizer_utf8_invalid(buf, cut, &first);
+        if (bad && !n_bad) first_bad = bytes + first;
+        n_bad += bad;
+        bytes += cut;
         if (tokenizer_basic(buf, cut, lowercase, count_word, wc, err)) {
             bp_err_prefix(err, "%s", path);
             rc = -1;
@@ -741,6 +763,16 @@ static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError
     free(buf);
     int zrc = gzclose(gz);
     if (rc == 0 && zrc != Z_OK) rc = bp_fail(err, "%s: read error (truncated or corrupt .gz?)", path);
+    /* a few stray bytes are dropped as BERT drops them; mostly-invalid text is the wrong file or
+     * the wrong encoding, and would only teach the vocab noise */
+    if (rc == 0 && n_bad > 0 && n_bad * 100 > bytes)
+        rc = bp_fail(err,
+                     "%s: not UTF-8 text: %zu of %zu bytes are invalid UTF-8 (the first at byte "
+                     "%zu); HINT: convert it, e.g. iconv -f LATIN1 -t UTF-8",
+                     path, n_bad, bytes, first_bad);
+    else if (rc == 0 && n_bad > 0)
+        fprintf(stderr, "vocab: %s: warning: %zu invalid UTF-8 bytes dropped (the first at byte %zu)\n",
+                path, n_bad, first_bad);
     if (rc == 0)
         fprintf(stderr, "vocab: %s: %zu lines, %llu words\n", path, lines + (have > 0),
                 (unsigned long long)(wc->n_words - words_before));
@@ -894,8 +926,6 @@ static int cmp_alpha(const void *x, const void *y) {
     return strcmp(s, t);
 }
 
-static size_t target_of(int size, size_t n_alpha) { return (size_t)size - 5 - n_alpha; }
-
 /* The symbol for merging a with b: "x" + "##y" -> "xy", "##x" + "##y" -> "##xy" (the same
  * string can come from different pairs, then it is the same symbol). */
 static int32_t merged_symbol(StrTable *syms, int32_t a, int32_t b, BpError *err) {
@@ -915,11 +945,11 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
                      const char *out_path, BpError *err) {
     static const char *const specials[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     double t0 = bp_now();
-    if (n_inputs < 1) return bp_fail_usage(err, "vocab: no input files");
+    if (n_inputs < 1) return bp_fail_usage(err, "no input files");
     if (opt->size < 5 || opt->size > INT32_MAX / 2)
-        return bp_fail_usage(err, "vocab: size %d is out of range (at least the 5 special tokens)",
+        return bp_fail_usage(err, "size %d is out of range (at least the 5 special tokens)",
                              opt->size);
-    if (opt->min_count < 1) return bp_fail_usage(err, "vocab: min-count %d must be >= 1", opt->min_count);
+    if (opt->min_count < 1) return bp_fail_usage(err, "min-count %d must be >= 1", opt->min_count);
 
     WordCounter wc = {.err = err};
     Merger m = {.err = err};
@@ -933,7 +963,7 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
         if (count_file(&wc, inputs[f], opt->lowercase, err)) goto done;
     size_t n_uniq = wc.words.n;
     if (n_uniq == 0) {
-        bp_fail(err, "vocab: no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");
+        bp_fail(err, "no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");
         goto done;
     }
 
@@ -948,7 +978,7 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
     len = bp_malloc(n_uniq * sizeof *len, "vocab builder words", err);
     if (!seq || !start || !len) goto done;
     if (total_chars > INT32_MAX) {
-        bp_fail(err, "vocab: too much distinct text (%zu characters)", total_chars);
+        bp_fail(err, "too much distinct text (%zu characters)", total_chars);
         goto done;
     }
     size_t pos = 0;
@@ -970,7 +1000,7 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
     size_t n_alpha = m.syms.n;
     if (5 + n_alpha > (size_t)opt->size) {
         bp_fail_usage(err,
-                      "vocab: --size %d is too small: the 5 special tokens and the %zu characters "
+                      "--size %d is too small: the 5 special tokens and the %zu characters "
                       "seen (with their ## forms) need %zu entries; HINT: raise --size",
                       opt->size, n_alpha, 5 + n_alpha);
         goto done;
@@ -989,9 +1019,9 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
         if (heap_push(&m, m.pairs[p].count, (int32_t)p)) goto done;
 
     /* (3) merges */
-    order = bp_malloc((target_of(opt->size, n_alpha) + 1) * sizeof *order, "vocab builder merges", err);
+    size_t n_merged = 0, target = (size_t)opt->size - 5 - n_alpha;
+    order = bp_malloc((target + 1) * sizeof *order, "vocab builder merges", err);
     if (!order) goto done;
-    size_t n_merged = 0, target = target_of(opt->size, n_alpha);
     uint32_t epoch = 0;
     int64_t last_count = 0;
     while (n_merged < target && m.n_heap > 0) {
@@ -1006,7 +1036,8 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
         int32_t a = pp->a, b = pp->b;
         int32_t c = merged_symbol(&m.syms, a, b, err);
         if (c < 0) goto done;
-        if (c >= (int32_t)n_alpha + (int32_t)n_merged) order[n_merged++] = c; /* a new piece */
+        if ((size_t)c == n_alpha + n_merged) order[n_merged++] = c; /* a new piece, not a string
+                                                                        another pair made */
         epoch++;
         size_t n_queue = 0;
         /* apply the merge in every word that has the pair: retract the word's old pairs, rewrite

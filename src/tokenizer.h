@@ -50,6 +50,11 @@ typedef int (*TokenizerWordFn)(void *ctx, const char *word, size_t nbytes, size_
 int tokenizer_basic(const char *text, size_t len, bool lowercase, TokenizerWordFn fn, void *ctx,
                     BpError *err);
 
+/* Number of bytes of text[0..len) that are not part of valid UTF-8 (what the tokenizer drops);
+ * *first_bad (if non-NULL) gets the offset of the first when there is one. Lets a reader tell
+ * a stray byte from a file in the wrong encoding. */
+size_t tokenizer_utf8_invalid(const char *text, size_t len, size_t *first_bad);
+
 /* Trains a WordPiece vocab of `size` entries from text files (.txt or .gz) and writes it
  * atomically to out_path: special tokens first ([PAD] [UNK] [CLS] [SEP] [MASK]), deterministic. */
 int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,

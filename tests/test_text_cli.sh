@@ -95,6 +95,12 @@ check "vocab with a missing input exits 1" [ "$rc" -eq 1 ]
 check "vocab names the missing input" grep -q "$TMP/nonexistent.txt: cannot open" "$TMP/err"
 check "vocab with a missing input: no output" [ ! -e "$TMP/v.txt" ]
 
+head -c 5000 /dev/urandom >"$TMP/binary.dat"
+run "$BP_BIN" vocab --input "$FIX/train.txt" "$TMP/binary.dat" --size 300 --out "$TMP/v.txt"
+check "vocab from a binary file exits 1" [ "$rc" -eq 1 ]
+check "vocab names the non-UTF-8 file" grep -q "$TMP/binary.dat: not UTF-8 text" "$TMP/err"
+check "vocab from a binary file: no output" [ ! -e "$TMP/v.txt" ]
+
 gzip -c "$FIX/train.txt" >"$TMP/train.txt.gz"
 run "$BP_BIN" vocab --input "$TMP/train.txt.gz" --size 300 --out "$TMP/v.txt"
 check "vocab from .gz exits 0" [ "$rc" -eq 0 ]

@@ -388,6 +388,13 @@ static void test_invalid_utf8_fuzz(void **state) {
     EXPECT_WORDS("\xf0\x9f\x98\xe2\x82\xac", 6, true, "\xe2\x82\xac");
     EXPECT_WORDS("\xc0\xaf \xe0\x80\xaf \xf0\x80\x80\xaf", 11, true, "");
     EXPECT_WORDS("\xed\xa0\x80x \xf4\x90\x80\x80y", 10, true, "x y");
+    /* counting what gets dropped: a real U+FFFD is valid text */
+    size_t first = 99;
+    assert_int_equal(tokenizer_utf8_invalid("a\x80" "b", 3, &first), 1);
+    assert_int_equal(first, 1);
+    assert_int_equal(tokenizer_utf8_invalid("\xe2\x82" "A\xc0\xaf", 5, &first), 4);
+    assert_int_equal(first, 0);
+    assert_int_equal(tokenizer_utf8_invalid("\xe2\x82\xac \xef\xbf\xbd \xf0\x9f\x98\x80", 12, NULL), 0);
 }
 
 static bool same_file(const char *a, const char *b) {
