@@ -249,16 +249,16 @@ typedef struct {
     void *ctx;
 } WordSink;
 
-/* Emits norm[from, to) as one word. */
+/* Hands cps[0, count) to the sink as one UTF-8 word. */
 static int emit_word(BasicScratch *s, const uint32_t *cps, size_t count, const WordSink *sink,
                      BpError *err) {
     if (count == 0) return 0;
     if (count * 4 + 1 > s->cap_word) {
         size_t cap = s->cap_word ? s->cap_word : 256;
         while (cap < count * 4 + 1) cap *= 2;
-        char *nb = realloc(s->word, cap);
-        if (!nb) return bp_fail(err, "tokenizer: out of memory (a word of %zu characters)", count);
-        s->word = nb;
+        char *grown = realloc(s->word, cap);
+        if (!grown) return bp_fail(err, "tokenizer: out of memory (a word of %zu characters)", count);
+        s->word = grown;
         s->cap_word = cap;
     }
     size_t nb = 0;
