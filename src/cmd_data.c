@@ -155,38 +155,6 @@ static int end_document(Prep *p, BpError *err) {
     return 0;
 }
 
-/* Bytes of s[0..n) that are not part of well-formed UTF-8 (overlong forms, surrogates and values
- * past U+10FFFF count as invalid); a bad sequence counts its lead byte and resumes after it, as the
- * tokenizer drops invalid bytes one at a time. */
-static size_t utf8_invalid_bytes(const unsigned char *s, size_t n) {
-    size_t i = 0, bad = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len = 0;
-        uint32_t cp = 0, min = 0;
-        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F, min = 0x80;
-        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
-        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07, min = 0x10000;
-        bool ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) ok = false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
-        if (ok) {
-            i += len;
-        } else {
-            bad++;
-            i++;
-        }
-    }
-    return bad;
-}
-
 static bool is_blank(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\v' && s[i] != '\f') return false;
@@ -205,7 +173,7 @@ static int handle_line(Prep *p, char *line, size_t n, FileStats *fs, BpError *er
     if (is_blank(line, n)) return end_document(p, err);
     p->lines++;
     p->doc_had_lines = true;
-    size_t bad = utf8_invalid_bytes((const unsigned char *)line, n);
+    size_t bad = tokenizer_utf8_invalid(line, n, NULL); /* exactly what the tokenizer drops */
     if (bad) {
         fs->bad_bytes += bad;
         fs->bad_lines++;
