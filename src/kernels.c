@@ -1,0 +1,644 @@
+/* kernels.c: BERT layer kernels (see kernels.h for the contracts, docs/model.md for the math).
+ *
+ * Parallel loops are `omp parallel for schedule(static)` over rows (or over column blocks where a
+ * kernel accumulates into a vector shared by all rows, so that no two threads write one element).
+ * Reductions into parameter gradients combine per-thread partials in thread order, so a forward
+ * and backward are bitwise repeatable for a given thread count. */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rng.h"
+
+static int g_threads = 0;
+
+int kern_init_threads(int threads) {
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(1);
+    g_threads = threads;
+    return threads;
+}
+
+int kern_threads(void) {
+    if (g_threads == 0) kern_init_threads(0);
+    return g_threads;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Vectorizable float exp and erf. glibc's expf/erff are scalar calls that gcc cannot vectorize
+ * without -ffast-math (which style.md rules out for these paths), and the softmaxes and GELUs
+ * evaluate them hundreds of millions of times per step. Both are written branch-free so gcc
+ * vectorizes the loops that call them; tests/test_kernels.c bounds their error against libm. */
+
+/* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
+ * r^7/5040 < 1.3e-7 relative), 2^n built in the exponent bits. Below -87.3 the result is 0 (as the
+ * exact value is below FLT_MIN there), so masked softmax entries come out exactly 0. */
+static inline float k_exp(float x) {
+    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+    float xc = x > hi ? hi : (x < lo ? lo : x);
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float t = xc * 1.44269504088896341f + magic;
+    float n = t - magic;
+    float r = xc - n * 0.693145751953125f; /* ln2 split in a high part exact in float ... */
+    r = r - n * 1.428606765330187e-06f;    /* ... and the low remainder */
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t ni = (int32_t)n;
+    int32_t bits = (ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale;
+    return x < lo ? 0.0f : y;
+}
+
+/* erf(x) = 1 - erfc(|x|) with sign; erfc from the Chebyshev-fitted form of Numerical Recipes
+ * (erfc(z) = t exp(-z^2 + poly(t)), t = 1/(1 + z/2), fractional error < 1.2e-7 for all z >= 0).
+ * Near 0 the absolute error of erf is ~1.2e-7, which is what GELU's 1 + erf(x) needs. */
+static inline float k_erf(float x) {
+    float z = fabsf(x);
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float erfc = t * k_exp(-z * z + p);
+    float r = 1.0f - erfc;
+    return x < 0.0f ? -r : r;
+}
+
+/* tanh(y) = 1 - 2 / (e^{2y} + 1); absolute error ~1e-7, which is what 1 + tanh in GELU needs */
+static inline float k_tanh(float y) {
+    float e = k_exp(2.0f * y);
+    return 1.0f - 2.0f / (e + 1.0f);
+}
+
+#define GELU_SQRT1_2 0.70710678118654752f
+#define GELU_INV_SQRT_2PI 0.39894228040143268f
+#define GELU_K 0.79788456080286536f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+/* erf form: gelu(x) = x Phi(x), Phi(x) = (1 + erf(x/sqrt2))/2; gelu'(x) = Phi(x) + x phi(x).
+ * tanh form: gelu(x) = x (1 + tanh(u))/2, u = k (x + c x^3);
+ *            gelu'(x) = (1 + tanh u)/2 + x (1 - tanh^2 u) k (1 + 3 c x^2) / 2. */
+static inline float k_gelu(float x, GeluKind kind) {
+    if (kind == GELU_TANH) return 0.5f * x * (1.0f + k_tanh(GELU_K * (x + GELU_C * x * x * x)));
+    return 0.5f * x * (1.0f + k_erf(x * GELU_SQRT1_2));
+}
+
+float kern_gelu(float x, GeluKind kind) { return k_gelu(x, kind); }
+
+float kern_gelu_grad(float x, GeluKind kind) {
+    if (kind == GELU_TANH) {
+        float th = k_tanh(GELU_K * (x + GELU_C * x * x * x));
+        return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    }
+    return 0.5f * (1.0f + k_erf(x * GELU_SQRT1_2)) + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    int nt = kern_threads();
+    /* below ~2 MFLOP a fork/join costs more than it saves */
+    if (nt == 1 || (double)M * N * K < 1e6) {
+        gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* split the longer side of C into one block per thread, 16-aligned for the packing kernels */
+    bool split_m = M >= N;
+    int len = split_m ? M : N;
+    int chunk = (len + nt - 1) / nt;
+    chunk = (chunk + 15) / 16 * 16;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num();
+        int a0 = id * chunk, a1 = a0 + chunk > len ? len : a0 + chunk;
+        if (a1 > a0) {
+            if (split_m) {
+                const float *Ab = ta ? A + a0 : A + (size_t)a0 * lda;
+                gemm1(ta, tb, a1 - a0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)a0 * ldc, ldc);
+            } else {
+                const float *Bb = tb ? B + (size_t)a0 * ldb : B + a0;
+                gemm1(ta, tb, M, a1 - a0, K, alpha, A, lda, Bb, ldb, beta, C + a0, ldc);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * dropout */
+
+KernDropout kern_dropout_make(double p, uint64_t seed, long step, int site,
+                              const int64_t *example_index, size_t rows_per_example) {
+    KernDropout d = {0, 1.0f, 0, example_index, rows_per_example ? rows_per_example : 1};
+    if (!(p > 0.0)) return d;
+    long thr = lround(p * 65536.0);
+    if (thr < 1) thr = 1;
+    if (thr > 65535) thr = 65535;
+    d.threshold = (uint32_t)thr;
+    d.scale = (float)(65536.0 / (65536.0 - (double)thr));
+    d.key = rng_hash(seed, RNG_DROPOUT, (uint64_t)step, (uint64_t)site);
+    return d;
+}
+
+void kern_dropout_row(float *mult, const KernDropout *d, int64_t ex, size_t e0, size_t n) {
+    const uint64_t golden = 0x9E3779B97F4A7C15ull;
+    uint64_t kex = rng_mix(d->key ^ rng_mix((uint64_t)ex));
+    const uint32_t thr = d->threshold;
+    const float sc = d->scale;
+    size_t i = 0;
+    /* head: elements before the next multiple of 4 */
+    while (i < n && ((e0 + i) & 3)) {
+        size_t e = e0 + i;
+        uint64_t h = rng_mix(kex + (uint64_t)(e >> 2) * golden);
+        uint32_t bits = (uint32_t)(h >> (16 * (e & 3))) & 0xFFFFu;
+        mult[i++] = bits >= thr ? sc : 0.0f;
+    }
+    size_t nw = (n - i) / 4;
+    uint64_t w0 = (uint64_t)((e0 + i) >> 2);
+    float *m = mult + i;
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t h = rng_mix(kex + (w0 + w) * golden);
+        for (int l = 0; l < 4; l++) m[4 * w + l] = ((uint32_t)(h >> (16 * l)) & 0xFFFFu) >= thr ? sc : 0.0f;
+    }
+    for (i += 4 * nw; i < n; i++) {
+        size_t e = e0 + i;
+        uint64_t h = rng_mix(kex + (uint64_t)(e >> 2) * golden);
+        uint32_t bits = (uint32_t)(h >> (16 * (e & 3))) & 0xFFFFu;
+        mult[i] = bits >= thr ? sc : 0.0f;
+    }
+}
+
+/* the mask row for row n of a (N,C) matrix */
+static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, size_t C) {
+    size_t rpe = d->rows_per_example;
+    kern_dropout_row(mult, d, d->example_index[n / rpe], (n % rpe) * C, C);
+}
+
+/* scratch layout per thread: floats, even offsets so doubles fit (buf is 64-byte aligned) */
+size_t kern_scratch_floats(int T, int max_C) {
+    size_t t = (size_t)T, c = (size_t)max_C;
+    size_t attn = 2 * t * t + t;
+    size_t rows = 4 * c + 2 * c * 2; /* mult, dyn rows + two double partials */
+    size_t need = attn > rows ? attn : rows;
+    return (need + 16) / 16 * 16;
+}
+
+/* Fork/join costs microseconds, and more on a busy machine; below this many elements of work a
+ * loop runs on the calling thread. */
+static inline bool par(size_t work) { return work >= ((size_t)1 << 15); }
+
+static inline float *scratch_of(KernScratch *s, int id) { return s->buf + (size_t)id * s->per_thread; }
+
+/* ---------------------------------------------------------------------------------------------
+ * LayerNorm rows: statistics in double (a row mixes values of very different size after the
+ * residual sum, and double costs nothing at these row lengths). */
+
+/* in: r (C) (may equal xhat); out: xhat, y; returns rstd */
+static inline float ln_row(float *y, float *xhat, const float *r, const float *gamma,
+                           const float *beta, int C, float eps) {
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < C; j++) sum += r[j];
+    double mean = sum / C;
+    double var = 0.0;
+#pragma omp simd reduction(+ : var)
+    for (int j = 0; j < C; j++) {
+        double dlt = (double)r[j] - mean;
+        var += dlt * dlt;
+    }
+    var /= C;
+    float rstd = (float)(1.0 / sqrt(var + (double)eps));
+    float meanf = (float)mean;
+    for (int j = 0; j < C; j++) {
+        float xh = (r[j] - meanf) * rstd;
+        xhat[j] = xh;
+        y[j] = xh * gamma[j] + beta[j];
+    }
+    return rstd;
+}
+
+void kern_embed_forward(float *x, float *xhat, float *rstd, const int32_t *ids, const int32_t *tt,
+                        const float *word, const float *pos, const float *type, const float *gamma,
+                        const float *beta, int B, int T, int H, float eps, const KernDropout *drop,
+                        KernScratch *s) {
+    size_t N = (size_t)B * T;
+    bool dr = kern_dropout_on(drop);
+#pragma omp parallel num_threads(s->nthreads) if (par(N * (size_t)H))
+    {
+        float *mult = scratch_of(s, omp_get_thread_num());
+#pragma omp for schedule(static)
+        for (size_t n = 0; n < N; n++) {
+            size_t t = n % (size_t)T;
+            const float *w = word + (size_t)ids[n] * H, *p = pos + t * H, *ty = type + (size_t)tt[n] * H;
+            float *xh = xhat + n * H, *y = x + n * H;
+            for (int j = 0; j < H; j++) xh[j] = w[j] + p[j] + ty[j];
+            rstd[n] = ln_row(y, xh, xh, gamma, beta, H, eps);
+            if (dr) {
+                dropout_row_of(mult, drop, n, (size_t)H);
+                for (int j = 0; j < H; j++) y[j] *= mult[j];
+            }
+        }
+    }
+}
+
+/* Scatter-add of the embedding-sum gradient: e = word[id] + pos[t] + type[tt], so each table row
+ * receives the sum of de over the tokens that read it. Threads own column blocks: no two write the
+ * same element, whatever ids repeat. */
+void kern_embed_backward(float *dword, float *dpos, float *dtype, const float *de,
+                         const int32_t *ids, const int32_t *tt, int B, int T, int H) {
+    size_t N = (size_t)B * T;
+    const int CB = 32;
+    int nblk = (H + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (par(N * (size_t)H))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB > H ? H : c0 + CB;
+        for (size_t n = 0; n < N; n++) {
+            size_t t = n % (size_t)T;
+            const float *g = de + n * H;
+            float *w = dword + (size_t)ids[n] * H, *p = dpos + t * H, *ty = dtype + (size_t)tt[n] * H;
+            for (int j = c0; j < c1; j++) {
+                w[j] += g[j];
+                p[j] += g[j];
+                ty[j] += g[j];
+            }
+        }
+    }
+}
+
+void kern_residual_layernorm_forward(float *y, float *xhat, float *rstd, const float *res,
+                                     const float *z, const float *zbias, const float *gamma,
+                                     const float *beta, int N, int C, float eps,
+                                     const KernDropout *drop, KernScratch *s) {
+    bool dr = kern_dropout_on(drop);
+#pragma omp parallel num_threads(s->nthreads) if (par((size_t)N * C))
+    {
+        float *mult = scratch_of(s, omp_get_thread_num());
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            size_t o = (size_t)n * C;
+            float *r = xhat + o;
+            const float *zr = z + o;
+            for (int j = 0; j < C; j++) r[j] = zr[j] + (zbias ? zbias[j] : 0.0f);
+            if (dr) {
+                dropout_row_of(mult, drop, (size_t)n, (size_t)C);
+                for (int j = 0; j < C; j++) r[j] *= mult[j];
+            }
+            if (res)
+                for (int j = 0; j < C; j++) r[j] += res[o + j];
+            rstd[n] = ln_row(y + o, r, r, gamma, beta, C, eps);
+        }
+    }
+}
+
+/* LayerNorm backward. y = g*xhat + b, xhat = (r - mu) * rstd. With gy = g*dy:
+ *   dr = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
+ * (the two means are the gradients through mu and through rstd), dg += dy*xhat, db += dy. */
+void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float *xhat,
+                             const float *rstd, const float *gamma, float *dgamma, float *dbeta,
+                             int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
+                             KernScratch *s) {
+    bool din = kern_dropout_on(drop_in), dout = kern_dropout_on(drop_out);
+    int nt = s->nthreads;
+#pragma omp parallel num_threads(nt) if (par((size_t)N * C))
+    {
+        int id = omp_get_thread_num();
+        float *sc = scratch_of(s, id);
+        float *mult = sc, *dyn = sc + C;
+        double *pg = (double *)(sc + 2 * (size_t)C + (C & 1)), *pb = pg + C;
+        memset(pg, 0, 2 * sizeof(double) * (size_t)C);
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            size_t o = (size_t)n * C;
+            const float *xh = xhat + o;
+            if (din) {
+                dropout_row_of(mult, drop_in, (size_t)n, (size_t)C);
+                for (int j = 0; j < C; j++) dyn[j] = dy[o + j] * mult[j];
+            } else {
+                memcpy(dyn, dy + o, sizeof(float) * (size_t)C);
+            }
+            float a = 0.0f, bsum = 0.0f;
+#pragma omp simd reduction(+ : a, bsum)
+            for (int j = 0; j < C; j++) {
+                float gy = gamma[j] * dyn[j];
+                a += gy;
+                bsum += gy * xh[j];
+            }
+            a /= (float)C;
+            bsum /= (float)C;
+            float rs = rstd[n];
+            for (int j = 0; j < C; j++) {
+                pg[j] += (double)(dyn[j] * xh[j]);
+                pb[j] += (double)dyn[j];
+                dr[o + j] = rs * (gamma[j] * dyn[j] - a - xh[j] * bsum);
+            }
+            if (dz) {
+                if (dout) {
+                    dropout_row_of(mult, drop_out, (size_t)n, (size_t)C);
+                    for (int j = 0; j < C; j++) dz[o + j] = dr[o + j] * mult[j];
+                } else if (dz != dr) {
+                    memcpy(dz + o, dr + o, sizeof(float) * (size_t)C);
+                }
+            }
+        }
+        /* the implicit barrier of `omp for` above makes every partial complete */
+        int team = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int j = 0; j < C; j++) {
+            double g = 0.0, b = 0.0;
+            for (int t = 0; t < team; t++) {
+                const float *st = scratch_of(s, t);
+                const double *tg = (const double *)(st + 2 * (size_t)C + (C & 1));
+                g += tg[j];
+                b += tg[C + j];
+            }
+            dgamma[j] += (float)g;
+            dbeta[j] += (float)b;
+        }
+    }
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C, GeluKind kind) {
+#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
+    for (int n = 0; n < N; n++) {
+        float *fr = f + (size_t)n * C, *gr = g + (size_t)n * C;
+        if (kind == GELU_TANH) {
+            for (int j = 0; j < C; j++) {
+                float x = fr[j] + bias[j];
+                fr[j] = x;
+                gr[j] = 0.5f * x * (1.0f + k_tanh(GELU_K * (x + GELU_C * x * x * x)));
+            }
+        } else {
+            for (int j = 0; j < C; j++) {
+                float x = fr[j] + bias[j];
+                fr[j] = x;
+                gr[j] = 0.5f * x * (1.0f + k_erf(x * GELU_SQRT1_2));
+            }
+        }
+    }
+}
+
+void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluKind kind) {
+#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        const float *fr = f + o;
+        float *dr = dg + o;
+        if (kind == GELU_TANH) {
+            for (int j = 0; j < C; j++) {
+                float x = fr[j];
+                float th = k_tanh(GELU_K * (x + GELU_C * x * x * x));
+                float d = 0.5f * (1.0f + th) +
+                          0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+                dr[j] *= d;
+                if (g) g[o + j] = 0.5f * x * (1.0f + th);
+            }
+        } else {
+            for (int j = 0; j < C; j++) {
+                float x = fr[j];
+                float phi2 = 0.5f * (1.0f + k_erf(x * GELU_SQRT1_2));
+                float d = phi2 + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
+                dr[j] *= d;
+                if (g) g[o + j] = x * phi2;
+            }
+        }
+    }
+}
+
+void kern_bias_add(float *X, int ldx, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static) if (par((size_t)N * C))
+    for (int n = 0; n < N; n++) {
+        float *r = X + (size_t)n * ldx;
+        for (int j = 0; j < C; j++) r[j] += bias[j];
+    }
+}
+
+void kern_colsum_add(float *db, const float *X, int ldx, int N, int C) {
+    enum { CB = 64 };
+    int nblk = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (par((size_t)N * C))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, w = C - c0 < CB ? C - c0 : CB;
+        double acc[CB] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *r = X + (size_t)n * ldx + c0;
+            for (int j = 0; j < w; j++) acc[j] += r[j];
+        }
+        for (int j = 0; j < w; j++) db[c0 + j] += (float)acc[j];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * attention */
+
+void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
+                            int T, int H, int A, const KernDropout *drop, KernScratch *s) {
+    int D = H / A, H3 = 3 * H;
+    float scale = 1.0f / sqrtf((float)D);
+    bool dr = kern_dropout_on(drop);
+#pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
+    {
+        float *sc = scratch_of(s, omp_get_thread_num());
+        float *Pd = sc, *mult = sc + (size_t)T * T;
+#pragma omp for schedule(dynamic, 1)
+        for (int bh = 0; bh < B * A; bh++) {
+            int b = bh / A, h = bh % A;
+            const float *Q = qkv + (size_t)b * T * H3 + (size_t)h * D;
+            const float *K = Q + H, *V = Q + 2 * H;
+            float *S = P + (size_t)bh * T * T;
+            const int32_t *mk = mask + (size_t)b * T;
+            /* S (T,T) = scale Q K^T */
+            gemm1(false, true, T, T, D, scale, Q, H3, K, H3, 0.0f, S, T);
+            for (int i = 0; i < T; i++) {
+                float *row = S + (size_t)i * T;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    float v = row[j] + (mk[j] ? 0.0f : -10000.0f);
+                    row[j] = v;
+                    mx = v > mx ? v : mx;
+                }
+                float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                for (int j = 0; j < T; j++) {
+                    float e = k_exp(row[j] - mx);
+                    row[j] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < T; j++) row[j] *= inv;
+                if (dr) {
+                    /* element index within the example: (h, i, j) */
+                    kern_dropout_row(mult, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
+                    float *pd = Pd + (size_t)i * T;
+                    for (int j = 0; j < T; j++) pd[j] = row[j] * mult[j];
+                }
+            }
+            /* ctx_bh (T,D) = dropout(P) V */
+            gemm1(false, false, T, D, T, 1.0f, dr ? Pd : S, T, V, H3, 0.0f, ctx + (size_t)b * T * H + (size_t)h * D, H);
+        }
+    }
+}
+
+/* Attention backward for one (example, head), with P' = dropout(P) = P*m:
+ *   dV = P'^T dC          dP' = dC V^T          dP = dP' * m
+ *   dS = P * (dP - rowsum(P * dP))      (softmax backward; the additive mask is a constant)
+ *   dQ = scale dS K       dK = scale dS^T Q */
+void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
+                             int B, int T, int H, int A, const KernDropout *drop, KernScratch *s) {
+    int D = H / A, H3 = 3 * H;
+    float scale = 1.0f / sqrtf((float)D);
+    bool dr = kern_dropout_on(drop);
+#pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
+    {
+        float *sc = scratch_of(s, omp_get_thread_num());
+        float *Pd = sc, *dS = sc + (size_t)T * T, *mrow = dS + (size_t)T * T;
+#pragma omp for schedule(dynamic, 1)
+        for (int bh = 0; bh < B * A; bh++) {
+            int b = bh / A, h = bh % A;
+            size_t qo = (size_t)b * T * H3 + (size_t)h * D;
+            const float *Q = qkv + qo, *K = Q + H, *V = Q + 2 * H;
+            float *dQ = dqkv + qo, *dK = dQ + H, *dV = dQ + 2 * H;
+            const float *dC = dctx + (size_t)b * T * H + (size_t)h * D;
+            const float *S = P + (size_t)bh * T * T;
+            if (dr) {
+                for (int i = 0; i < T; i++) {
+                    kern_dropout_row(mrow, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
+                    const float *pr = S + (size_t)i * T;
+                    float *pd = Pd + (size_t)i * T;
+                    for (int j = 0; j < T; j++) pd[j] = pr[j] * mrow[j];
+                }
+            }
+            /* dV (T,D) = P'^T dC */
+            gemm1(true, false, T, D, T, 1.0f, dr ? Pd : S, T, dC, H, 0.0f, dV, H3);
+            /* dP' (T,T) = dC V^T */
+            gemm1(false, true, T, T, D, 1.0f, dC, H, V, H3, 0.0f, dS, T);
+            for (int i = 0; i < T; i++) {
+                float *d = dS + (size_t)i * T;
+                const float *pr = S + (size_t)i * T;
+                if (dr) {
+                    kern_dropout_row(mrow, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
+                    for (int j = 0; j < T; j++) d[j] *= mrow[j];
+                }
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int j = 0; j < T; j++) dot += pr[j] * d[j];
+                for (int j = 0; j < T; j++) d[j] = pr[j] * (d[j] - dot);
+            }
+            /* dQ (T,D) = scale dS K ; dK (T,D) = scale dS^T Q */
+            gemm1(false, false, T, D, T, scale, dS, T, K, H3, 0.0f, dQ, H3);
+            gemm1(true, false, T, D, T, scale, dS, T, Q, H3, 0.0f, dK, H3);
+        }
+    }
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+void kern_gather_rows(float *out, const float *X, const int32_t *rows, int M, int C) {
+#pragma omp parallel for schedule(static) if (par((size_t)M * C))
+    for (int i = 0; i < M; i++) memcpy(out + (size_t)i * C, X + (size_t)rows[i] * C, sizeof(float) * (size_t)C);
+}
+
+void kern_scatter_add_rows(float *dX, const float *dout, const int32_t *rows, int M, int C) {
+    enum { CB = 32 };
+    int nblk = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (par((size_t)M * C))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB > C ? C : c0 + CB;
+        for (int i = 0; i < M; i++) {
+            float *d = dX + (size_t)rows[i] * C;
+            const float *g = dout + (size_t)i * C;
+            for (int j = c0; j < c1; j++) d[j] += g[j];
+        }
+    }
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+void kern_xent_forward(float *logits, float *lse, double *loss, int32_t *correct,
+                       const float *bias, const int32_t *labels, int M, int V) {
+#pragma omp parallel for schedule(static) if (par((size_t)M * V * 4))
+    for (int i = 0; i < M; i++) {
+        float *l = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        int arg = 0;
+        for (int j = 0; j < V; j++) {
+            float v = l[j] + bias[j];
+            l[j] = v;
+            if (v > mx) {
+                mx = v;
+                arg = j;
+            }
+        }
+        /* sum in float lanes of one row block, accumulated in double across blocks */
+        double sum = 0.0;
+        enum { BLK = 1024 };
+        for (int j0 = 0; j0 < V; j0 += BLK) {
+            int j1 = j0 + BLK < V ? j0 + BLK : V;
+            float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) part += k_exp(l[j] - mx);
+            sum += part;
+        }
+        double ls = (double)mx + log(sum);
+        lse[i] = (float)ls;
+        loss[i] = ls - (double)l[labels[i]];
+        correct[i] = arg == labels[i];
+    }
+}
+
+/* d logits = scale * (softmax(l) - onehot(label)), softmax(l)_j = exp(l_j - lse). Threads own
+ * column blocks so the bias gradient (the column sum) needs no reduction across threads. */
+void kern_xent_backward(float *logits, const float *lse, const int32_t *labels, float scale,
+                        float *dbias, int M, int V) {
+    enum { CB = 512 };
+    int nblk = (V + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (par((size_t)M * V * 4))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, w = V - c0 < CB ? V - c0 : CB;
+        double acc[CB] = {0};
+        for (int i = 0; i < M; i++) {
+            float *l = logits + (size_t)i * V + c0;
+            float ls = lse[i];
+            for (int j = 0; j < w; j++) {
+                float d = scale * k_exp(l[j] - ls);
+                l[j] = d;
+                acc[j] += d;
+            }
+            int lab = labels[i] - c0;
+            if (lab >= 0 && lab < w) {
+                l[lab] -= scale;
+                acc[lab] -= scale;
+            }
+        }
+        for (int j = 0; j < w; j++) dbias[c0 + j] += (float)acc[j];
+    }
+}

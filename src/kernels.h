@@ -1,0 +1,129 @@
+/* kernels.h: BERT layer kernels as forward/backward pairs over raw float arrays, the sgemm wrapper,
+ * counter-based dropout masks and the thread policy. model.c strings them together; the backward
+ * math of each pair is in docs/model.md and next to the code in kernels.c.
+ *
+ * Size letters: N rows (tokens B*T, or gathered predictions), C channels of a row, B examples,
+ * T sequence length, A heads, H hidden = A*D, D head width, V vocabulary. Every matrix is row-major
+ * with its shape in a comment. Backward kernels ADD into parameter gradients (dW, db, dgamma ...);
+ * activation gradients are written (=) unless the comment says "+=".
+ *
+ * Thread policy. All parallelism is OpenMP; OpenBLAS runs single-threaded (kern_init_threads sets
+ * it) and kern_gemm splits each product into one block per OpenMP thread, each a single-threaded
+ * cblas_sgemm. On the 2-core development machine that was as fast or faster than OpenBLAS's own
+ * threads at every model shape (4096x768x256: 173 vs 161 GFLOP/s), and it leaves one pool of
+ * threads: OpenMP workers spinning after a region never compete with OpenBLAS workers for the
+ * cores. The attention kernels call sgemm per (example, head) from inside their OpenMP loop, which
+ * is allowed only because OpenBLAS is single-threaded. Call every kernel from outside an OpenMP
+ * parallel region. */
+#ifndef BP_KERNELS_H
+#define BP_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Sets the worker thread count (0 = all online cores) for OpenMP and pins OpenBLAS to one thread.
+ * Idempotent; model_create calls it with training.threads. Returns the thread count in use. */
+int kern_init_threads(int threads);
+int kern_threads(void);
+
+/* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when ta/tb; lda/ldb/ldc are
+ * row strides as in cblas. Parallel over the OpenMP threads (see the thread policy). */
+void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Dropout keyed by (seed, step, site, global example index, element index within the example), so
+ * a mask does not depend on threads or on how a global batch is split. Each element draws 16 bits
+ * (four elements per 64-bit splitmix64 output): it is dropped when the draw < threshold, so the
+ * drop probability is threshold / 65536 (p rounded to 1/65536) and kept elements are scaled by
+ * 65536 / (65536 - threshold), which keeps the expectation exact. */
+typedef struct {
+    uint32_t threshold; /* 0 = dropout off */
+    float scale;
+    uint64_t key;                 /* hash of (seed, step, site) */
+    const int64_t *example_index; /* (B) */
+    size_t rows_per_example;      /* rows of the kernel's matrix that belong to one example */
+} KernDropout;
+
+/* p in [0, 1); p = 0 (or train off: pass p = 0) turns it off. */
+KernDropout kern_dropout_make(double p, uint64_t seed, long step, int site,
+                              const int64_t *example_index, size_t rows_per_example);
+static inline bool kern_dropout_on(const KernDropout *d) { return d && d->threshold; }
+/* mult[i] = 0 or scale for elements e0 .. e0+n-1 of example ex (the global index) */
+void kern_dropout_row(float *mult, const KernDropout *d, int64_t ex, size_t e0, size_t n);
+
+/* Per-thread scratch memory, planned once by the model. */
+typedef struct {
+    float *buf;
+    size_t per_thread; /* floats */
+    int nthreads;
+} KernScratch;
+/* floats per thread the kernels below need for these sizes */
+size_t kern_scratch_floats(int T, int max_C);
+
+/* ---- embeddings: x = dropout(LayerNorm(word[ids] + pos[t] + type[tt])) ---- */
+void kern_embed_forward(float *x, float *xhat, float *rstd,           /* (N,H) (N,H) (N) */
+                        const int32_t *ids, const int32_t *tt,        /* (N) (N) */
+                        const float *word, const float *pos, const float *type, /* (V,H) (P,H) (2,H) */
+                        const float *gamma, const float *beta, int B, int T, int H, float eps,
+                        const KernDropout *drop, KernScratch *s);
+/* dword/dpos/dtype += scatter of de (N,H) */
+void kern_embed_backward(float *dword, float *dpos, float *dtype, const float *de,
+                         const int32_t *ids, const int32_t *tt, int B, int T, int H);
+
+/* ---- residual + LayerNorm: y = LN(res + dropout(z + zbias)) (res, zbias may be NULL) ---- */
+void kern_residual_layernorm_forward(float *y, float *xhat, float *rstd, /* (N,C) (N,C) (N) */
+                                     const float *res, const float *z, const float *zbias,
+                                     const float *gamma, const float *beta, int N, int C,
+                                     float eps, const KernDropout *drop, KernScratch *s);
+/* LayerNorm backward with optional dropouts on either side:
+ *   dyn = drop_in(dy)                  (embeddings: LN output is dropped)
+ *   dr  = rstd * (g*dyn - mean(g*dyn) - xhat * mean(g*dyn*xhat))   written to dr (may alias dy)
+ *   dz  = drop_out(dr)                 (residual branch input), only when dz != NULL
+ *   dgamma += sum_rows dyn*xhat, dbeta += sum_rows dyn */
+void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float *xhat,
+                             const float *rstd, const float *gamma, float *dgamma, float *dbeta,
+                             int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
+                             KernScratch *s);
+
+/* ---- bias + GELU ---- */
+/* f (N,C) += bias (in place: the pre-activation is what backward keeps); g (N,C) = gelu(f) */
+void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C, GeluKind kind);
+/* dg (N,C) *= gelu'(f); g (N,C) = gelu(f) recomputed when g != NULL (so forward need not keep it) */
+void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluKind kind);
+
+/* X (N,C, row stride ldx) += bias (C) */
+void kern_bias_add(float *X, int ldx, const float *bias, int N, int C);
+/* db (C) += sum over rows of X (N,C, row stride ldx) */
+void kern_colsum_add(float *db, const float *X, int ldx, int N, int C);
+
+/* ---- self-attention on qkv (N,3H) = [Q | K | V], heads side by side in each ----
+ * S = scale Q K^T + maskbias (-10000 on padded keys, BERT's additive mask), P = softmax(S) (kept,
+ * (B,A,T,T)), ctx (N,H) = dropout(P) V. */
+void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
+                            int T, int H, int A, const KernDropout *drop, KernScratch *s);
+/* dqkv (N,3H) written from dctx (N,H) */
+void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
+                             int B, int T, int H, int A, const KernDropout *drop, KernScratch *s);
+
+/* ---- rows ---- */
+void kern_gather_rows(float *out, const float *X, const int32_t *rows, int M, int C);
+/* dX[rows[i]] += dout[i]; rows may repeat */
+void kern_scatter_add_rows(float *dX, const float *dout, const int32_t *rows, int M, int C);
+
+/* ---- softmax cross-entropy over V classes ----
+ * logits (M,V) += bias; lse[i] = log sum exp logits[i]; loss[i] = lse[i] - logits[i][label[i]];
+ * correct[i] = argmax == label (first maximum wins). */
+void kern_xent_forward(float *logits, float *lse, double *loss, int32_t *correct,
+                       const float *bias, const int32_t *labels, int M, int V);
+/* logits -> dlogits in place: scale * (softmax - onehot(label)); dbias (V) += column sums */
+void kern_xent_backward(float *logits, const float *lse, const int32_t *labels, float scale,
+                        float *dbias, int M, int V);
+
+/* scalar GELU and derivative (the kernels' own approximations), for tests */
+float kern_gelu(float x, GeluKind kind);
+float kern_gelu_grad(float x, GeluKind kind);
+
+#endif

@@ -1,0 +1,153 @@
+/* model.h: BERT for pretraining (masked LM + next-sentence prediction) with hand-written forward
+ * and backward passes: parameter table, init, activation plan, forward, backward, safetensors I/O.
+ *
+ * The model (paper.md section 3, Google BERT's choices):
+ *   embeddings  x0 = dropout(LN(word[id] + pos[t] + type[tt]))
+ *   L post-LN layers:
+ *     qkv = x Wqkv^T + b; per head S = Q K^T / sqrt(D) - 10000 * (1 - mask_key)  (BERT's additive
+ *       padding mask: padded keys get ~0 probability, padded queries are computed and ignored)
+ *     ctx = dropout(softmax(S)) V;  y1 = LN(x + dropout(ctx Wo^T + bo))
+ *     y2 = LN(y1 + dropout(gelu(y1 W1^T + b1) W2^T + b2))
+ *   MLM head on the real masked positions only (gathered first):
+ *     logits = LN(gelu(h Wt^T + bt)) E^T + bias, E the word embeddings (tied decoder)
+ *   NSP head: logits = tanh(h_CLS Wp^T + bp) Wn^T + bn
+ * GELU exact (erf) by default, tanh approximation with model.gelu = tanh.
+ *
+ * Loss and micro-batches. With the global batch split into micro-batches (and ranks),
+ *   loss = sum over real predictions of CE / mlm_denominator
+ *        + sum over examples of CE / nsp_denominator
+ * where mlm_denominator = real predictions in the WHOLE global batch and nsp_denominator = examples
+ * in the whole global batch. Each micro-batch's forward returns its share of that sum and its
+ * backward adds its share of the gradient, so summing over micro-batches gives exactly the mean
+ * MLM cross-entropy + mean NSP cross-entropy of the global batch and its gradient, whatever the
+ * split. Prediction slots with masked_lm_weights 0 are padding: no loss, no gradient.
+ *
+ * Dropout masks are keyed by (seed, step, site, example_index, element) (kernels.h), so they do not
+ * depend on thread count or micro-batch split; train = false or dropout 0 gives an exactly
+ * repeatable forward. */
+#ifndef BP_MODEL_H
+#define BP_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "common.h"
+#include "config.h"
+#include "params.h"
+
+typedef struct Model Model;
+
+/* The parameter table for a model config, without allocating weights (dry-run counts, memory
+ * estimates). Hugging Face BertForPreTraining names; Linear weights (out, in); query, key and value
+ * weights adjacent (so they form one (3H, H) matrix when H*H is a multiple of 16), then their
+ * biases; no tensor for the tied decoder. Offsets 16-float aligned. vocab_size <= 0 takes
+ * mc->vocab_size. Exclusion flags are all true (model_create applies the config's patterns). */
+int model_param_table(const ModelConfig *mc, int vocab_size, ParamTable *out, BpError *err);
+void param_table_free(ParamTable *t);
+
+/* Parameters and gradients (ParamTable.total floats each, 64-byte aligned, zeroed), exclusion flags
+ * from cfg->optimizer; sets the thread count from cfg->training.threads (kern_init_threads). Weights
+ * are zero until model_init_weights or model_load_safetensors. */
+Model *model_create(const Config *cfg, int vocab_size, BpError *err);
+void model_free(Model *m);
+const ParamTable *model_table(const Model *m);
+const ModelConfig *model_config(const Model *m);
+int model_vocab_size(const Model *m);
+float *model_params(Model *m);
+float *model_grads(Model *m);
+/* pointer to a named tensor in the parameter buffer, NULL when absent */
+float *model_param(Model *m, const char *name);
+
+/* Truncated normal (|z| <= 2, resampled) with std initializer_range for weights and embeddings,
+ * zero biases, unit LayerNorm gains; tensor i draws from rng_stream(seed, RNG_INIT, i). */
+void model_init_weights(Model *m, uint64_t seed);
+
+/* Plans activation memory once for the largest (B, T, P) it will see; later forwards with sizes
+ * within the plan allocate nothing (a larger one re-plans). */
+int model_plan(Model *m, int B, int T, int P, BpError *err);
+/* bytes model_plan allocates for these sizes (activations + scratch; not params/grads) */
+size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P);
+
+typedef struct {
+    bool train;             /* dropout on */
+    uint64_t seed;          /* dropout key */
+    long step;              /* optimizer step: dropout key */
+    double mlm_denominator; /* number of real predictions in the WHOLE global batch */
+    double nsp_denominator; /* number of examples in the whole global batch */
+} ForwardArgs;
+
+typedef struct { /* contributions of this micro-batch; summing over micro-batches gives the
+                    global-batch values */
+    double loss, mlm_loss, nsp_loss; /* loss = mlm_loss + nsp_loss; each = sum / denominator */
+    long mlm_correct, mlm_count, nsp_correct, nsp_count;
+} ModelStats;
+
+/* Validates the batch (ids, types, positions, labels in range; T <= max_position), plans if the
+ * batch exceeds the plan, runs the forward and keeps what backward needs (the batch may be reused
+ * after it returns). A denominator <= 0 means "this micro-batch alone" (its own count). */
+int model_forward(Model *m, const Batch *b, const ForwardArgs *a, ModelStats *st, BpError *err);
+/* After model_forward: ADDS d(loss)/d(params) into the gradient buffer (loss as defined above), so
+ * micro-batches accumulate by calling forward/backward in turn with one model_zero_grad per step. */
+void model_backward(Model *m);
+void model_zero_grad(Model *m);
+
+/* The MLM logits of the last forward, one row of V per REAL prediction slot (masked_lm_weights !=
+ * 0), in slot order b*P + p; model_mlm_slots gives each row's slot. Valid until model_backward
+ * (which turns them into their gradient in place). For a batch without unused slots this is the
+ * (B*P, V) matrix. */
+const float *model_mlm_logits(const Model *m);
+int model_mlm_rows(const Model *m);
+const int32_t *model_mlm_slots(const Model *m);
+/* the NSP logits of the last forward, (B, 2) */
+const float *model_nsp_logits(const Model *m);
+
+/* Weights I/O in safetensors under the HF names (nothing written for the tied decoder). The loader
+ * accepts cls.predictions.decoder.weight when it has the word embeddings' shape and equals them (a
+ * file whose decoder differs is refused: this model cannot untie it), ignores
+ * bert.embeddings.position_ids, and refuses a missing, misshapen, non-F32 or unknown tensor with a
+ * message naming the tensor and the file. */
+int model_save_safetensors(const Model *m, const char *path, BpError *err);
+int model_load_safetensors(Model *m, const char *path, BpError *err);
+/* Copies the gradient buffer to safetensors under the parameter names. */
+int model_save_grads_safetensors(const Model *m, const char *path, BpError *err);
+/* Infers a ModelConfig from a safetensors weights file (layers, hidden, intermediate, vocab,
+ * positions, types); heads are not stored in weights: pass them (0 = hidden / 64, at least 1). */
+int model_config_from_safetensors(const char *path, int heads, ModelConfig *mc, int *vocab_size,
+                                  BpError *err);
+/* config.json in Hugging Face BertConfig format (architectures BertForPreTraining). */
+int model_write_hf_config(const Model *m, const char *path, BpError *err);
+
+/* Matmul FLOPs of forward + backward for one example (3x the forward products: the backward
+ * computes both the weight and the input gradient of each), counted as
+ * ../shared/bench/torch_bert.py counts them (the 2-way NSP classifier is not counted). */
+double model_flops_per_example(const ModelConfig *mc, int vocab_size, int T, int P);
+
+/* ---- checks and benchmarks ---- */
+
+/* Fills a batch (already allocated for b->B, b->T, b->P) with random tokens: example i has
+ * T - (i * 3 % (T / 2)) real tokens when padding is on (so several examples are padded), segment
+ * A/B token types, [CLS]-like id at position 0, about half the prediction slots real (distinct
+ * non-zero positions of real tokens) and the rest unused (weight 0), random NSP labels,
+ * example_index = first_example + i. Pure function of seed. */
+void model_fill_random_batch(Batch *b, int vocab_size, int type_vocab_size, bool padding, bool all_slots,
+                             uint64_t seed, int64_t first_example);
+
+typedef struct {
+    double eps;        /* central-difference step */
+    double atol, rtol; /* pass when |numeric - analytic| <= atol + rtol * max(|numeric|, |analytic|) */
+    int samples;       /* elements checked per tensor (plus the one with the largest gradient) */
+    bool randomize;    /* replace the weights by a random point with non-trivial gains and biases */
+    uint64_t seed;
+    bool dropout;      /* check with dropout on (fixed masks: seed, step 1), for the tests */
+} GradcheckOpts;
+
+/* Compares the analytic gradient of every parameter tensor (and a random direction over all of
+ * them) with central finite differences of model_forward's loss on batch b (dropout off unless
+ * o->dropout: the masks are a pure function of their key, so the loss stays smooth). Prints a
+ * table (tensor, checked, max abs err, max rel err, PASS/FAIL) to out (may be NULL). Returns the
+ * number of failing rows, or -1 with err set when a forward fails. */
+int model_gradcheck(Model *m, const Batch *b, const GradcheckOpts *o, FILE *out, BpError *err);
+
+#endif

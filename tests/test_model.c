@@ -1,0 +1,512 @@
+/* Unit tests for model.c: parameter table, init, gradient check (both GELU forms, dropout off and
+ * on), the micro-batch / thread / padding invariants, activation planning, safetensors round trip
+ * and load errors, the HF config. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "model.h"
+#include "safetensors.h"
+
+enum { TV = 50 }; /* tiny vocabulary */
+
+static Config tiny_config(GeluKind gelu, double dropout) {
+    Config cfg;
+    config_defaults(&cfg);
+    ModelConfig *mc = &cfg.model;
+    mc->layers = 2;
+    mc->hidden = 16;
+    mc->heads = 2;
+    mc->intermediate = 32;
+    mc->max_position = 16;
+    mc->type_vocab_size = 2;
+    mc->dropout = dropout;
+    mc->attention_dropout = dropout;
+    mc->gelu = gelu;
+    return cfg;
+}
+
+static Model *tiny_model(GeluKind gelu, double dropout, uint64_t seed) {
+    Config cfg = tiny_config(gelu, dropout);
+    BpError err = {0};
+    Model *m = model_create(&cfg, TV, &err);
+    if (!m) fail_msg("model_create: %s", err.msg);
+    model_init_weights(m, seed);
+    return m;
+}
+
+static void random_batch(Batch *b, int B, int T, int P, uint64_t seed, int64_t first) {
+    BpError err = {0};
+    assert_int_equal(batch_alloc(b, B, T, P, &err), 0);
+    model_fill_random_batch(b, TV, 2, true, false, seed, first);
+}
+
+/* atol + rtol*|ref| over n floats; prints the worst element on failure */
+static void assert_close(const char *what, const float *got, const float *ref, size_t n, double atol,
+                         double rtol) {
+    size_t worst = 0;
+    double worst_excess = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]), lim = atol + rtol * fabs((double)ref[i]);
+        if (!(e <= lim) && e - lim > worst_excess) {
+            worst_excess = e - lim;
+            worst = i;
+        }
+    }
+    if (worst_excess >= 0)
+        fail_msg("%s: element %zu is %.9g, expected %.9g (atol %g rtol %g)", what, worst, got[worst],
+                 ref[worst], atol, rtol);
+}
+
+static void test_param_table(void **state) {
+    (void)state;
+    Config cfg = tiny_config(GELU_ERF, 0.1);
+    BpError err = {0};
+    ParamTable t;
+    assert_int_equal(model_param_table(&cfg.model, TV, &t, &err), 0);
+    assert_int_equal(t.n, 5 + 2 * 16 + 2 + 4 + 1 + 2);
+    size_t count = 0, end = 0;
+    for (int i = 0; i < t.n; i++) {
+        assert_int_equal(t.params[i].offset % 16, 0);
+        assert_true(t.params[i].offset >= end);
+        end = t.params[i].offset + t.params[i].numel;
+        count += t.params[i].numel;
+    }
+    assert_true(t.total >= end && t.total % 16 == 0);
+    int q = params_find(&t, "bert.encoder.layer.1.attention.self.query.weight");
+    int k = params_find(&t, "bert.encoder.layer.1.attention.self.key.weight");
+    int v = params_find(&t, "bert.encoder.layer.1.attention.self.value.weight");
+    assert_true(q >= 0 && k >= 0 && v >= 0);
+    assert_int_equal(t.params[k].offset, t.params[q].offset + 16 * 16);
+    assert_int_equal(t.params[v].offset, t.params[q].offset + 2 * 16 * 16);
+    int f1 = params_find(&t, "bert.encoder.layer.0.intermediate.dense.weight");
+    assert_int_equal(t.params[f1].shape[0], 32); /* (out, in) */
+    assert_int_equal(t.params[f1].shape[1], 16);
+    assert_int_equal(params_find(&t, "cls.predictions.decoder.weight"), -1);
+    int word = params_find(&t, "bert.embeddings.word_embeddings.weight");
+    assert_int_equal(t.params[word].shape[0], TV);
+    /* V*H + 16*H + 2*H + 2H + L*(4H^2 + 4H + 2H + I*H + I + H*I + H + 2H) + H^2+H + H^2+H + 2H + V + 2H + 2 */
+    size_t H = 16, I = 32, V = TV, L = 2;
+    size_t want = V * H + 16 * H + 2 * H + 2 * H + L * (4 * H * H + 4 * H + 2 * H + 2 * I * H + I + H + 2 * H) +
+                  2 * (H * H + H) + 2 * H + V + 2 * H + 2;
+    assert_int_equal(count, want);
+    param_table_free(&t);
+
+    /* exclusion flags come from the config's patterns */
+    Model *m = model_create(&cfg, TV, &err);
+    assert_non_null(m);
+    const ParamTable *mt = model_table(m);
+    for (int i = 0; i < mt->n; i++) {
+        bool excluded = strstr(mt->params[i].name, "bias") || strstr(mt->params[i].name, "LayerNorm");
+        assert_int_equal(mt->params[i].weight_decay, !excluded);
+        assert_int_equal(mt->params[i].layer_adaptation, !excluded);
+    }
+    model_free(m);
+
+    /* invalid shapes are usage errors */
+    cfg.model.heads = 3;
+    assert_int_equal(model_param_table(&cfg.model, TV, &t, &err), -1);
+    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_non_null(strstr(err.msg, "model.heads"));
+}
+
+static void test_init(void **state) {
+    (void)state;
+    Model *a = tiny_model(GELU_ERF, 0.1, 42), *b = tiny_model(GELU_ERF, 0.1, 42), *c = tiny_model(GELU_ERF, 0.1, 43);
+    const ParamTable *t = model_table(a);
+    assert_memory_equal(model_params(a), model_params(b), t->total * sizeof(float));
+    assert_memory_not_equal(model_params(a), model_params(c), t->total * sizeof(float));
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->params[i];
+        const float *w = model_params(a) + p->offset;
+        double sum = 0, sq = 0;
+        for (size_t k = 0; k < p->numel; k++) {
+            sum += w[k];
+            sq += (double)w[k] * w[k];
+        }
+        if (strstr(p->name, "LayerNorm.weight")) {
+            for (size_t k = 0; k < p->numel; k++) assert_true(w[k] == 1.0f);
+        } else if (strstr(p->name, ".weight")) {
+            for (size_t k = 0; k < p->numel; k++) assert_true(fabsf(w[k]) <= 0.04f + 1e-7f);
+            if (p->numel >= 512) {
+                /* truncated at 2 std: std = 0.02 * 0.8796 */
+                double sd = sqrt(sq / p->numel - (sum / p->numel) * (sum / p->numel));
+                assert_true(fabs(sd - 0.02 * 0.8796) < 0.002);
+            }
+        } else {
+            for (size_t k = 0; k < p->numel; k++) assert_true(w[k] == 0.0f);
+        }
+    }
+    model_free(a);
+    model_free(b);
+    model_free(c);
+}
+
+static void run_gradcheck(GeluKind gelu, bool dropout) {
+    Model *m = tiny_model(gelu, 0.1, 1);
+    Batch b;
+    random_batch(&b, 3, 8, 3, 7, 100);
+    /* fp32 model: eps 1e-2 keeps the loss rounding noise (~1e-7 * loss / eps) near 1e-5 while the
+       O(eps^2) truncation stays below it (see cmd_model.c for the full argument) */
+    GradcheckOpts o = {1e-2, 1e-4, 1e-2, 4, true, 3, dropout};
+    BpError err = {0};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    int fails = model_gradcheck(m, &b, &o, out, &err);
+    fclose(out);
+    if (fails != 0) fail_msg("gradcheck (%s, dropout %d): %d failures (%s)\n%s", gelu ? "tanh" : "erf", dropout,
+                             fails, err.msg, buf);
+    /* the table names every tensor */
+    assert_non_null(strstr(buf, "cls.predictions.transform.LayerNorm.bias"));
+    assert_non_null(strstr(buf, "random direction"));
+    free(buf);
+    batch_free(&b);
+    model_free(m);
+}
+
+static void test_gradcheck_erf(void **state) { (void)state; run_gradcheck(GELU_ERF, false); }
+static void test_gradcheck_tanh(void **state) { (void)state; run_gradcheck(GELU_TANH, false); }
+static void test_gradcheck_dropout(void **state) { (void)state; run_gradcheck(GELU_ERF, true); }
+
+static void fwd_bwd(Model *m, const Batch *b, bool train, double mlm_den, double nsp_den, ModelStats *st) {
+    ForwardArgs fa = {train, 99, 5, mlm_den, nsp_den};
+    BpError err = {0};
+    if (model_forward(m, b, &fa, st, &err)) fail_msg("forward: %s", err.msg);
+    model_backward(m);
+}
+
+/* copies examples [from, from+n) of src into dst (allocated here) */
+static void slice_batch(Batch *dst, const Batch *src, int from, int n) {
+    BpError err = {0};
+    int T = src->T, P = src->P;
+    assert_int_equal(batch_alloc(dst, n, T, P, &err), 0);
+    memcpy(dst->input_ids, src->input_ids + (size_t)from * T, sizeof(int32_t) * (size_t)n * T);
+    memcpy(dst->token_type_ids, src->token_type_ids + (size_t)from * T, sizeof(int32_t) * (size_t)n * T);
+    memcpy(dst->attention_mask, src->attention_mask + (size_t)from * T, sizeof(int32_t) * (size_t)n * T);
+    memcpy(dst->masked_lm_positions, src->masked_lm_positions + (size_t)from * P, sizeof(int32_t) * (size_t)n * P);
+    memcpy(dst->masked_lm_ids, src->masked_lm_ids + (size_t)from * P, sizeof(int32_t) * (size_t)n * P);
+    memcpy(dst->masked_lm_weights, src->masked_lm_weights + (size_t)from * P, sizeof(int32_t) * (size_t)n * P);
+    memcpy(dst->next_sentence_labels, src->next_sentence_labels + from, sizeof(int32_t) * (size_t)n);
+    memcpy(dst->example_index, src->example_index + from, sizeof(int64_t) * (size_t)n);
+}
+
+/* One global batch of 4 = two micro-batches of 2 (global denominators): same loss and gradient,
+ * with dropout on (masks keyed by the global example index). */
+static void test_microbatch_split(void **state) {
+    (void)state;
+    Model *m = tiny_model(GELU_ERF, 0.1, 5);
+    const ParamTable *t = model_table(m);
+    Batch g, h1, h2;
+    random_batch(&g, 4, 12, 4, 11, 1000);
+    slice_batch(&h1, &g, 0, 2);
+    slice_batch(&h2, &g, 2, 2);
+    double mlm_den = (double)batch_count_predictions(&g), nsp_den = 4;
+    ModelStats s, s1, s2;
+    model_zero_grad(m);
+    fwd_bwd(m, &g, true, mlm_den, nsp_den, &s);
+    float *gfull = malloc(t->total * sizeof(float));
+    memcpy(gfull, model_grads(m), t->total * sizeof(float));
+    model_zero_grad(m);
+    fwd_bwd(m, &h1, true, mlm_den, nsp_den, &s1);
+    fwd_bwd(m, &h2, true, mlm_den, nsp_den, &s2);
+    assert_true(fabs(s.loss - (s1.loss + s2.loss)) <= 1e-5 * fabs(s.loss));
+    assert_true(fabs(s.mlm_loss - (s1.mlm_loss + s2.mlm_loss)) <= 1e-5 * fabs(s.mlm_loss));
+    assert_int_equal(s.mlm_count, s1.mlm_count + s2.mlm_count);
+    assert_int_equal(s.mlm_correct, s1.mlm_correct + s2.mlm_correct);
+    assert_int_equal(s.nsp_correct, s1.nsp_correct + s2.nsp_correct);
+    assert_close("split gradient", model_grads(m), gfull, t->total, 1e-6, 1e-4);
+    /* and the dropout really was on: the train loss differs from the eval loss */
+    ModelStats se;
+    model_zero_grad(m);
+    fwd_bwd(m, &g, false, mlm_den, nsp_den, &se);
+    assert_true(fabs(se.loss - s.loss) > 1e-6);
+    free(gfull);
+    batch_free(&g);
+    batch_free(&h1);
+    batch_free(&h2);
+    model_free(m);
+}
+
+/* train off (or dropout 0) is exactly repeatable, and equals a dropout-0 model bit for bit */
+static void test_repeatable(void **state) {
+    (void)state;
+    Model *a = tiny_model(GELU_TANH, 0.1, 9), *z = tiny_model(GELU_TANH, 0.0, 9);
+    const ParamTable *t = model_table(a);
+    Batch b;
+    random_batch(&b, 3, 10, 3, 4, 0);
+    ModelStats s1, s2, s3;
+    model_zero_grad(a);
+    fwd_bwd(a, &b, false, 0, 0, &s1);
+    float *g1 = malloc(t->total * sizeof(float));
+    memcpy(g1, model_grads(a), t->total * sizeof(float));
+    model_zero_grad(a);
+    fwd_bwd(a, &b, false, 0, 0, &s2);
+    assert_true(s1.loss == s2.loss);
+    assert_memory_equal(g1, model_grads(a), t->total * sizeof(float));
+    model_zero_grad(z);
+    fwd_bwd(z, &b, true, 0, 0, &s3);
+    assert_true(s1.loss == s3.loss);
+    assert_memory_equal(g1, model_grads(z), t->total * sizeof(float));
+    /* train on with the same (seed, step) is repeatable too */
+    fwd_bwd(a, &b, true, 0, 0, &s1);
+    fwd_bwd(a, &b, true, 0, 0, &s2);
+    assert_true(s1.loss == s2.loss);
+    free(g1);
+    batch_free(&b);
+    model_free(a);
+    model_free(z);
+}
+
+/* one thread vs several: the same dropout masks, so the same loss up to summation order. Sizes
+ * large enough that every kernel takes its parallel path (the tiny models above run serially). */
+static void test_threads(void **state) {
+    (void)state;
+    Config cfg = tiny_config(GELU_ERF, 0.1);
+    cfg.model.layers = 1;
+    cfg.model.hidden = 64;
+    cfg.model.heads = 4;
+    cfg.model.intermediate = 128;
+    cfg.model.max_position = 64;
+    BpError err = {0};
+    Model *m = model_create(&cfg, 300, &err);
+    assert_non_null(m);
+    model_init_weights(m, 3);
+    const ParamTable *t = model_table(m);
+    Batch b;
+    assert_int_equal(batch_alloc(&b, 8, 64, 10, &err), 0);
+    model_fill_random_batch(&b, 300, 2, true, false, 8, 50);
+    ModelStats s1, s2;
+    int nt = kern_threads();
+    kern_init_threads(1);
+    model_zero_grad(m);
+    fwd_bwd(m, &b, true, 0, 0, &s1);
+    float *g1 = malloc(t->total * sizeof(float));
+    memcpy(g1, model_grads(m), t->total * sizeof(float));
+    kern_init_threads(nt > 1 ? nt : 2);
+    model_zero_grad(m);
+    fwd_bwd(m, &b, true, 0, 0, &s2);
+    kern_init_threads(nt);
+    assert_true(fabs(s1.loss - s2.loss) <= 1e-6 * fabs(s1.loss));
+    assert_close("gradient with more threads", model_grads(m), g1, t->total, 1e-7, 1e-4);
+    free(g1);
+    batch_free(&b);
+    model_free(m);
+}
+
+/* padded tokens and unused prediction slots do not change anything */
+static void test_padding_ignored(void **state) {
+    (void)state;
+    Model *m = tiny_model(GELU_ERF, 0.0, 3);
+    const ParamTable *t = model_table(m);
+    Batch b;
+    random_batch(&b, 3, 12, 4, 8, 0);
+    ModelStats s1, s2;
+    model_zero_grad(m);
+    fwd_bwd(m, &b, false, 0, 0, &s1);
+    float *g1 = malloc(t->total * sizeof(float));
+    memcpy(g1, model_grads(m), t->total * sizeof(float));
+    int changed = 0;
+    for (int i = 0; i < b.B * b.T; i++)
+        if (!b.attention_mask[i]) b.input_ids[i] = 7, b.token_type_ids[i] = 1, changed++;
+    for (int i = 0; i < b.B * b.P; i++)
+        if (!b.masked_lm_weights[i]) b.masked_lm_positions[i] = 3, b.masked_lm_ids[i] = 9, changed++;
+    assert_true(changed > 4);
+    model_zero_grad(m);
+    fwd_bwd(m, &b, false, 0, 0, &s2);
+    assert_true(fabs(s1.loss - s2.loss) <= 1e-7 * s1.loss);
+    /* padded keys get probability exactly 0 and padded rows reach no loss, so no gradient reaches
+       the embedding rows the padded tokens now read: every gradient stays */
+    assert_close("gradient with changed padding", model_grads(m), g1, t->total, 1e-7, 1e-5);
+    free(g1);
+    batch_free(&b);
+    model_free(m);
+}
+
+/* a model planned large runs smaller batches without re-planning and gives the results of a model
+ * planned exactly */
+static void test_plan(void **state) {
+    (void)state;
+    BpError err = {0};
+    Model *a = tiny_model(GELU_ERF, 0.1, 3), *b = tiny_model(GELU_ERF, 0.1, 3);
+    const ParamTable *t = model_table(a);
+    assert_int_equal(model_plan(a, 6, 16, 5, &err), 0);
+    Batch x;
+    random_batch(&x, 3, 10, 3, 2, 0);
+    ModelStats sa, sb;
+    model_zero_grad(a);
+    model_zero_grad(b);
+    fwd_bwd(a, &x, true, 0, 0, &sa);
+    fwd_bwd(b, &x, true, 0, 0, &sb);
+    assert_true(sa.loss == sb.loss);
+    assert_memory_equal(model_grads(a), model_grads(b), t->total * sizeof(float));
+    size_t bytes = model_activation_bytes(model_config(a), TV, 6, 16, 5);
+    assert_true(bytes > (size_t)6 * 16 * 16 * 4 * 10);
+    /* a sequence longer than max_position is refused */
+    Batch y;
+    random_batch(&y, 1, 17, 2, 2, 0);
+    ForwardArgs fa = {false, 0, 0, 0, 0};
+    assert_int_equal(model_forward(a, &y, &fa, &sa, &err), -1);
+    assert_non_null(strstr(err.msg, "max_position"));
+    /* token ids outside the vocabulary are refused */
+    x.input_ids[3] = TV;
+    assert_int_equal(model_forward(a, &x, &fa, &sa, &err), -1);
+    assert_non_null(strstr(err.msg, "input_ids"));
+    batch_free(&x);
+    batch_free(&y);
+    model_free(a);
+    model_free(b);
+}
+
+static void test_stats_and_logits(void **state) {
+    (void)state;
+    Model *m = tiny_model(GELU_ERF, 0.0, 3);
+    Batch b;
+    random_batch(&b, 3, 8, 4, 5, 0);
+    ModelStats st;
+    fwd_bwd(m, &b, false, 0, 0, &st);
+    long real = batch_count_predictions(&b);
+    assert_int_equal(st.mlm_count, real);
+    assert_int_equal(st.nsp_count, 3);
+    assert_true(fabs(st.loss - st.mlm_loss - st.nsp_loss) < 1e-12);
+    /* a near-uniform model at init: MLM loss ~ log V, NSP ~ log 2 */
+    assert_true(fabs(st.mlm_loss - log(TV)) < 0.2);
+    assert_true(fabs(st.nsp_loss - log(2)) < 0.1);
+    ForwardArgs fa = {false, 0, 0, 0, 0};
+    BpError err = {0};
+    assert_int_equal(model_forward(m, &b, &fa, &st, &err), 0);
+    assert_int_equal(model_mlm_rows(m), real);
+    const int32_t *slots = model_mlm_slots(m);
+    for (int r = 0; r < real; r++) assert_true(b.masked_lm_weights[slots[r]] != 0);
+    batch_free(&b);
+    model_free(m);
+}
+
+static void test_safetensors_roundtrip(void **state) {
+    (void)state;
+    char dir[] = "/tmp/bp_model_XXXXXX", path[256], cfgpath[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+    BpError err = {0};
+    Model *a = tiny_model(GELU_TANH, 0.1, 21), *b = tiny_model(GELU_TANH, 0.1, 22);
+    const ParamTable *t = model_table(a);
+    if (model_save_safetensors(a, path, &err)) fail_msg("save: %s", err.msg);
+    if (model_load_safetensors(b, path, &err)) fail_msg("load: %s", err.msg);
+    assert_memory_equal(model_params(a), model_params(b), t->total * sizeof(float));
+    /* shape inference */
+    ModelConfig mc;
+    memset(&mc, 0, sizeof mc);
+    int V = 0;
+    assert_int_equal(model_config_from_safetensors(path, 2, &mc, &V, &err), 0);
+    assert_int_equal(mc.layers, 2);
+    assert_int_equal(mc.hidden, 16);
+    assert_int_equal(mc.intermediate, 32);
+    assert_int_equal(mc.max_position, 16);
+    assert_int_equal(V, TV);
+    /* HF config */
+    assert_int_equal(model_write_hf_config(a, cfgpath, &err), 0);
+    char *json = bp_read_file(cfgpath, NULL, &err);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"BertForPreTraining\""));
+    assert_non_null(strstr(json, "\"hidden_act\": \"gelu_new\""));
+    assert_non_null(strstr(json, "\"num_attention_heads\": 2"));
+    free(json);
+
+    /* a tensor of the wrong shape, a missing one, an untied decoder: clear errors */
+    const char *wname = "bert.encoder.layer.1.output.dense.weight";
+    StEntry e[64];
+    int n = 0;
+    for (int i = 0; i < t->n && n < 64; i++) {
+        const ParamInfo *p = &t->params[i];
+        e[n] = (StEntry){p->name, ST_F32, p->ndim, {p->shape[0], p->shape[1]}, model_params(a) + p->offset};
+        if (!strcmp(p->name, wname)) e[n].shape[0] = 8;
+        n++;
+    }
+    assert_int_equal(st_write(path, e, n, &err), 0);
+    assert_int_equal(model_load_safetensors(b, path, &err), -1);
+    assert_non_null(strstr(err.msg, wname));
+    assert_non_null(strstr(err.msg, "shape (8, 32)"));
+    assert_non_null(strstr(err.msg, path));
+    for (int i = 0; i < n; i++)
+        if (!strcmp(e[i].name, wname)) e[i] = e[--n];
+    assert_int_equal(st_write(path, e, n, &err), 0);
+    assert_int_equal(model_load_safetensors(b, path, &err), -1);
+    assert_non_null(strstr(err.msg, "missing"));
+    assert_non_null(strstr(err.msg, wname));
+    /* with the decoder present and equal: accepted; differing: refused */
+    n = 0;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->params[i];
+        e[n++] = (StEntry){p->name, ST_F32, p->ndim, {p->shape[0], p->shape[1]}, model_params(a) + p->offset};
+    }
+    const float *word = model_param(a, "bert.embeddings.word_embeddings.weight");
+    e[n++] = (StEntry){"cls.predictions.decoder.weight", ST_F32, 2, {TV, 16}, word};
+    int64_t pos_ids[16];
+    for (int i = 0; i < 16; i++) pos_ids[i] = i;
+    e[n++] = (StEntry){"bert.embeddings.position_ids", ST_I64, 2, {1, 16}, pos_ids};
+    assert_int_equal(st_write(path, e, n, &err), 0);
+    if (model_load_safetensors(b, path, &err)) fail_msg("load with decoder: %s", err.msg);
+    float *other = malloc(sizeof(float) * TV * 16);
+    memcpy(other, word, sizeof(float) * TV * 16);
+    other[5] += 1.0f;
+    e[n - 2].data = other;
+    assert_int_equal(st_write(path, e, n, &err), 0);
+    assert_int_equal(model_load_safetensors(b, path, &err), -1);
+    assert_non_null(strstr(err.msg, "cls.predictions.decoder.weight"));
+    free(other);
+    /* a model with another shape refuses the file, naming the tensor */
+    Config big = tiny_config(GELU_ERF, 0.1);
+    big.model.hidden = 32;
+    Model *c = model_create(&big, TV, &err);
+    assert_non_null(c);
+    assert_int_equal(model_load_safetensors(c, path, &err), -1);
+    assert_non_null(strstr(err.msg, "bert.embeddings.word_embeddings.weight"));
+    model_free(c);
+    unlink(path);
+    unlink(cfgpath);
+    rmdir(dir);
+    model_free(a);
+    model_free(b);
+}
+
+static void test_flops(void **state) {
+    (void)state;
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.model.layers = 4;
+    cfg.model.hidden = 256;
+    cfg.model.heads = 4;
+    cfg.model.intermediate = 1024;
+    /* torch_bert.py's count for bert-mini at T 128, P 19 */
+    double H = 256, I = 1024, T = 128, V = 30522;
+    double per_tok = 4 * (2 * H * 3 * H + 2 * H * H + 4 * H * I + 4 * T * H);
+    double want = 3 * (T * per_tok + 19 * (2 * H * H + 2 * H * V) + 2 * H * H);
+    assert_true(fabs(model_flops_per_example(&cfg.model, 30522, 128, 19) - want) < 1e-6 * want);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_param_table),
+        cmocka_unit_test(test_init),
+        cmocka_unit_test(test_gradcheck_erf),
+        cmocka_unit_test(test_gradcheck_tanh),
+        cmocka_unit_test(test_gradcheck_dropout),
+        cmocka_unit_test(test_microbatch_split),
+        cmocka_unit_test(test_repeatable),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_padding_ignored),
+        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_stats_and_logits),
+        cmocka_unit_test(test_safetensors_roundtrip),
+        cmocka_unit_test(test_flops),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
