@@ -1,0 +1,739 @@
+/* optim.c: LAMB, LARS, Adam and AdamW over the parameter table (see optim.h; the math and its
+ * sources are in docs/optimizers.md).
+ *
+ * Notation: x parameters, g gradient (already scaled by the clip factor s), m and v the moments,
+ * t the 1-based step, wd the weight decay of the tensor (0 when its weight_decay flag is off).
+ *
+ * Work layout: every tensor is cut into chunks of OPTIM_CHUNK floats at create time; a parallel loop
+ * (static schedule) walks the chunk list. Per-tensor norms are sums of per-chunk partial sums taken
+ * in chunk order, and each chunk sums into LANES double accumulators by position within the chunk,
+ * so neither the thread count nor the buffers' addresses change a single bit of the result.
+ *
+ * Passes over memory per step (x, g, m, v are float32 arrays of `total` floats):
+ *   LAMB          pass 1: read g m v x, write m v, sum ||x||^2 and ||u||^2
+ *                 pass 2: read m v x, write x (u recomputed: cheaper than storing it)
+ *   LARS paper    pass 1: read g m x, write m, sum ||x||^2, ||m||^2;  pass 2: read m x, write x
+ *   LARS classic  pass 1: read g x, sum ||x||^2, ||g||^2;  pass 2: read g x v, write v x
+ *   Adam, AdamW   one pass: read g m v x, write m v x
+ * Tensors whose ratio is 1 by configuration (layer_adaptation off) are updated in pass 1. */
+#include "optim.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* floats per work item: 32 KiB per stream, a multiple of the 16-float alignment of the offsets */
+#define OPTIM_CHUNK 8192
+#define LANES 8
+
+#define STATE_MAGIC "BPOPTIM"
+#define STATE_VERSION 1u
+#define STATE_HEADER 48
+
+typedef struct {
+    int tensor;
+    size_t begin; /* absolute offset in floats */
+    size_t len;
+} Chunk;
+
+/* What the moments mean; stored in the state blob. */
+typedef enum {
+    SK_LAMB = 1,
+    SK_LARS_PAPER = 2,
+    SK_LARS_CLASSIC = 3,
+    SK_ADAM = 4,
+    SK_ADAMW = 5,
+} StateKind;
+
+static const char *state_kind_name(uint32_t k) {
+    switch (k) {
+    case SK_LAMB: return "lamb";
+    case SK_LARS_PAPER: return "lars (paper form)";
+    case SK_LARS_CLASSIC: return "lars (classic form)";
+    case SK_ADAM: return "adam";
+    case SK_ADAMW: return "adamw";
+    default: return "unknown";
+    }
+}
+
+struct Optimizer {
+    OptimConfig oc;
+    StateKind kind;
+    ParamTable table; /* own copy of the table's entries */
+    int n_moments;
+    float *moment[2]; /* LAMB/Adam/AdamW: m, v; LARS paper: m; LARS classic: velocity */
+    long step;
+    Chunk *chunks; /* every chunk, in tensor order */
+    size_t n_chunks;
+    size_t *pass2; /* indices of the chunks of adapted tensors (LAMB/LARS) */
+    size_t n_pass2;
+    double *part;    /* 2 partial sums per chunk */
+    double *sums;    /* 2 sums per tensor */
+    float *tcoef;    /* per tensor: the pass-2 step size lr * ratio */
+    OptimLayerStat *stats; /* NULL for Adam/AdamW */
+};
+
+/* Per-step float constants of the element-wise math. */
+typedef struct {
+    float b1, omb1; /* beta1, 1 - beta1 */
+    float b2, omb2; /* beta2, 1 - beta2 */
+    float c1, c2;   /* 1/(1 - beta1^t), 1/(1 - beta2^t), or 1 without bias correction */
+    float eps;
+    float s;        /* clip scale: clip/||g|| when clipping is active, else 1 */
+    float mom;      /* classic LARS momentum */
+} Coef;
+
+/* ------------------------------------------------------------------------------------------ */
+/* sums of squares: LANES double accumulators indexed by position within the chunk, combined   */
+/* in a fixed order, so a sum depends only on the values (not on addresses, threads or the     */
+/* vector width the compiler picked)                                                           */
+
+/* adds x[j]^2 to lane j % LANES; callers pass sub-blocks that start at a multiple of LANES
+ * within their chunk, so the lane is the position in the chunk mod LANES */
+static void lanes_sumsq(double *restrict lanes, const float *restrict x, size_t n) {
+    size_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) lanes[l] += (double)x[j + l] * x[j + l];
+    for (; j < n; j++) lanes[j % LANES] += (double)x[j] * x[j];
+}
+
+static double fold_lanes(const double *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static double sumsq_chunk(const float *x, size_t n) {
+    double s[LANES] = {0};
+    lanes_sumsq(s, x, n);
+    return fold_lanes(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* element kernels over one chunk. Each loop is a plain element-wise loop the compiler          */
+/* vectorises; sums of squares re-read what a loop just wrote from cache (SUB floats at a      */
+/* time), which costs no memory traffic. Pass 2 recomputes exactly the u of pass 1 (the same   */
+/* float operations; no contraction into FMA under -std=c11).                                  */
+
+/* floats per sub-block: u is staged here between the update and its sum of squares */
+#define SUB 512
+
+/* u = m^/(sqrt(v^) + eps) + wd x from the updated moments */
+static inline float lamb_u(const Coef *k, float wd, float x, float m, float v) {
+    return (m * k->c1) / (sqrtf(v * k->c2) + k->eps) + wd * x;
+}
+
+/* LAMB pass 1: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2; out = {||x||^2, ||u||^2} of the chunk
+ * (x before the update); with apply (ratio 1 by configuration) also x -= a u. apply is a literal
+ * at both call sites of this inline body, so each gets a loop without the branch. */
+static inline void lamb_pass1_body(const Coef *k, float wd, const int apply, float a,
+                                   float *restrict x, const float *restrict g, float *restrict m,
+                                   float *restrict v, size_t n, double *out) {
+    double sx[LANES] = {0}, su[LANES] = {0};
+    float ubuf[SUB];
+    for (size_t b = 0; b < n; b += SUB) {
+        size_t len = n - b < SUB ? n - b : SUB;
+        float *xb = x + b, *mb = m + b, *vb = v + b;
+        const float *gb = g + b;
+        lanes_sumsq(sx, xb, len);
+        for (size_t j = 0; j < len; j++) {
+            float gg = gb[j] * k->s;
+            float mm = k->b1 * mb[j] + k->omb1 * gg;
+            float vv = k->b2 * vb[j] + k->omb2 * (gg * gg);
+            mb[j] = mm;
+            vb[j] = vv;
+            float u = lamb_u(k, wd, xb[j], mm, vv);
+            ubuf[j] = u;
+            if (apply) xb[j] = xb[j] - a * u;
+        }
+        lanes_sumsq(su, ubuf, len);
+    }
+    out[0] = fold_lanes(sx);
+    out[1] = fold_lanes(su);
+}
+
+static void lamb_pass1(const Coef *k, float wd, int apply, float a, float *x, const float *g,
+                       float *m, float *v, size_t n, double *out) {
+    if (apply) lamb_pass1_body(k, wd, 1, a, x, g, m, v, n, out);
+    else lamb_pass1_body(k, wd, 0, a, x, g, m, v, n, out);
+}
+
+/* LAMB pass 2: x -= a u with a = lr * ratio */
+static void lamb_pass2(const Coef *k, float wd, float a, float *restrict x, const float *restrict m,
+                       const float *restrict v, size_t n) {
+    for (size_t j = 0; j < n; j++) x[j] = x[j] - a * lamb_u(k, wd, x[j], m[j], v[j]);
+}
+
+/* LARS (paper) pass 1: m = b1 m + (1 - b1)(g + wd x); out = {||x||^2, ||m||^2}; with apply,
+ * x -= a m. */
+static inline void larsp_pass1_body(const Coef *k, float wd, const int apply, float a,
+                                    float *restrict x, const float *restrict g, float *restrict m,
+                                    size_t n, double *out) {
+    double sx[LANES] = {0}, sm[LANES] = {0};
+    for (size_t b = 0; b < n; b += SUB) {
+        size_t len = n - b < SUB ? n - b : SUB;
+        float *xb = x + b, *mb = m + b;
+        const float *gb = g + b;
+        lanes_sumsq(sx, xb, len);
+        for (size_t j = 0; j < len; j++) {
+            float mm = k->b1 * mb[j] + k->omb1 * (gb[j] * k->s + wd * xb[j]);
+            mb[j] = mm;
+            if (apply) xb[j] = xb[j] - a * mm;
+        }
+        lanes_sumsq(sm, mb, len);
+    }
+    out[0] = fold_lanes(sx);
+    out[1] = fold_lanes(sm);
+}
+
+static void larsp_pass1(const Coef *k, float wd, int apply, float a, float *x, const float *g,
+                        float *m, size_t n, double *out) {
+    if (apply) larsp_pass1_body(k, wd, 1, a, x, g, m, n, out);
+    else larsp_pass1_body(k, wd, 0, a, x, g, m, n, out);
+}
+
+static void larsp_pass2(float a, float *restrict x, const float *restrict m, size_t n) {
+    for (size_t j = 0; j < n; j++) x[j] = x[j] - a * m[j];
+}
+
+/* LARS (classic) update: vel = momentum vel + a (g + wd x); x -= vel, with a = lr * local_lr. */
+static void larsc_update(const Coef *k, float wd, float a, float *restrict x,
+                         const float *restrict g, float *restrict vel, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        float nv = k->mom * vel[j] + a * (g[j] * k->s + wd * x[j]);
+        vel[j] = nv;
+        x[j] = x[j] - nv;
+    }
+}
+
+/* Adam (wd2 = L2 weight decay added to g) and AdamW (wdd = decoupled decay added to the update);
+ * the other one is 0, which adds exactly nothing. */
+static void adam_update(const Coef *k, float wd2, float wdd, float a, float *restrict x,
+                        const float *restrict g, float *restrict m, float *restrict v, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        float xx = x[j];
+        float gg = g[j] * k->s + wd2 * xx;
+        float mm = k->b1 * m[j] + k->omb1 * gg;
+        float vv = k->b2 * v[j] + k->omb2 * (gg * gg);
+        m[j] = mm;
+        v[j] = vv;
+        x[j] = xx - a * ((mm * k->c1) / (sqrtf(vv * k->c2) + k->eps) + wdd * xx);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifecycle                                                                                   */
+
+static StateKind kind_of(const OptimConfig *oc) {
+    switch (oc->name) {
+    case OPT_LAMB: return SK_LAMB;
+    case OPT_LARS: return oc->lars_form == LARS_CLASSIC ? SK_LARS_CLASSIC : SK_LARS_PAPER;
+    case OPT_ADAM: return SK_ADAM;
+    case OPT_ADAMW: return SK_ADAMW;
+    }
+    return 0;
+}
+
+static size_t chunks_of(size_t numel) { return (numel + OPTIM_CHUNK - 1) / OPTIM_CHUNK; }
+
+void optim_free(Optimizer *o) {
+    if (!o) return;
+    free(o->table.params);
+    for (int i = 0; i < 2; i++) free(o->moment[i]);
+    free(o->chunks);
+    free(o->pass2);
+    free(o->part);
+    free(o->sums);
+    free(o->tcoef);
+    free(o->stats);
+    free(o);
+}
+
+Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError *err) {
+    if (!oc || !table || table->n < 0 || (table->n > 0 && !table->params)) {
+        bp_fail(err, "optim_create: no optimizer config or parameter table");
+        return NULL;
+    }
+    StateKind kind = kind_of(oc);
+    if (!kind || (oc->name == OPT_LARS && oc->lars_form != LARS_PAPER && oc->lars_form != LARS_CLASSIC)) {
+        bp_fail_usage(err, "optimizer.name %d / optimizer.lars_form %d: unknown optimizer",
+                      (int)oc->name, (int)oc->lars_form);
+        return NULL;
+    }
+    /* tensors must lie inside the buffers and not overlap: the parallel passes write them */
+    size_t end = 0;
+    for (int i = 0; i < table->n; i++) {
+        const ParamInfo *p = &table->params[i];
+        if (p->offset < end || p->offset > table->total || p->numel > table->total - p->offset) {
+            bp_fail(err,
+                    "optim_create: tensor %d (%s) at offset %zu with %zu floats overlaps the one "
+                    "before it or runs past the table's %zu floats",
+                    i, p->name, p->offset, p->numel, table->total);
+            return NULL;
+        }
+        end = p->offset + p->numel;
+    }
+
+    Optimizer *o = bp_calloc(1, sizeof *o, "optimizer", err);
+    if (!o) return NULL;
+    o->oc = *oc;
+    o->kind = kind;
+    o->table.n = table->n;
+    o->table.total = table->total;
+    o->table.params = bp_calloc((size_t)table->n + 1, sizeof(ParamInfo), "optimizer table", err);
+    if (!o->table.params) goto fail;
+    if (table->n) memcpy(o->table.params, table->params, (size_t)table->n * sizeof(ParamInfo));
+
+    o->n_moments = (kind == SK_LARS_PAPER || kind == SK_LARS_CLASSIC) ? 1 : 2;
+    for (int i = 0; i < o->n_moments; i++) {
+        o->moment[i] = bp_aligned_calloc(table->total * sizeof(float), "optimizer moments", err);
+        if (!o->moment[i]) goto fail;
+    }
+
+    size_t nc = 0;
+    for (int i = 0; i < table->n; i++) nc += chunks_of(table->params[i].numel);
+    o->n_chunks = nc;
+    o->chunks = bp_calloc(nc + 1, sizeof(Chunk), "optimizer chunks", err);
+    o->pass2 = bp_calloc(nc + 1, sizeof(size_t), "optimizer chunks", err);
+    o->part = bp_calloc(2 * nc + 2, sizeof(double), "optimizer partial sums", err);
+    o->sums = bp_calloc(2 * (size_t)table->n + 2, sizeof(double), "optimizer sums", err);
+    o->tcoef = bp_calloc((size_t)table->n + 1, sizeof(float), "optimizer ratios", err);
+    if (!o->chunks || !o->pass2 || !o->part || !o->sums || !o->tcoef) goto fail;
+    if (kind != SK_ADAM && kind != SK_ADAMW) {
+        o->stats = bp_calloc((size_t)table->n + 1, sizeof(OptimLayerStat), "optimizer stats", err);
+        if (!o->stats) goto fail;
+    }
+
+    size_t c = 0;
+    for (int i = 0; i < table->n; i++) {
+        const ParamInfo *p = &table->params[i];
+        for (size_t at = 0; at < p->numel; at += OPTIM_CHUNK) {
+            size_t len = p->numel - at < OPTIM_CHUNK ? p->numel - at : OPTIM_CHUNK;
+            o->chunks[c] = (Chunk){i, p->offset + at, len};
+            if (o->stats && p->layer_adaptation) o->pass2[o->n_pass2++] = c;
+            c++;
+        }
+    }
+    return o;
+fail:
+    optim_free(o);
+    return NULL;
+}
+
+const OptimLayerStat *optim_layer_stats(const Optimizer *o) { return o->stats; }
+long optim_step_count(const Optimizer *o) { return o->step; }
+const char *optim_describe(const Optimizer *o) { return state_kind_name(o->kind); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* gradient norm                                                                               */
+
+/* Without an optimizer there is no chunk list: chunks are enumerated on the fly in blocks of
+ * GN_BLOCK (stack arrays, no allocation per call), each block summed in parallel and folded in
+ * order. The chunking is the optimizer's, so the result does not depend on the thread count. */
+#define GN_BLOCK 256
+
+double optim_grad_norm(const ParamTable *t, const float *grads, double *per_tensor_sq) {
+    if (per_tensor_sq)
+        for (int i = 0; i < t->n; i++) per_tensor_sq[i] = 0;
+    Chunk items[GN_BLOCK];
+    double part[GN_BLOCK];
+    double total = 0, cur = 0;
+    int cur_tensor = -1;
+    int ti = 0;
+    size_t at = 0;
+    for (;;) {
+        int k = 0;
+        while (k < GN_BLOCK && ti < t->n) {
+            const ParamInfo *p = &t->params[ti];
+            if (at >= p->numel) {
+                ti++;
+                at = 0;
+                continue;
+            }
+            size_t len = p->numel - at < OPTIM_CHUNK ? p->numel - at : OPTIM_CHUNK;
+            items[k++] = (Chunk){ti, p->offset + at, len};
+            at += len;
+        }
+        if (k == 0) break;
+#pragma omp parallel for schedule(static) if (k > 1)
+        for (int c = 0; c < k; c++) part[c] = sumsq_chunk(grads + items[c].begin, items[c].len);
+        for (int c = 0; c < k; c++) {
+            if (items[c].tensor != cur_tensor) {
+                if (cur_tensor >= 0) {
+                    total += cur;
+                    if (per_tensor_sq) per_tensor_sq[cur_tensor] = cur;
+                }
+                cur_tensor = items[c].tensor;
+                cur = 0;
+            }
+            cur += part[c];
+        }
+    }
+    if (cur_tensor >= 0) {
+        total += cur;
+        if (per_tensor_sq) per_tensor_sq[cur_tensor] = cur;
+    }
+    return sqrt(total);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the step                                                                                    */
+
+/* phi(z) = min(max(z, gamma_l), gamma_u), a bound of 0 being off */
+static double phi(const OptimConfig *oc, double z) {
+    if (oc->gamma_l > 0 && z < oc->gamma_l) z = oc->gamma_l;
+    if (oc->gamma_u > 0 && z > oc->gamma_u) z = oc->gamma_u;
+    return z;
+}
+
+/* Folds the chunk partial sums into per-tensor norms (chunk order), computes each tensor's trust
+ * ratio and its pass-2 step size, and fills the statistics. gscale: the clip scale. */
+static void finish_norms(Optimizer *o, double lr, double gscale) {
+    const ParamTable *t = &o->table;
+    memset(o->sums, 0, 2 * (size_t)t->n * sizeof(double));
+    for (size_t c = 0; c < o->n_chunks; c++) {
+        int i = o->chunks[c].tensor;
+        o->sums[2 * i] += o->part[2 * c];
+        o->sums[2 * i + 1] += o->part[2 * c + 1];
+    }
+    const OptimConfig *oc = &o->oc;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->params[i];
+        double xn = sqrt(o->sums[2 * i]), un = sqrt(o->sums[2 * i + 1]);
+        if (o->kind == SK_LARS_CLASSIC) un *= gscale; /* ||s g|| = s ||g||: summed unscaled */
+        double ratio = 1.0;
+        if (p->layer_adaptation && xn > 0 && un > 0) {
+            if (o->kind == SK_LARS_CLASSIC) {
+                double wd = p->weight_decay ? oc->weight_decay : 0.0;
+                ratio = oc->eta * xn / (un + wd * xn + oc->epsilon);
+            } else {
+                ratio = phi(oc, xn) / un;
+            }
+        }
+        o->stats[i] = (OptimLayerStat){xn, un, ratio};
+        o->tcoef[i] = (float)(lr * ratio);
+    }
+}
+
+void optim_step(Optimizer *o, float *params, const float *grads, double lr, double grad_norm) {
+    const OptimConfig *oc = &o->oc;
+    o->step++;
+    Coef k;
+    k.b1 = (float)oc->beta1;
+    k.omb1 = (float)(1.0 - oc->beta1);
+    k.b2 = (float)oc->beta2;
+    k.omb2 = (float)(1.0 - oc->beta2);
+    k.c1 = 1.0f;
+    k.c2 = 1.0f;
+    if (oc->bias_correction) {
+        k.c1 = (float)(1.0 / (1.0 - pow(oc->beta1, (double)o->step)));
+        k.c2 = (float)(1.0 / (1.0 - pow(oc->beta2, (double)o->step)));
+    }
+    k.eps = (float)oc->epsilon;
+    k.s = (oc->clip_grad_norm > 0 && grad_norm > oc->clip_grad_norm)
+              ? (float)(oc->clip_grad_norm / grad_norm)
+              : 1.0f;
+    k.mom = (float)oc->momentum;
+    const float wdf = (float)oc->weight_decay;
+    const float lrf = (float)lr;
+    const ParamInfo *pi = o->table.params;
+    const Chunk *ch = o->chunks;
+    float *m0 = o->moment[0], *m1 = o->moment[1];
+    const long nc = (long)o->n_chunks, n2 = (long)o->n_pass2;
+
+    switch (o->kind) {
+    case SK_ADAM:
+    case SK_ADAMW: {
+        const int decoupled = o->kind == SK_ADAMW;
+#pragma omp parallel for schedule(static)
+        for (long c = 0; c < nc; c++) {
+            size_t b = ch[c].begin;
+            float wd = pi[ch[c].tensor].weight_decay ? wdf : 0.0f;
+            adam_update(&k, decoupled ? 0.0f : wd, decoupled ? wd : 0.0f, lrf, params + b,
+                        grads + b, m0 + b, m1 + b, ch[c].len);
+        }
+        return;
+    }
+    case SK_LAMB: {
+#pragma omp parallel for schedule(static)
+        for (long c = 0; c < nc; c++) {
+            size_t b = ch[c].begin;
+            const ParamInfo *p = &pi[ch[c].tensor];
+            lamb_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
+                       grads + b, m0 + b, m1 + b, ch[c].len, &o->part[2 * c]);
+        }
+        finish_norms(o, lr, k.s);
+#pragma omp parallel for schedule(static)
+        for (long q = 0; q < n2; q++) {
+            const Chunk *c = &ch[o->pass2[q]];
+            size_t b = c->begin;
+            lamb_pass2(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
+                       params + b, m0 + b, m1 + b, c->len);
+        }
+        return;
+    }
+    case SK_LARS_PAPER: {
+#pragma omp parallel for schedule(static)
+        for (long c = 0; c < nc; c++) {
+            size_t b = ch[c].begin;
+            const ParamInfo *p = &pi[ch[c].tensor];
+            larsp_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
+                        grads + b, m0 + b, ch[c].len, &o->part[2 * c]);
+        }
+        finish_norms(o, lr, k.s);
+#pragma omp parallel for schedule(static)
+        for (long q = 0; q < n2; q++) {
+            const Chunk *c = &ch[o->pass2[q]];
+            larsp_pass2(o->tcoef[c->tensor], params + c->begin, m0 + c->begin, c->len);
+        }
+        return;
+    }
+    case SK_LARS_CLASSIC: {
+        /* tensors outside layer adaptation have local_lr 1: update them while their norms are
+           summed, leaving pass 2 to the adapted ones */
+#pragma omp parallel for schedule(static)
+        for (long c = 0; c < nc; c++) {
+            size_t b = ch[c].begin;
+            const ParamInfo *p = &pi[ch[c].tensor];
+            o->part[2 * c] = sumsq_chunk(params + b, ch[c].len);
+            o->part[2 * c + 1] = sumsq_chunk(grads + b, ch[c].len);
+            if (!p->layer_adaptation)
+                larsc_update(&k, p->weight_decay ? wdf : 0.0f, lrf, params + b, grads + b,
+                             m0 + b, ch[c].len);
+        }
+        finish_norms(o, lr, k.s);
+#pragma omp parallel for schedule(static)
+        for (long q = 0; q < n2; q++) {
+            const Chunk *c = &ch[o->pass2[q]];
+            size_t b = c->begin;
+            larsc_update(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
+                         params + b, grads + b, m0 + b, c->len);
+        }
+        return;
+    }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* state                                                                                       */
+
+/* CRC of the tensor layout (offset, numel of each tensor): a blob from a model of the same total
+ * but other shapes is refused. */
+static uint32_t layout_crc(const ParamTable *t) {
+    uint32_t crc = 0;
+    for (int i = 0; i < t->n; i++) {
+        uint64_t w[2] = {t->params[i].offset, t->params[i].numel};
+        crc = bp_crc32(crc, w, sizeof w);
+    }
+    return crc;
+}
+
+size_t optim_state_bytes(const Optimizer *o) {
+    return STATE_HEADER + (size_t)o->n_moments * o->table.total * sizeof(float);
+}
+
+/* header layout (host byte order):
+ *   0 magic "BPOPTIM\0" | 8 u32 version | 12 u32 kind | 16 u32 moments | 20 u32 layout crc
+ *   24 u64 tensors | 32 u64 total | 40 i64 step | 48 moments, float32, moment after moment */
+void optim_state_save(const Optimizer *o, void *dst) {
+    unsigned char *d = dst;
+    memset(d, 0, STATE_HEADER);
+    memcpy(d, STATE_MAGIC, sizeof STATE_MAGIC);
+    uint32_t u32[4] = {STATE_VERSION, (uint32_t)o->kind, (uint32_t)o->n_moments,
+                       layout_crc(&o->table)};
+    memcpy(d + 8, u32, sizeof u32);
+    uint64_t u64[2] = {(uint64_t)o->table.n, (uint64_t)o->table.total};
+    memcpy(d + 24, u64, sizeof u64);
+    int64_t step = o->step;
+    memcpy(d + 40, &step, sizeof step);
+    size_t mb = o->table.total * sizeof(float);
+    for (int i = 0; i < o->n_moments; i++) memcpy(d + STATE_HEADER + (size_t)i * mb, o->moment[i], mb);
+}
+
+int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err) {
+    const unsigned char *s = src;
+    if (bytes < STATE_HEADER || memcmp(s, STATE_MAGIC, sizeof STATE_MAGIC) != 0)
+        return bp_fail(err, "optimizer state: not an optimizer state blob (%zu bytes, no %s header)",
+                       bytes, STATE_MAGIC);
+    uint32_t u32[4];
+    uint64_t u64[2];
+    int64_t step;
+    memcpy(u32, s + 8, sizeof u32);
+    memcpy(u64, s + 24, sizeof u64);
+    memcpy(&step, s + 40, sizeof step);
+    if (u32[0] != STATE_VERSION)
+        return bp_fail(err, "optimizer state: version %u, this program reads version %u", u32[0],
+                       STATE_VERSION);
+    if (u32[1] != (uint32_t)o->kind)
+        return bp_fail_usage(err,
+                             "optimizer state was written by %s, this run uses %s: its moments "
+                             "mean something else. HINT: resume with the optimizer the checkpoint "
+                             "was written with, or start a fresh run",
+                             state_kind_name(u32[1]), state_kind_name((uint32_t)o->kind));
+    if (u64[0] != (uint64_t)o->table.n || u64[1] != (uint64_t)o->table.total)
+        return bp_fail_usage(err,
+                             "optimizer state holds %llu tensors / %llu floats, this model has %d "
+                             "tensors / %zu floats: it was written for another model",
+                             (unsigned long long)u64[0], (unsigned long long)u64[1], o->table.n,
+                             o->table.total);
+    if (u32[3] != layout_crc(&o->table))
+        return bp_fail_usage(err, "optimizer state: tensor shapes differ from this model's (same "
+                                  "count and total): it was written for another model");
+    if (u32[2] != (uint32_t)o->n_moments || bytes != optim_state_bytes(o))
+        return bp_fail(err, "optimizer state: %zu bytes with %u moments, expected %zu bytes with %d",
+                       bytes, u32[2], optim_state_bytes(o), o->n_moments);
+    if (step < 0) return bp_fail(err, "optimizer state: negative step count %lld", (long long)step);
+    size_t mb = o->table.total * sizeof(float);
+    for (int i = 0; i < o->n_moments; i++) memcpy(o->moment[i], s + STATE_HEADER + (size_t)i * mb, mb);
+    o->step = (long)step;
+    if (o->stats) memset(o->stats, 0, (size_t)o->table.n * sizeof(OptimLayerStat));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* bandwidth benchmark                                                                         */
+
+/* A BERT-shaped table of about n floats: encoder layers of width 768 (four 768x768 projections,
+ * the 768x3072 and 3072x768 FFN matrices, their biases and two LayerNorms), then one 768-wide
+ * embedding-like matrix with the rest. Bias and LayerNorm tensors are excluded from weight decay
+ * and adaptation, as the defaults do. */
+static int bench_table(ParamTable *t, size_t n, BpError *err) {
+    enum { H = 768, F = 3072 };
+    const size_t shapes[][3] = {/* rows, cols, excluded */
+                                {H, H, 0}, {H, 1, 1}, {H, H, 0}, {H, 1, 1}, {H, H, 0}, {H, 1, 1},
+                                {H, H, 0}, {H, 1, 1}, {H, 1, 1}, {H, 1, 1}, {F, H, 0}, {F, 1, 1},
+                                {H, F, 0}, {H, 1, 1}, {H, 1, 1}, {H, 1, 1}};
+    const int per_layer = (int)BP_ARRAY_LEN(shapes);
+    size_t layer_floats = 0;
+    for (int i = 0; i < per_layer; i++) layer_floats += shapes[i][0] * shapes[i][1];
+    size_t layers = n / layer_floats;
+    t->n = 0;
+    t->params = bp_calloc(layers * (size_t)per_layer + 1, sizeof(ParamInfo), "bench table", err);
+    if (!t->params) return -1;
+    size_t off = 0;
+    for (size_t l = 0; l <= layers; l++) {
+        for (int i = 0; i < per_layer; i++) {
+            size_t rows = shapes[i][0], cols = shapes[i][1];
+            if (l == layers) { /* the rest, as one embedding-like matrix */
+                if (n - off < H) break;
+                rows = (n - off) / H;
+                cols = H;
+            }
+            ParamInfo *p = &t->params[t->n++];
+            snprintf(p->name, sizeof p->name, "bench.%zu.%d", l, i);
+            p->ndim = 2;
+            p->shape[0] = rows;
+            p->shape[1] = cols;
+            p->offset = off;
+            p->numel = rows * cols;
+            p->weight_decay = p->layer_adaptation = !(l < layers && shapes[i][2]);
+            off += (p->numel + 15) / 16 * 16;
+            if (l == layers) break;
+        }
+    }
+    t->total = off;
+    return 0;
+}
+
+/* memcpy of n floats split into a fixed number of pieces, one thread each */
+static void parallel_copy(float *dst, const float *src, size_t n) {
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        size_t lo = n * (size_t)id / (size_t)nt, hi = n * (size_t)(id + 1) / (size_t)nt;
+        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+    }
+}
+
+double optim_bench(size_t n_floats, FILE *out) {
+    BpError err = {0};
+    ParamTable t = {0};
+    float *x = NULL, *g = NULL, *scratch = NULL;
+    double lamb_share = -1;
+    if (bench_table(&t, n_floats, &err)) goto done;
+    size_t bytes = t.total * sizeof(float);
+    x = bp_aligned_calloc(bytes, "bench params", &err);
+    g = bp_aligned_calloc(bytes, "bench grads", &err);
+    scratch = bp_aligned_calloc(bytes, "bench copy target", &err);
+    if (!x || !g || !scratch) goto done;
+    /* values of a plausible scale, no denormals; every page touched before timing */
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < t.total; i++) {
+        uint32_t h = (uint32_t)(i * 2654435761u);
+        x[i] = 0.02f * ((float)(h >> 8) / 16777216.0f - 0.5f);
+        g[i] = 1e-3f * ((float)((h >> 4) & 0xffff) / 65536.0f - 0.5f);
+        scratch[i] = 0;
+    }
+    const double elem = (double)t.total;
+    fprintf(out, "optimizer step at %zu floats (%d tensors), %d OpenMP threads; best of 3 runs\n",
+            t.total, t.n, omp_get_max_threads());
+
+    double best_1 = 1e30, best_p = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = bp_now();
+        memcpy(scratch, g, bytes);
+        double t1 = bp_now();
+        parallel_copy(scratch, g, t.total);
+        double t2 = bp_now();
+        if (t1 - t0 < best_1) best_1 = t1 - t0;
+        if (t2 - t1 < best_p) best_p = t2 - t1;
+    }
+    /* a copy moves each byte twice: read the source, write the target */
+    double bw_1 = 2.0 * (double)bytes / best_1, bw_p = 2.0 * (double)bytes / best_p;
+    double bw = bw_1 > bw_p ? bw_1 : bw_p;
+    fprintf(out, "%-22s %9s %10s %9s %8s\n", "operation", "ms", "bytes/elem", "GB/s", "of copy");
+    fprintf(out, "%-22s %9.1f %10d %9.2f %8s\n", "memcpy (1 thread)", best_1 * 1e3, 8, bw_1 / 1e9, "");
+    fprintf(out, "%-22s %9.1f %10d %9.2f %8s\n", "memcpy (all threads)", best_p * 1e3, 8, bw_p / 1e9, "");
+
+    double best_gn = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = bp_now();
+        volatile double nrm = optim_grad_norm(&t, g, NULL);
+        (void)nrm;
+        double dt = bp_now() - t0;
+        if (dt < best_gn) best_gn = dt;
+    }
+    fprintf(out, "%-22s %9.1f %10d %9.2f %7.0f%%\n", "grad norm", best_gn * 1e3, 4,
+            4.0 * elem / best_gn / 1e9, 100.0 * 4.0 * elem / best_gn / bw);
+
+    /* bytes per element as counted in the pass table at the top of this file (adapted tensors;
+       the bias/LayerNorm vectors, updated in one pass, are under 0.1% of the floats) */
+    const struct {
+        const char *name;
+        OptimizerKind kind;
+        LarsForm form;
+        int bpe;
+    } runs[] = {{"lamb", OPT_LAMB, LARS_PAPER, 40},          {"lars (paper)", OPT_LARS, LARS_PAPER, 28},
+                {"lars (classic)", OPT_LARS, LARS_CLASSIC, 28}, {"adam", OPT_ADAM, LARS_PAPER, 28},
+                {"adamw", OPT_ADAMW, LARS_PAPER, 28}};
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t r = 0; r < BP_ARRAY_LEN(runs); r++) {
+        OptimConfig oc = cfg.optimizer;
+        oc.name = runs[r].kind;
+        oc.lars_form = runs[r].form;
+        Optimizer *o = optim_create(&oc, &t, &err);
+        if (!o) goto done;
+        double gn = optim_grad_norm(&t, g, NULL);
+        optim_step(o, x, g, 1e-6, gn); /* first touch of the moments, untimed */
+        double best = 1e30;
+        for (int k = 0; k < 3; k++) {
+            double t0 = bp_now();
+            optim_step(o, x, g, 1e-6, gn);
+            double dt = bp_now() - t0;
+            if (dt < best) best = dt;
+        }
+        optim_free(o);
+        double rate = runs[r].bpe * elem / best;
+        fprintf(out, "%-22s %9.1f %10d %9.2f %7.0f%%\n", runs[r].name, best * 1e3, runs[r].bpe,
+                rate / 1e9, 100.0 * rate / bw);
+        if (runs[r].kind == OPT_LAMB) lamb_share = rate / bw;
+    }
+done:
+    if (lamb_share < 0 && err.msg[0]) fprintf(out, "optim_bench: %s\n", err.msg);
+    free(x);
+    free(g);
+    free(scratch);
+    free(t.params);
+    return lamb_share;
+}

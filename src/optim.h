@@ -1,0 +1,74 @@
+/* optim.h: LAMB, LARS (the LAMB paper's Algorithm 1 and the classic trust-coefficient form), Adam
+ * and AdamW over the parameter table, global gradient-norm clipping, per-layer statistics and the
+ * optimizer state for checkpoints. docs/optimizers.md gives the math as implemented and the source
+ * of every choice.
+ *
+ * A "layer" is one tensor of the ParamTable. Its weight_decay flag says whether weight decay applies
+ * to it; its layer_adaptation flag whether LAMB/LARS scale its update by a trust ratio (ratio 1
+ * otherwise). Moments are float32, one contiguous buffer of table->total floats per moment;
+ * element-wise math is float32, every norm is accumulated in double.
+ *
+ * Determinism: the work is split into fixed chunks of each tensor (independent of the thread
+ * count); each chunk's partial sums are accumulated in a fixed lane order and combined in chunk
+ * order, so a step gives bit-identical results with any number of OpenMP threads. */
+#ifndef BP_OPTIM_H
+#define BP_OPTIM_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "config.h"
+#include "params.h"
+
+typedef struct Optimizer Optimizer;
+
+/* Allocates the optimizer and its zeroed moments for the tensors of table (copied: the table may
+ * be freed afterwards; its weight_decay / layer_adaptation flags are read here). Moments: LAMB,
+ * Adam, AdamW keep m and v; LARS (paper) keeps m; LARS (classic) keeps the velocity. */
+Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError *err);
+void optim_free(Optimizer *o);
+
+/* Global L2 norm of the gradients over the whole table, accumulated in double. If per_tensor_sq is
+ * non-NULL it receives each tensor's squared norm (table->n entries), so that the caller can name
+ * the first non-finite tensor. Thread-count independent like the step. */
+double optim_grad_norm(const ParamTable *t, const float *grads, double *per_tensor_sq);
+
+/* One update of params (table->total floats) with learning rate lr. grad_norm is the value
+ * optim_grad_norm returned; when grad_norm > clip_grad_norm > 0 the gradients are scaled by
+ * clip_grad_norm / grad_norm inside the update pass (grads itself is not written). The caller must
+ * not step with a non-finite grad_norm. The step counter (bias correction's t) increments first. */
+void optim_step(Optimizer *o, float *params, const float *grads, double lr, double grad_norm);
+
+/* Per-tensor figures of the last step, before the update:
+ *   param_norm   ||x||
+ *   update_norm  the norm the trust ratio divides by: LAMB ||r + wd x||, LARS paper ||m||,
+ *                LARS classic ||g|| (g after clipping)
+ *   trust_ratio  the factor applied to lr: LAMB / LARS paper phi(||x||)/update_norm (1 when a norm
+ *                is 0 or the tensor is excluded from adaptation), LARS classic local_lr. */
+typedef struct {
+    double param_norm, update_norm, trust_ratio;
+} OptimLayerStat;
+
+/* table->n entries for LAMB and LARS (zeros before the first step); NULL for Adam and AdamW. */
+const OptimLayerStat *optim_layer_stats(const Optimizer *o);
+long optim_step_count(const Optimizer *o);
+/* "lamb", "lars (paper form)", "lars (classic form)", "adam", "adamw" */
+const char *optim_describe(const Optimizer *o);
+
+/* State for checkpoints: a self-describing blob (magic, version, optimizer kind, moment count,
+ * tensor-layout CRC, tensor count, total, step count, then the moments as float32 in host byte
+ * order). load refuses a blob of another kind, tensor layout or size with a message saying which;
+ * the per-layer statistics read zero after a load. */
+size_t optim_state_bytes(const Optimizer *o);
+void optim_state_save(const Optimizer *o, void *dst);
+int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err);
+
+/* Memory-bandwidth benchmark at a given size (bert-base: ~110e6 floats). Builds a table shaped like
+ * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times one
+ * optim_grad_norm and one step of each optimizer against a parallel memcpy of the same buffers, and
+ * prints bytes moved, GB/s and the share of the memcpy rate to out. Returns LAMB's share of the
+ * memcpy rate, or -1 when the buffers cannot be allocated. */
+double optim_bench(size_t n_floats, FILE *out);
+
+#endif
