@@ -2,7 +2,6 @@
  * of a training step, decoded, and optionally their exact tensors). */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +49,10 @@ static const char PREPARE_HELP[] =
     "\n"
     "Reads data.input (text files, .txt or .gz: one sentence per line, a blank line between\n"
     "documents, as Google's create_pretraining_data.py; every file also ends a document), tokenizes\n"
-    "every sentence with data.vocab, and writes two token shards: data.train, and data.eval with a\n"
-    "data.eval_fraction share of the documents (chosen by a hash of training.seed and the document\n"
-    "number; at least one when the fraction is above 0). When data.vocab does not exist it is\n"
+    "every sentence with data.vocab, and writes two token shards: data.train, and data.eval with\n"
+    "about a data.eval_fraction share of the documents (each document held out when a hash of\n"
+    "training.seed and its number falls below the fraction; at least one document when the fraction\n"
+    "is above 0; the summary gives the count). When data.vocab does not exist it is\n"
     "built first from the same inputs with data.vocab_size entries.\n"
     "\n"
     "Sentences that tokenize to nothing are dropped, and so are documents left empty. Invalid UTF-8\n"
@@ -422,15 +422,16 @@ static int run_prepare(const Config *cfg, BpError *err) {
            p.sentences ? (double)p.tokens / p.sentences : 0.0, p.unk_tokens,
            p.tokens ? 100.0 * p.unk_tokens / p.tokens : 0.0);
     if (p.bad_utf8_lines) printf("  invalid UTF-8 in %ld line(s): those bytes were dropped\n", p.bad_utf8_lines);
-    printf("  train      %s: %ld documents, %zu sentences, %zu tokens, %.1f MB\n", dc->train,
+    printf("  train      %s: %ld document(s), %zu sentences, %zu tokens, %.1f MB\n", dc->train,
            p.docs - p.docs_eval, train_sents, train_tokens, file_mb(dc->train));
     if (p.eval)
-        printf("  eval       %s: %ld documents (%.1f%%; data.eval_fraction %g), %zu tokens, %.1f MB\n",
+        printf("  eval       %s: %ld document(s) (%.1f%%; data.eval_fraction %g), %zu tokens, %.1f MB\n",
                dc->eval, p.docs_eval, 100.0 * p.docs_eval / p.docs, dc->eval_fraction, eval_tokens,
                file_mb(dc->eval));
     else
         printf("  eval       none written (data.eval_fraction is 0)\n");
-    printf("  speed      %.1f MB/s, %.2fM tokens/s\n", p.bytes_read / 1e6 / el, p.tokens / 1e6 / el);
+    printf("  throughput %.1f MB/s, %.2fM tokens/s (whole run%s)\n", p.bytes_read / 1e6 / el,
+           p.tokens / 1e6 / el, built_vocab ? ", vocab build included" : "");
 
 done:
     shard_writer_free(p.train); /* without a commit these remove their temporaries */
@@ -598,8 +599,8 @@ static int run_show(const Config *cfg, long step, long phase_arg, long n, const 
     for (int i = 0; i < (int)n; i++) print_example(&b, i, dataset_tokenizer(d), per_epoch);
     if (out) {
         if (write_batch(out, &b, (int)n, err)) goto done;
-        printf("wrote %s: %ld examples x seq_len %d, %d prediction slots\n", out, n, a.seq_len,
-               a.max_predictions);
+        printf("wrote %s: %ld example(s) x seq_len %d, %d prediction slots, int32\n", out, n,
+               a.seq_len, a.max_predictions);
     }
     rc = 0;
 done:

@@ -92,6 +92,16 @@ else
     bad "gzip input"
 fi
 
+# a tiny eval fraction still holds out one document (the last one that went to train)
+mkdir -p "$T/tiny" && cp "$T/a/vocab.txt" "$T/tiny/"
+config "$T/tiny" "$FIX/corpus_a.txt" "$FIX/corpus_b.txt"
+if "$BP_BIN" prepare "$T/tiny/cfg.yaml" --set data.eval_fraction=0.0001 >"$T/tiny/summary" 2>/dev/null &&
+    grep -q "train .*: 8 document(s)" "$T/tiny/summary" && grep -q "eval .*: 1 document(s)" "$T/tiny/summary"; then
+    ok "eval_fraction 0.0001 of 9 documents: 1 held out"
+else
+    bad "tiny eval fraction: $(cat "$T/tiny/summary")"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # bad inputs: a clear error naming the file, non-zero exit, nothing written
 config "$T/m" "$FIX/corpus_a.txt" "$T/m/nonexistent.txt"
