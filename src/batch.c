@@ -1,9 +1,14 @@
-/* batch.c: micro-batch storage (see batch.h). The masked-LM example builder is added here by the
- * data engineer. */
+/* batch.c: micro-batch storage, and the masked-LM + NSP example builder (see batch.h). */
 #include "batch.h"
 
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "rng.h"
+#include "shard.h"
 
 int batch_alloc(Batch *b, int B, int T, int P, BpError *err) {
     memset(b, 0, sizeof *b);
@@ -49,13 +54,6 @@ long batch_count_predictions(const Batch *b) {
 
 /* ------------------------------------------------------------------------------------------ */
 /* the example builder (see batch.h for what one example is)                                  */
-
-#include <math.h>
-#include <omp.h>
-#include <pthread.h>
-
-#include "rng.h"
-#include "shard.h"
 
 /* Sentences [first, first + n_sent) of document doc. */
 typedef struct {
@@ -210,7 +208,7 @@ typedef struct {
     uint64_t lo, hi;
 } Span;
 
-/* Builds example `index` into row `row` of b; scratch holds 2 * T ints. */
+/* Builds example `index` into row `row` of b; scratch holds 3 * T ints. */
 static void build_example(const Dataset *d, const ExampleArgs *a, const ChunkTable *t, int64_t index,
                           Batch *b, int row, int32_t *scratch) {
     const Shard *s = &d->shard;
