@@ -91,23 +91,25 @@ void log_eval(Logger *lg, const EvalRecord *r) {
     fflush(f);
 }
 
-static void put_map(FILE *f, const char *key, const ParamTable *t, const double *v, bool comma) {
+/* which: 0 trust ratio, 1 parameter norm, 2 update norm */
+static void put_map(FILE *f, const char *key, const ParamTable *t, const OptimLayerStat *s, int which,
+                    bool comma) {
     fprintf(f, "\"%s\":{", key);
     for (int i = 0; i < t->n; i++) {
         if (i) fputc(',', f);
-        put_num(f, t->params[i].name, v[i], false);
+        double v = which == 0 ? s[i].trust_ratio : which == 1 ? s[i].param_norm : s[i].update_norm;
+        put_num(f, t->params[i].name, v, false);
     }
     fprintf(f, "}%s", comma ? "," : "");
 }
 
-void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const double *param_norm,
-                      const double *update_norm, const double *trust_ratio) {
+void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const OptimLayerStat *stats) {
     FILE *f = lg->metrics;
     if (!f) return;
     fprintf(f, "{\"type\":\"trust\",\"step\":%ld,", step);
-    put_map(f, "trust_ratio", t, trust_ratio, true);
-    put_map(f, "param_norm", t, param_norm, true);
-    put_map(f, "update_norm", t, update_norm, false);
+    put_map(f, "trust_ratio", t, stats, 0, true);
+    put_map(f, "param_norm", t, stats, 1, true);
+    put_map(f, "update_norm", t, stats, 2, false);
     fputs("}\n", f);
     fflush(f);
 }

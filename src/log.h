@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "common.h"
+#include "optim.h"
 #include "params.h"
 
 typedef struct {
@@ -37,9 +38,8 @@ int log_open(Logger *lg, const char *run_dir, long keep_through_step, BpError *e
 void log_close(Logger *lg);
 void log_step(Logger *lg, const StepRecord *r);
 void log_eval(Logger *lg, const EvalRecord *r);
-/* {"step":S,"trust_ratio":{"name":r,...},"param_norm":{...},"update_norm":{...}} */
-void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const double *param_norm,
-                      const double *update_norm, const double *trust_ratio);
+/* {"type":"trust","step":S,"trust_ratio":{"name":r,...},"param_norm":{...},"update_norm":{...}} */
+void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const OptimLayerStat *stats);
 void log_progress(Logger *lg, const StepRecord *r, long total_steps, int n_phases, double eta_s,
                   bool force);
 /* Ends an open progress line so that other messages start on their own line. */

@@ -53,5 +53,5 @@ int main(int argc, char **argv) {
         return 2;
     }
     /* anything else is a config file: `bert_pretrain CONFIG.yaml ...` trains */
-    return cmd_train(argc - 1, argv + 1);
+    return cmd_train(argc, argv); /* argv[0] stands in for the subcommand name */
 }

@@ -1,0 +1,34 @@
+/* train.h: the training run (phases, accumulation, clipping, updates, evaluation, checkpoints,
+ * signals, logs) and the checkpoint-level commands built on it (eval, export).
+ *
+ * Exactness: a run of N steps and a run stopped after step k and resumed end with bit-identical
+ * parameters and the same metrics after step k, because every random choice is keyed by
+ * (seed, step or example index) and the checkpoint holds all other state. */
+#ifndef BP_TRAIN_H
+#define BP_TRAIN_H
+
+#include <stdbool.h>
+
+#include "common.h"
+#include "config.h"
+
+typedef struct {
+    const char *resume;      /* NULL: fresh run; "auto": newest valid checkpoint of run_dir; else a path */
+    const char *config_path; /* for messages */
+} TrainOptions;
+
+/* Trains through every phase of a resolved config. Returns 0 when it finished or stopped cleanly
+ * on a signal (a checkpoint written), -1 with err filled otherwise. */
+int train_run(const Config *cfg, const TrainOptions *opt, BpError *err);
+
+/* Held-out evaluation of a checkpoint on cfg's eval shard; prints the figures. */
+int train_eval_checkpoint(const Config *cfg, const char *checkpoint, BpError *err);
+
+/* Writes OUT_DIR/model.safetensors (HF names), config.json and vocab.txt from a checkpoint. */
+int train_export(const char *checkpoint, const char *out_dir, BpError *err);
+
+/* Estimated bytes of memory a run needs at its largest phase (parameters, gradients, optimizer
+ * state, activations, the step's examples). */
+double train_memory_estimate(const Config *cfg, int vocab_size);
+
+#endif
