@@ -368,15 +368,9 @@ int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_in
     return 0;
 }
 
-int dataset_step_phase(const Config *cfg, long global_step) {
-    for (int p = 0; p < cfg->n_phases; p++)
-        if (global_step < cfg->phases[p].first_step + cfg->phases[p].steps) return p;
-    return cfg->n_phases - 1;
-}
-
 int64_t dataset_step_first_example(const Config *cfg, long global_step) {
     if (global_step < 0 || cfg->n_phases < 1) return -1;
-    int phase = dataset_step_phase(cfg, global_step);
+    int phase = config_phase_of(cfg, global_step);
     int64_t first = 0;
     for (int p = 0; p < phase; p++)
         first += (int64_t)cfg->phases[p].steps * cfg->phases[p].batch_size;

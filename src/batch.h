@@ -103,7 +103,5 @@ uint64_t dataset_epoch_perm(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t 
  * earlier phase, plus (step - phase.first_step) * batch_size. A step past the last phase continues
  * the last phase's stream. The trainer and show-batch both use it. -1 for a negative step. */
 int64_t dataset_step_first_example(const Config *cfg, long global_step);
-/* The phase a global step belongs to (the last phase for steps past the end). */
-int dataset_step_phase(const Config *cfg, long global_step);
 
 #endif

@@ -569,7 +569,7 @@ static int run_show(const Config *cfg, long step, long phase_arg, long n, const 
         return bp_fail_usage(err, "--step %ld: the run has %ld steps (0..%ld)", step, cfg->total_steps,
                              cfg->total_steps - 1);
     }
-    int phase = dataset_step_phase(cfg, global);
+    int phase = config_phase_of(cfg, global);
     const PhaseConfig *ph = &cfg->phases[phase];
     if (n < 0) n = ph->batch_size < 4 ? ph->batch_size : 4;
     if (n > ph->batch_size)

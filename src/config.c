@@ -1627,3 +1627,9 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
         seqs += (long long)cfg->phases[i].batch_size * cfg->phases[i].steps;
     fprintf(out, "total      %ld optimizer steps, %lld sequences\n", cfg->total_steps, seqs);
 }
+
+int config_phase_of(const Config *cfg, long step) {
+    int i = 0;
+    while (i + 1 < cfg->n_phases && step >= cfg->phases[i + 1].first_step) i++;
+    return i;
+}

@@ -147,6 +147,10 @@ void config_write_json(const Config *cfg, FILE *out);
 /* Human summary for --dry-run (parameter count given by the caller, who owns the model). */
 void config_write_summary(const Config *cfg, long long n_params, FILE *out);
 
+/* The phase a 0-based global optimizer step belongs to (the last phase for steps past the end, the
+ * first for negative ones). The schedule, the data stream and the trainer all use this one. */
+int config_phase_of(const Config *cfg, long step);
+
 /* Names for enums, for messages and JSON. */
 const char *config_optimizer_name(OptimizerKind k);
 

@@ -3,16 +3,10 @@
 
 #include <math.h>
 
-int schedule_phase_of(const Config *cfg, long step) {
-    int i = 0;
-    while (i + 1 < cfg->n_phases && step >= cfg->phases[i + 1].first_step) i++;
-    return i;
-}
-
 double schedule_lr(const Config *cfg, long step) {
     if (cfg->n_phases < 1) return 0.0;
     if (step < 0) step = 0;
-    const PhaseConfig *p = &cfg->phases[schedule_phase_of(cfg, step)];
+    const PhaseConfig *p = &cfg->phases[config_phase_of(cfg, step)];
     const ScheduleConfig *s = &cfg->schedule;
     double peak = p->segment_lr, end = s->end_lr;
     long t = step - p->segment_start, w = p->segment_warmup, total = p->segment_steps;

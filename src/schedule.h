@@ -18,8 +18,4 @@
  * A step before 0 counts as 0, a step past the run's end continues the last segment (end_lr). */
 double schedule_lr(const Config *cfg, long step);
 
-/* Index of the phase that `step` belongs to: first_step <= step < first_step + steps; the last
- * phase for a step past the end, phase 0 for a negative one. */
-int schedule_phase_of(const Config *cfg, long step);
-
 #endif

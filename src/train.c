@@ -421,7 +421,7 @@ static long env_step(const char *name) {
 
 static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     const Config *cfg = tr->cfg;
-    int pi = schedule_phase_of(cfg, tr->step);
+    int pi = config_phase_of(cfg, tr->step);
     const PhaseConfig *phase = &cfg->phases[pi];
     ExampleArgs ea = example_args(cfg, phase);
     int micro = cfg->training.micro_batch, world = cfg->world_size, rank = dist_rank();
@@ -675,7 +675,7 @@ int train_eval_checkpoint(const Config *cfg, const char *checkpoint, BpError *er
     long step = st ? (long)st->step : 0;
     ckpt_close(ck);
     if (!params) goto done;
-    const PhaseConfig *phase = &cfg->phases[schedule_phase_of(cfg, step > 0 ? step - 1 : 0)];
+    const PhaseConfig *phase = &cfg->phases[config_phase_of(cfg, step > 0 ? step - 1 : 0)];
     Batch scratch = {0};
     if (batch_alloc(&scratch, cfg->training.micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0 ||
         model_plan(tr.model, cfg->training.micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0) {

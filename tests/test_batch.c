@@ -568,8 +568,8 @@ static void test_step_first_example(void **state) {
     assert_int_equal(dataset_step_first_example(&cfg, 12), 352);
     assert_int_equal(dataset_step_first_example(&cfg, 15), 400); /* past the end: phase 1 goes on */
     assert_int_equal(dataset_step_first_example(&cfg, -1), -1);
-    assert_int_equal(dataset_step_phase(&cfg, 9), 0);
-    assert_int_equal(dataset_step_phase(&cfg, 10), 1);
+    assert_int_equal(config_phase_of(&cfg, 9), 0);
+    assert_int_equal(config_phase_of(&cfg, 10), 1);
 }
 
 static void test_errors(void **state) {

@@ -79,12 +79,12 @@ static void test_32k(void **state) {
     expect_lr(&cfg, 14063, 5e-3 * 1562 / 12500);  /* first of phase 1 continues: 6.248e-4 */
     expect_lr(&cfg, 15624, 4e-7);                 /* the last step: 5e-3 / 12500 */
     expect_lr(&cfg, 15625, 0.0);                  /* past the end: end_lr */
-    assert_int_equal(schedule_phase_of(&cfg, 0), 0);
-    assert_int_equal(schedule_phase_of(&cfg, 14062), 0);
-    assert_int_equal(schedule_phase_of(&cfg, 14063), 1);
-    assert_int_equal(schedule_phase_of(&cfg, 15624), 1);
-    assert_int_equal(schedule_phase_of(&cfg, 99999), 1);
-    assert_int_equal(schedule_phase_of(&cfg, -5), 0);
+    assert_int_equal(config_phase_of(&cfg, 0), 0);
+    assert_int_equal(config_phase_of(&cfg, 14062), 0);
+    assert_int_equal(config_phase_of(&cfg, 14063), 1);
+    assert_int_equal(config_phase_of(&cfg, 15624), 1);
+    assert_int_equal(config_phase_of(&cfg, 99999), 1);
+    assert_int_equal(config_phase_of(&cfg, -5), 0);
 }
 
 /* A continuing phase boundary is seamless: after warmup the lr never rises, and no step drops by
@@ -119,8 +119,8 @@ static void test_mixed_rewarmup(void **state) {
     expect_lr(&cfg, 7238, 4e-3);                          /* the second peak */
     expect_lr(&cfg, 7919, 4e-3 * sqrt(682.0 / 1363));     /* mid-decay: 681 of 1363 done */
     expect_lr(&cfg, 8600, 4e-3 * sqrt(1.0 / 1363));       /* the last step */
-    assert_int_equal(schedule_phase_of(&cfg, 7037), 0);
-    assert_int_equal(schedule_phase_of(&cfg, 7038), 1);
+    assert_int_equal(config_phase_of(&cfg, 7037), 0);
+    assert_int_equal(config_phase_of(&cfg, 7038), 1);
 }
 
 static void test_mixed_without_rewarmup(void **state) {
