@@ -150,8 +150,10 @@ PHASE_RE = re.compile(r"^(\d+)\s+(\d+)\s+(\d+) = (\d+) x (\d+) x (\d+)\s+(\d+)\s
 
 
 def dry_run(binary, config, sets):
-    """Runs `bert_pretrain CONFIG --set ... --dry-run`; returns its phases [(seq_len, batch, micro,
-    steps, warmup or None)] or exits 2 with the trainer's message."""
+    """Runs `bert_pretrain CONFIG --set ... --dry-run`; returns its phases [{seq_len, batch, micro,
+    steps, warmup (None when the phase continues a schedule segment)}] from the resolved config it
+    prints as JSON (or, failing that, from its summary table), or exits 2 with the trainer's
+    message."""
     cmd = [binary, config] + [x for s in sets for x in ("--set", s)] + ["--dry-run"]
     try:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -162,15 +164,25 @@ def dry_run(binary, config, sets):
         sys.stderr.write(r.stderr)
         die("the config does not check out (exit %d): %s" % (r.returncode, shlex.join(cmd)))
     phases = []
-    for line in r.stdout.splitlines():
-        m = PHASE_RE.match(line.strip())
-        if m:
-            warm = m.group(11)
-            phases.append({"seq_len": int(m.group(2)), "batch": int(m.group(3)),
-                           "micro": int(m.group(4)), "steps": int(m.group(7)),
-                           "warmup": int(warm) if warm.isdigit() else None})
+    try:
+        cfg = json.loads(r.stdout)
+        micro = int(cfg["training"]["micro_batch"])
+        for p in cfg["phases"]:
+            starts = p.get("segment_start") == p.get("first_step")
+            phases.append({"seq_len": int(p["seq_len"]), "batch": int(p["batch_size"]),
+                           "micro": micro, "steps": int(p["steps"]),
+                           "warmup": int(p["segment_warmup"]) if starts else None})
+    except (ValueError, KeyError, TypeError):
+        phases = []
+        for line in (r.stdout + "\n" + r.stderr).splitlines():
+            m = PHASE_RE.match(line.strip())
+            if m:
+                warm = m.group(11)
+                phases.append({"seq_len": int(m.group(2)), "batch": int(m.group(3)),
+                               "micro": int(m.group(4)), "steps": int(m.group(7)),
+                               "warmup": int(warm) if warm.isdigit() else None})
     if not phases:
-        die("could not read the phase table from the output of: %s" % shlex.join(cmd))
+        die("could not read the phases from the output of: %s" % shlex.join(cmd))
     return phases
 
 
