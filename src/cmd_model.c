@@ -1,21 +1,618 @@
-/* cmd_model.c: placeholder until its issue lands: each subcommand says it is not built yet (exit 2). */
+/* cmd_model.c: the model's subcommands: gradcheck (finite differences against the hand-written
+ * backward), forward (loss and gradients on given weights and batch, for cross-checks with
+ * PyTorch) and bench (training-step speed against the measured sgemm rate). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
+#include "config.h"
+#include "kernels.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#if defined(__has_include)
+#if __has_include("optim.h")
+#include "optim.h"
+#define BENCH_HAS_OPTIM 1
+#endif
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * argument helpers */
+
+typedef struct {
+    char *sets[256];
+    int n_sets;
+} SetList;
+
+/* "--set k=v" or "--set=k=v"; returns 1 when argv[*i] was one (advancing *i), -1 on error */
+static int take_set(int argc, char **argv, int *i, SetList *s, const char *cmd) {
+    const char *a = argv[*i];
+    const char *val = NULL;
+    if (!strcmp(a, "--set")) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "bert_pretrain %s: --set needs section.key=value\n", cmd);
+            return -1;
+        }
+        val = argv[++*i];
+    } else if (!strncmp(a, "--set=", 6)) {
+        val = a + 6;
+    } else {
+        return 0;
+    }
+    if (s->n_sets >= (int)BP_ARRAY_LEN(s->sets)) {
+        fprintf(stderr, "bert_pretrain %s: too many --set options\n", cmd);
+        return -1;
+    }
+    s->sets[s->n_sets++] = (char *)val;
+    return 1;
+}
+
+/* value of "--name V" or "--name=V" at argv[*i]; NULL when argv[*i] is not that option */
+static const char *take_opt(int argc, char **argv, int *i, const char *name, bool *missing) {
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (!strcmp(a, name)) {
+        if (*i + 1 >= argc) {
+            *missing = true;
+            return NULL;
+        }
+        return argv[++*i];
+    }
+    if (!strncmp(a, name, n) && a[n] == '=') return a + n + 1;
+    return NULL;
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static int report(const BpError *err, const char *cmd) {
+    fprintf(stderr, "bert_pretrain %s: %s\n", cmd, err->msg);
+    return err->status ? err->status : BP_EXIT_RUNTIME;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * gradcheck */
+
+static void gradcheck_usage(FILE *out) {
+    fprintf(out,
+            "usage: bert_pretrain gradcheck CONFIG.yaml [--set section.key=value ...] [--batch B]\n"
+            "                               [--seq T] [--predictions P] [--samples N]\n\n"
+            "Builds the config's model with random weights (non-trivial LayerNorm gains and biases)\n"
+            "and a random batch with padded examples and unused prediction slots, and compares the\n"
+            "analytic gradient of every parameter tensor (N sampled elements plus its largest one,\n"
+            "default 4) and of one random direction over all parameters with central finite\n"
+            "differences, dropout off. Prints a table and exits 1 when any row fails.\n"
+            "Defaults: B 3, T min(16, phase 0 seq_len), P min(4, T-1); vocabulary model.vocab_size or\n"
+            "128 when it is 0. The tolerances are set for fp32 on small models (see cmd_model.c):\n"
+            "use a tiny config (e.g. --set model.layers=2 --set model.hidden=16 ...).\n");
+}
 
 int cmd_gradcheck(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_not_built("gradcheck");
+    if (cli_wants_help(argc, argv)) {
+        gradcheck_usage(stdout);
+        return 0;
+    }
+    SetList sets = {.n_sets = 0};
+    const char *path = NULL;
+    long B = 3, T = -1, P = -1, samples = 4;
+    for (int i = 1; i < argc; i++) {
+        int r = take_set(argc, argv, &i, &sets, "gradcheck");
+        if (r < 0) return 2;
+        if (r) continue;
+        bool missing = false;
+        const char *v;
+        long *dst = NULL;
+        long hi = 0;
+        if ((v = take_opt(argc, argv, &i, "--batch", &missing))) dst = &B, hi = 64;
+        else if ((v = take_opt(argc, argv, &i, "--seq", &missing))) dst = &T, hi = 4096;
+        else if ((v = take_opt(argc, argv, &i, "--predictions", &missing))) dst = &P, hi = 4096;
+        else if ((v = take_opt(argc, argv, &i, "--samples", &missing))) dst = &samples, hi = 100000;
+        if (missing) {
+            fprintf(stderr, "bert_pretrain gradcheck: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        if (dst) {
+            if (!parse_int(v, dst == &P ? 0 : 1, hi, dst)) {
+                fprintf(stderr, "bert_pretrain gradcheck: '%s' is not a valid count for %s\n", v, argv[i - 1]);
+                return 2;
+            }
+            continue;
+        }
+        if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "bert_pretrain gradcheck: unexpected argument '%s'\n", argv[i]);
+            gradcheck_usage(stderr);
+            return 2;
+        }
+        path = argv[i];
+    }
+    if (!path) {
+        gradcheck_usage(stderr);
+        return 2;
+    }
+    Config cfg;
+    BpError err = {0};
+    if (config_load_cli(&cfg, path, sets.sets, sets.n_sets, 1, &err)) return report(&err, "gradcheck");
+    int V = cfg.model.vocab_size > 0 ? cfg.model.vocab_size : 128;
+    if (T < 0) T = cfg.phases[0].seq_len < 16 ? cfg.phases[0].seq_len : 16;
+    if (T > cfg.model.max_position) T = cfg.model.max_position;
+    if (T < 2) {
+        fprintf(stderr, "bert_pretrain gradcheck: sequence length %ld is too short (need 2)\n", T);
+        return 2;
+    }
+    if (P < 0) P = T - 1 < 4 ? T - 1 : 4;
+    if (P > T - 1) P = T - 1;
+    Model *m = model_create(&cfg, V, &err);
+    if (!m) return report(&err, "gradcheck");
+    Batch b;
+    if (batch_alloc(&b, (int)B, (int)T, (int)P, &err)) {
+        model_free(m);
+        return report(&err, "gradcheck");
+    }
+    model_fill_random_batch(&b, V, cfg.model.type_vocab_size, true, false, cfg.training.seed, 0);
+    int padded = 0;
+    for (long i = 0; i < B * T; i++) padded += !b.attention_mask[i];
+    long real = batch_count_predictions(&b);
+    printf("gradcheck: %s: L=%d H=%d A=%d I=%d V=%d gelu=%s; batch B=%ld T=%ld P=%ld (%d padded tokens, %ld of %ld "
+           "prediction slots used); dropout off\n",
+           path, cfg.model.layers, cfg.model.hidden, cfg.model.heads, cfg.model.intermediate, V,
+           cfg.model.gelu == GELU_TANH ? "tanh" : "erf", B, T, P, padded, real, B * P);
+    /* Tolerances honest for fp32. The loss is summed in double but every activation is float, so
+     * each loss evaluation carries rounding noise of roughly 1e-7 relative (~1e-6 absolute at
+     * loss ~5); a central difference divides it by 2*eps, giving ~5e-5 at eps = 1e-2. The
+     * truncation error eps^2 f'''/6 is ~2e-5 for O(1) third derivatives at this scale. A smaller
+     * eps would drown the check in rounding noise, a larger one in truncation, so: eps 1e-2,
+     * atol 1e-4 (the noise floor), rtol 1e-2 (truncation on large gradients). A wrong term in a
+     * backward pass shows as errors of the gradient's own size, far above both. */
+    GradcheckOpts o = {1e-2, 1e-4, 1e-2, (int)samples, true, cfg.training.seed, false};
+    model_init_weights(m, cfg.training.seed);
+    int fails = model_gradcheck(m, &b, &o, stdout, &err);
+    batch_free(&b);
+    model_free(m);
+    if (fails < 0) return report(&err, "gradcheck");
+    if (fails) {
+        printf("gradcheck: FAILED: %d row(s) outside tolerance\n", fails);
+        return 1;
+    }
+    printf("gradcheck: all tensors PASS\n");
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * forward */
+
+static void forward_usage(FILE *out) {
+    fprintf(out,
+            "usage: bert_pretrain forward --weights W.safetensors --batch B.safetensors\n"
+            "                             [--grads G.safetensors] [--config C.yaml]\n"
+            "                             [--set model.key=value ...] [--heads A] [--gelu erf|tanh]\n"
+            "                             [--save-weights W2.safetensors] [--save-hf-config config.json]\n\n"
+            "Runs the model (dropout off) on the batch and prints loss, mlm_loss, nsp_loss, mlm_acc and\n"
+            "nsp_acc (then one JSON line). The model shape comes from the weights (heads: --heads or\n"
+            "--set model.heads, else hidden/64), or from --config; with --config and no --weights the\n"
+            "model is freshly initialised from training.seed (vocabulary: model.vocab_size). With\n"
+            "--grads it writes the gradient of every parameter under its name; --save-weights and\n"
+            "--save-hf-config write the model it ran (HF names) and its HF config.json.\n"
+            "Loss = mean MLM cross-entropy over the real predictions + mean NSP cross-entropy.\n"
+            "The batch file holds int32 input_ids, token_type_ids, attention_mask (B,T),\n"
+            "masked_lm_positions, masked_lm_ids, masked_lm_weights (B,P), next_sentence_labels (B)\n"
+            "(or (B,1)); an optional int64 example_index (B).\n");
 }
 
 int cmd_forward(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_not_built("forward");
+    if (cli_wants_help(argc, argv)) {
+        forward_usage(stdout);
+        return 0;
+    }
+    SetList sets = {.n_sets = 0};
+    const char *wpath = NULL, *bpath = NULL, *gpath = NULL, *cpath = NULL, *gelu = NULL;
+    const char *save_w = NULL, *save_c = NULL;
+    long heads = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = take_set(argc, argv, &i, &sets, "forward");
+        if (r < 0) return 2;
+        if (r) continue;
+        bool missing = false;
+        const char *v;
+        if ((v = take_opt(argc, argv, &i, "--weights", &missing))) wpath = v;
+        else if ((v = take_opt(argc, argv, &i, "--batch", &missing))) bpath = v;
+        else if ((v = take_opt(argc, argv, &i, "--grads", &missing))) gpath = v;
+        else if ((v = take_opt(argc, argv, &i, "--config", &missing))) cpath = v;
+        else if ((v = take_opt(argc, argv, &i, "--gelu", &missing))) gelu = v;
+        else if ((v = take_opt(argc, argv, &i, "--save-weights", &missing))) save_w = v;
+        else if ((v = take_opt(argc, argv, &i, "--save-hf-config", &missing))) save_c = v;
+        else if ((v = take_opt(argc, argv, &i, "--heads", &missing))) {
+            if (!parse_int(v, 1, 4096, &heads)) {
+                fprintf(stderr, "bert_pretrain forward: --heads '%s' is not a positive count\n", v);
+                return 2;
+            }
+        } else if (!missing) {
+            fprintf(stderr, "bert_pretrain forward: unexpected argument '%s'\n", argv[i]);
+            forward_usage(stderr);
+            return 2;
+        }
+        if (missing) {
+            fprintf(stderr, "bert_pretrain forward: %s needs a value\n", argv[i]);
+            return 2;
+        }
+    }
+    if ((!wpath && !cpath) || !bpath) {
+        fprintf(stderr, "bert_pretrain forward: --batch and --weights (or --config) are required\n");
+        forward_usage(stderr);
+        return 2;
+    }
+    if (gelu && strcmp(gelu, "erf") && strcmp(gelu, "tanh")) {
+        fprintf(stderr, "bert_pretrain forward: --gelu must be erf or tanh (got '%s')\n", gelu);
+        return 2;
+    }
+    BpError err = {0};
+    Config cfg;
+    ModelConfig inferred;
+    int V = 0;
+    memset(&inferred, 0, sizeof inferred);
+    if (wpath && model_config_from_safetensors(wpath, (int)heads, &inferred, &V, &err))
+        return report(&err, "forward");
+    if (cpath) {
+        if (config_load_cli(&cfg, cpath, sets.sets, sets.n_sets, 1, &err)) return report(&err, "forward");
+        if (heads) cfg.model.heads = (int)heads;
+        if (!wpath) V = cfg.model.vocab_size;
+        if (V < 1) {
+            fprintf(stderr, "bert_pretrain forward: without --weights, the config must set model.vocab_size\n");
+            return 2;
+        }
+    } else {
+        config_defaults(&cfg);
+        bool heads_set = false;
+        for (int i = 0; i < sets.n_sets; i++) {
+            if (strncmp(sets.sets[i], "model.", 6)) {
+                fprintf(stderr, "bert_pretrain forward: --set %s: without --config only model.* keys apply\n",
+                        sets.sets[i]);
+                return 2;
+            }
+            if (config_apply_override(&cfg, sets.sets[i], &err)) return report(&err, "forward");
+            heads_set |= !strncmp(sets.sets[i], "model.heads=", 12);
+        }
+        /* the shape is the weights' (a model.* override re-applies the preset's sizes) */
+        int h = heads_set && !heads ? cfg.model.heads : inferred.heads;
+        cfg.model.layers = inferred.layers;
+        cfg.model.hidden = inferred.hidden;
+        cfg.model.heads = h;
+        cfg.model.intermediate = inferred.intermediate;
+        cfg.model.max_position = inferred.max_position;
+        cfg.model.type_vocab_size = inferred.type_vocab_size;
+        cfg.model.vocab_size = V;
+    }
+    if (gelu) cfg.model.gelu = strcmp(gelu, "tanh") ? GELU_ERF : GELU_TANH;
+    Model *m = model_create(&cfg, V, &err);
+    if (!m) return report(&err, "forward");
+    Batch b = {0};
+    int rc = 0;
+    if (wpath ? model_load_safetensors(m, wpath, &err) : (model_init_weights(m, cfg.training.seed), 0)) {
+        rc = report(&err, "forward");
+        goto done;
+    }
+    if (model_batch_from_safetensors(&b, bpath, &err) ||
+        (save_w && model_save_safetensors(m, save_w, &err)) || (save_c && model_write_hf_config(m, save_c, &err))) {
+        rc = report(&err, "forward");
+        goto done;
+    }
+    ForwardArgs fa = {false, 0, 0, 0.0, 0.0};
+    ModelStats st;
+    model_zero_grad(m);
+    if (model_forward(m, &b, &fa, &st, &err)) {
+        rc = report(&err, "forward");
+        goto done;
+    }
+    double mlm_acc = st.mlm_count ? (double)st.mlm_correct / st.mlm_count : 0.0;
+    double nsp_acc = st.nsp_count ? (double)st.nsp_correct / st.nsp_count : 0.0;
+    printf("loss %.9g\nmlm_loss %.9g\nnsp_loss %.9g\nmlm_acc %.6f (%ld/%ld)\nnsp_acc %.6f (%ld/%ld)\n", st.loss,
+           st.mlm_loss, st.nsp_loss, mlm_acc, st.mlm_correct, st.mlm_count, nsp_acc, st.nsp_correct, st.nsp_count);
+    printf("{\"loss\": %.9g, \"mlm_loss\": %.9g, \"nsp_loss\": %.9g, \"mlm_acc\": %.6f, \"nsp_acc\": %.6f}\n", st.loss,
+           st.mlm_loss, st.nsp_loss, mlm_acc, nsp_acc);
+    if (gpath) {
+        model_backward(m);
+        if (model_save_grads_safetensors(m, gpath, &err)) rc = report(&err, "forward");
+    }
+done:
+    batch_free(&b);
+    model_free(m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * bench */
+
+static void bench_usage(FILE *out) {
+    fprintf(out,
+            "usage: bert_pretrain bench [CONFIG.yaml] [--set section.key=value ...] [--seq T]\n"
+            "                           [--micro-batch B] [--predictions P] [--steps N]\n\n"
+            "Times training steps (forward + backward with dropout on"
+#ifdef BENCH_HAS_OPTIM
+            ", then the optimizer step"
+#endif
+            ") on random data after two\n"
+            "warm-up steps and prints the median: tokens/s, achieved matmul GFLOP/s (FLOPs counted as\n"
+            "../shared/bench/torch_bert.py counts them), the cblas_sgemm rate measured in the same run\n"
+            "at this step's product shapes, and their ratio; the last line is JSON.\n"
+            "Defaults: bert-mini (L4 H256 A4, vocab 30522), T 128, B 32, P round(0.15 T), 10 steps;\n"
+            "with a CONFIG, its model, phase 0 seq_len and training.micro_batch.\n");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct {
+    const char *what;
+    bool ta, tb;
+    int M, N, K;
+    double count; /* times per training step */
+} GemmShape;
+
+/* best-of-3 seconds of one product through kern_gemm (the model's own path) or through
+ * OpenBLAS's threads */
+static double time_gemm(const GemmShape *g, float *A, float *B, float *C, bool openblas_threads, int nt) {
+    double best = 1e30;
+    int lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
+    if (openblas_threads) openblas_set_num_threads(nt);
+    for (int r = 0; r < 3; r++) {
+        double t0 = bp_now();
+        if (openblas_threads)
+            cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans, g->M,
+                        g->N, g->K, 1.0f, A, lda, B, ldb, 0.0f, C, g->N);
+        else
+            kern_gemm(g->ta, g->tb, g->M, g->N, g->K, 1.0f, A, lda, B, ldb, 0.0f, C, g->N);
+        double t = bp_now() - t0;
+        if (t < best) best = t;
+    }
+    if (openblas_threads) openblas_set_num_threads(1);
+    return best;
+}
+
+/* the attention products: B*A independent (T,T,D) products per kind, spread over the threads with
+ * single-threaded sgemm as the model runs them */
+static double time_attention(int B, int A, int T, int D, float *A0, float *B0, float *C0) {
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = bp_now();
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int bh = 0; bh < B * A; bh++) {
+            int id = omp_get_thread_num();
+            float *c = C0 + (size_t)id * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, A0, D, B0, D, 0.0f, c, T);
+        }
+        double t = bp_now() - t0;
+        if (t < best) best = t;
+    }
+    return best;
 }
 
 int cmd_bench(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_not_built("bench");
-}
+    if (cli_wants_help(argc, argv)) {
+        bench_usage(stdout);
+        return 0;
+    }
+    SetList sets = {.n_sets = 0};
+    const char *path = NULL;
+    long T = -1, B = -1, P = -1, steps = 10;
+    for (int i = 1; i < argc; i++) {
+        int r = take_set(argc, argv, &i, &sets, "bench");
+        if (r < 0) return 2;
+        if (r) continue;
+        bool missing = false;
+        const char *v;
+        long *dst = NULL;
+        long hi = 0;
+        if ((v = take_opt(argc, argv, &i, "--seq", &missing))) dst = &T, hi = 65536;
+        else if ((v = take_opt(argc, argv, &i, "--micro-batch", &missing))) dst = &B, hi = 65536;
+        else if ((v = take_opt(argc, argv, &i, "--predictions", &missing))) dst = &P, hi = 65536;
+        else if ((v = take_opt(argc, argv, &i, "--steps", &missing))) dst = &steps, hi = 100000;
+        if (missing) {
+            fprintf(stderr, "bert_pretrain bench: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        if (dst) {
+            if (!parse_int(v, 1, hi, dst)) {
+                fprintf(stderr, "bert_pretrain bench: '%s' is not a valid count for %s\n", v, argv[i - 1]);
+                return 2;
+            }
+            continue;
+        }
+        if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "bert_pretrain bench: unexpected argument '%s'\n", argv[i]);
+            bench_usage(stderr);
+            return 2;
+        }
+        path = argv[i];
+    }
+    Config cfg;
+    BpError err = {0};
+    if (path) {
+        if (config_load_cli(&cfg, path, sets.sets, sets.n_sets, 1, &err)) return report(&err, "bench");
+        if (T < 0) T = cfg.phases[0].seq_len;
+        if (B < 0) B = cfg.training.micro_batch;
+    } else {
+        config_defaults(&cfg);
+        if (config_apply_override(&cfg, "model.preset=bert-mini", &err)) return report(&err, "bench");
+        for (int i = 0; i < sets.n_sets; i++)
+            if (config_apply_override(&cfg, sets.sets[i], &err)) return report(&err, "bench");
+    }
+    if (T < 0) T = 128;
+    if (B < 0) B = 32;
+    if (P < 0) P = lround(0.15 * (double)T) > 0 ? lround(0.15 * (double)T) : 1;
+    if (P > T) P = T;
+    if (T > cfg.model.max_position) {
+        fprintf(stderr, "bert_pretrain bench: --seq %ld is above model.max_position %d\n", T, cfg.model.max_position);
+        return 2;
+    }
+    int V = cfg.model.vocab_size > 0 ? cfg.model.vocab_size : 30522;
+    const ModelConfig *mc = &cfg.model;
+    Model *m = model_create(&cfg, V, &err);
+    if (!m) return report(&err, "bench");
+    int nt = kern_threads();
+    Batch b = {0};
+    int rc = 0;
+    double *tf = NULL, *tb = NULL, *to = NULL, *ts = NULL;
+    float *ga = NULL, *gb = NULL, *gc = NULL;
+#ifdef BENCH_HAS_OPTIM
+    Optimizer *opt = NULL;
+#endif
+    if (batch_alloc(&b, (int)B, (int)T, (int)P, &err) || model_plan(m, (int)B, (int)T, (int)P, &err)) {
+        rc = report(&err, "bench");
+        goto done;
+    }
+    model_init_weights(m, cfg.training.seed);
+    /* every slot a real prediction, no padding: the work torch_bert.py does */
+    model_fill_random_batch(&b, V, mc->type_vocab_size, false, true, cfg.training.seed, 0);
+#ifdef BENCH_HAS_OPTIM
+    opt = optim_create(&cfg.optimizer, model_table(m), &err);
+    if (!opt) {
+        rc = report(&err, "bench");
+        goto done;
+    }
+#endif
+    tf = calloc((size_t)steps, sizeof *tf);
+    tb = calloc((size_t)steps, sizeof *tb);
+    to = calloc((size_t)steps, sizeof *to);
+    ts = calloc((size_t)steps, sizeof *ts);
+    if (!tf || !tb || !to || !ts) {
+        bp_fail(&err, "out of memory for timings");
+        rc = report(&err, "bench");
+        goto done;
+    }
+    printf("bench: L=%d H=%d A=%d I=%d V=%d, B=%ld T=%ld P=%ld, %d thread(s), gelu %s, dropout %g/%g\n", mc->layers,
+           mc->hidden, mc->heads, mc->intermediate, V, B, T, P, nt, mc->gelu == GELU_TANH ? "tanh" : "erf",
+           mc->dropout, mc->attention_dropout);
+    printf("bench: parameters %.2fM, activations %.1f MiB\n", (double)model_table(m)->total / 1e6,
+           (double)model_activation_bytes(mc, V, (int)B, (int)T, (int)P) / 1048576.0);
+    ModelStats st;
+    for (long s = -2; s < steps; s++) {
+        ForwardArgs fa = {true, cfg.training.seed, s + 2, 0.0, 0.0};
+        double t0 = bp_now();
+        model_zero_grad(m);
+        if (model_forward(m, &b, &fa, &st, &err)) {
+            rc = report(&err, "bench");
+            goto done;
+        }
+        double t1 = bp_now();
+        model_backward(m);
+        double t2 = bp_now();
+#ifdef BENCH_HAS_OPTIM
+        double gn = optim_grad_norm(model_table(m), model_grads(m), NULL);
+        optim_step(opt, model_params(m), model_grads(m), 1e-4, gn);
+#endif
+        double t3 = bp_now();
+        if (s >= 0) {
+            tf[s] = t1 - t0;
+            tb[s] = t2 - t1;
+            to[s] = t3 - t2;
+            ts[s] = t3 - t0;
+        }
+    }
+    double step_s = median(ts, (int)steps), fwd_s = median(tf, (int)steps), bwd_s = median(tb, (int)steps);
+    double opt_s = median(to, (int)steps);
+    double flops = model_flops_per_example(mc, V, (int)T, (int)P) * (double)B;
+    double tokens_s = (double)B * T / step_s;
+    double gflops = flops / step_s / 1e9;                 /* over the whole step, as torch_bert.py */
+    double gflops_fb = flops / (step_s - opt_s) / 1e9;    /* over forward + backward: vs sgemm */
 
+    /* the sgemm rate at this step's product shapes, weighted by how often each runs */
+    int H = mc->hidden, FF = mc->intermediate, N = (int)(B * T), R = (int)(B * P), D = H / mc->heads;
+    double L = mc->layers;
+    GemmShape shapes[] = {
+        {"qkv fwd", false, true, N, 3 * H, H, L},       {"qkv dW", true, false, 3 * H, H, N, L},
+        {"qkv dX", false, false, N, H, 3 * H, L},      {"out fwd", false, true, N, H, H, L},
+        {"out dW", true, false, H, H, N, L},           {"out dX", false, false, N, H, H, L},
+        {"ffn1 fwd", false, true, N, FF, H, L},         {"ffn1 dW", true, false, FF, H, N, L},
+        {"ffn1 dX", false, false, N, H, FF, L},         {"ffn2 fwd", false, true, N, H, FF, L},
+        {"ffn2 dW", true, false, H, FF, N, L},          {"ffn2 dX", false, false, N, FF, H, L},
+        {"decoder fwd", false, true, R, V, H, 1},      {"decoder dE", true, false, V, H, R, 1},
+        {"decoder dX", false, false, R, H, V, 1},
+    };
+    size_t maxa = 0, maxb = 0, maxc = 0;
+    for (size_t i = 0; i < BP_ARRAY_LEN(shapes); i++) {
+        const GemmShape *g = &shapes[i];
+        size_t a = (size_t)g->M * g->K, bb = (size_t)g->K * g->N, c = (size_t)g->M * g->N;
+        maxa = a > maxa ? a : maxa;
+        maxb = bb > maxb ? bb : maxb;
+        maxc = c > maxc ? c : maxc;
+    }
+    size_t att = (size_t)T * T * nt;
+    maxc = maxc > att ? maxc : att;
+    ga = malloc(maxa * sizeof(float));
+    gb = malloc(maxb * sizeof(float));
+    gc = malloc(maxc * sizeof(float));
+    if (!ga || !gb || !gc) {
+        bp_fail(&err, "out of memory for the sgemm measurement");
+        rc = report(&err, "bench");
+        goto done;
+    }
+    RngStream rs = rng_stream(1, RNG_BENCH, 1);
+    for (size_t i = 0; i < maxa; i++) ga[i] = rng_next_u01(&rs) - 0.5f;
+    for (size_t i = 0; i < maxb; i++) gb[i] = rng_next_u01(&rs) - 0.5f;
+    double fl_sum = 0, t_ours = 0, t_blas = 0;
+    for (size_t i = 0; i < BP_ARRAY_LEN(shapes); i++) {
+        const GemmShape *g = &shapes[i];
+        double fl = 2.0 * g->M * g->N * g->K;
+        double a = time_gemm(g, ga, gb, gc, false, nt), o = time_gemm(g, ga, gb, gc, true, nt);
+        fl_sum += g->count * fl;
+        t_ours += g->count * a;
+        t_blas += g->count * (o < a ? o : a);
+    }
+    /* attention: QK^T, PV forward; dV, dP, dQ, dK backward: 6 products of 2*T*T*D per (b, h) */
+    double att_t = time_attention((int)B, mc->heads, (int)T, D, ga, gb, gc);
+    fl_sum += 6.0 * L * 2.0 * B * mc->heads * (double)T * T * D;
+    t_ours += 6.0 * L * att_t;
+    t_blas += 6.0 * L * att_t;
+    double sgemm_rate = fl_sum / t_blas / 1e9;
+    double ratio = gflops_fb / sgemm_rate;
+
+    printf("bench: median step %.1f ms (forward %.1f, backward %.1f, optimizer %.1f) over %ld steps\n",
+           1e3 * step_s, 1e3 * fwd_s, 1e3 * bwd_s, 1e3 * opt_s, steps);
+#ifndef BENCH_HAS_OPTIM
+    printf("bench: optimizer step not timed: src/optim.h is not built yet\n");
+#endif
+    printf("bench: %.0f tokens/s, %.1f matmul GFLOP/s over the step, %.1f over forward+backward (%.1f GFLOP "
+           "per step)\n",
+           tokens_s, gflops, gflops_fb, flops / 1e9);
+    printf("bench: cblas_sgemm at this step's shapes: %.1f GFLOP/s (best of kern_gemm and OpenBLAS's own "
+           "%d threads; kern_gemm alone %.1f)\n",
+           sgemm_rate, nt, fl_sum / t_ours / 1e9);
+    printf("bench: achieved (forward+backward) / sgemm = %.2f\n", ratio);
+    printf("{\"bench\": \"bert_pretrain\", \"layers\": %d, \"hidden\": %d, \"heads\": %d, \"seq\": %ld, "
+           "\"batch\": %ld, \"predictions\": %ld, \"vocab\": %d, \"threads\": %d, \"step_s\": %.6f, "
+           "\"forward_s\": %.6f, \"backward_s\": %.6f, \"optimizer_s\": %.6f, \"tokens_per_s\": %.1f, "
+           "\"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, \"ratio\": %.3f}\n",
+           mc->layers, mc->hidden, mc->heads, T, B, P, V, nt, step_s, fwd_s, bwd_s, opt_s, tokens_s, gflops,
+           gflops_fb, sgemm_rate, ratio);
+done:
+    free(ga);
+    free(gb);
+    free(gc);
+    free(tf);
+    free(tb);
+    free(to);
+    free(ts);
+#ifdef BENCH_HAS_OPTIM
+    optim_free(opt);
+#endif
+    batch_free(&b);
+    model_free(m);
+    return rc;
+}

@@ -64,12 +64,13 @@ static inline float k_exp(float x) {
     return x < lo ? 0.0f : y;
 }
 
-/* erf(x) = 1 - erfc(|x|) with sign; erfc from the Chebyshev-fitted form of Numerical Recipes
- * (erfc(z) = t exp(-z^2 + poly(t)), t = 1/(1 + z/2), fractional error < 1.2e-7 for all z >= 0).
- * Near 0 the absolute error of erf is ~1.2e-7, which is what GELU's 1 + erf(x) needs. */
-static inline float k_erf(float x) {
-    float z = fabsf(x);
-    float t = 1.0f / (1.0f + 0.5f * z);
+/* 1 + erf(z), without the cancellation of forming erf first: erfc(|z|) from the Chebyshev-fitted
+ * form of Numerical Recipes (erfc(a) = t exp(-a^2 + poly(t)), t = 1/(1 + a/2), fractional error
+ * < 1.2e-7 for all a >= 0); then 1 + erf(z) = erfc(|z|) for z < 0 and 2 - erfc(z) otherwise. In
+ * GELU's negative tail 1 + erf is tiny and this keeps it to relative accuracy. */
+static inline float k_one_plus_erf(float z) {
+    float a = fabsf(z);
+    float t = 1.0f / (1.0f + 0.5f * a);
     float p = 0.17087277f;
     p = p * t - 0.82215223f;
     p = p * t + 1.48851587f;
@@ -80,15 +81,8 @@ static inline float k_erf(float x) {
     p = p * t + 0.37409196f;
     p = p * t + 1.00002368f;
     p = p * t - 1.26551223f;
-    float erfc = t * k_exp(-z * z + p);
-    float r = 1.0f - erfc;
-    return x < 0.0f ? -r : r;
-}
-
-/* tanh(y) = 1 - 2 / (e^{2y} + 1); absolute error ~1e-7, which is what 1 + tanh in GELU needs */
-static inline float k_tanh(float y) {
-    float e = k_exp(2.0f * y);
-    return 1.0f - 2.0f / (e + 1.0f);
+    float erfc = t * k_exp(-a * a + p);
+    return z < 0.0f ? erfc : 2.0f - erfc;
 }
 
 #define GELU_SQRT1_2 0.70710678118654752f
@@ -97,22 +91,33 @@ static inline float k_tanh(float y) {
 #define GELU_C 0.044715f
 
 /* erf form: gelu(x) = x Phi(x), Phi(x) = (1 + erf(x/sqrt2))/2; gelu'(x) = Phi(x) + x phi(x).
- * tanh form: gelu(x) = x (1 + tanh(u))/2, u = k (x + c x^3);
- *            gelu'(x) = (1 + tanh u)/2 + x (1 - tanh^2 u) k (1 + 3 c x^2) / 2. */
+ * tanh form: gelu(x) = x (1 + tanh u)/2, u = k (x + c x^3). Written with s = sigmoid(2u), since
+ * 1 + tanh u = 2s, 1 - tanh^2 u = 4 s (1 - s) and 1 - s = e s with e = exp(-2u): no difference of
+ * nearly equal numbers in either tail (1 - tanh^2 formed from a rounded tanh loses everything
+ * there), so gelu(x) = x s and gelu'(x) = s + 2 x s (1 - s) k (1 + 3 c x^2). */
 static inline float k_gelu(float x, GeluKind kind) {
-    if (kind == GELU_TANH) return 0.5f * x * (1.0f + k_tanh(GELU_K * (x + GELU_C * x * x * x)));
-    return 0.5f * x * (1.0f + k_erf(x * GELU_SQRT1_2));
+    if (kind == GELU_TANH) {
+        float e = k_exp(-2.0f * GELU_K * (x + GELU_C * x * x * x));
+        return x / (1.0f + e);
+    }
+    return 0.5f * x * k_one_plus_erf(x * GELU_SQRT1_2);
+}
+
+/* derivative; *g (when g != NULL) receives gelu(x) from the same intermediate values */
+static inline float k_gelu_grad(float x, GeluKind kind, float *g) {
+    if (kind == GELU_TANH) {
+        float e = k_exp(-2.0f * GELU_K * (x + GELU_C * x * x * x));
+        float s = 1.0f / (1.0f + e);
+        if (g) *g = x * s;
+        return s + 2.0f * x * s * (e * s) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    }
+    float phi2 = 0.5f * k_one_plus_erf(x * GELU_SQRT1_2);
+    if (g) *g = x * phi2;
+    return phi2 + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
 }
 
 float kern_gelu(float x, GeluKind kind) { return k_gelu(x, kind); }
-
-float kern_gelu_grad(float x, GeluKind kind) {
-    if (kind == GELU_TANH) {
-        float th = k_tanh(GELU_K * (x + GELU_C * x * x * x));
-        return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-    }
-    return 0.5f * (1.0f + k_erf(x * GELU_SQRT1_2)) + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
-}
+float kern_gelu_grad(float x, GeluKind kind) { return k_gelu_grad(x, kind, NULL); }
 
 /* --------------------------------------------------------------------------------------------- */
 
@@ -131,23 +136,26 @@ void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *
         gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* split the longer side of C into one block per thread, 16-aligned for the packing kernels */
+    /* Split the longer side of C into blocks handed out dynamically: two per thread (at least 128
+     * rows or columns, 16-aligned for the packing kernels), so that a thread the OS preempts on a
+     * shared machine delays only its own block while the other threads take the rest. Each block
+     * re-packs the shared operand; at these shapes that costs far less than a stalled barrier. */
     bool split_m = M >= N;
     int len = split_m ? M : N;
-    int chunk = (len + nt - 1) / nt;
+    int nch = 2 * nt;
+    int chunk = (len + nch - 1) / nch;
+    if (chunk < 128) chunk = 128;
     chunk = (chunk + 15) / 16 * 16;
-#pragma omp parallel num_threads(nt)
-    {
-        int id = omp_get_thread_num();
-        int a0 = id * chunk, a1 = a0 + chunk > len ? len : a0 + chunk;
-        if (a1 > a0) {
-            if (split_m) {
-                const float *Ab = ta ? A + a0 : A + (size_t)a0 * lda;
-                gemm1(ta, tb, a1 - a0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)a0 * ldc, ldc);
-            } else {
-                const float *Bb = tb ? B + (size_t)a0 * ldb : B + a0;
-                gemm1(ta, tb, M, a1 - a0, K, alpha, A, lda, Bb, ldb, beta, C + a0, ldc);
-            }
+    nch = (len + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int c = 0; c < nch; c++) {
+        int a0 = c * chunk, a1 = a0 + chunk > len ? len : a0 + chunk;
+        if (split_m) {
+            const float *Ab = ta ? A + a0 : A + (size_t)a0 * lda;
+            gemm1(ta, tb, a1 - a0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)a0 * ldc, ldc);
+        } else {
+            const float *Bb = tb ? B + (size_t)a0 * ldb : B + a0;
+            gemm1(ta, tb, M, a1 - a0, K, alpha, A, lda, Bb, ldb, beta, C + a0, ldc);
         }
     }
 }
@@ -395,13 +403,13 @@ void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C,
             for (int j = 0; j < C; j++) {
                 float x = fr[j] + bias[j];
                 fr[j] = x;
-                gr[j] = 0.5f * x * (1.0f + k_tanh(GELU_K * (x + GELU_C * x * x * x)));
+                gr[j] = k_gelu(x, GELU_TANH);
             }
         } else {
             for (int j = 0; j < C; j++) {
                 float x = fr[j] + bias[j];
                 fr[j] = x;
-                gr[j] = 0.5f * x * (1.0f + k_erf(x * GELU_SQRT1_2));
+                gr[j] = k_gelu(x, GELU_ERF);
             }
         }
     }
@@ -413,23 +421,17 @@ void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluK
         size_t o = (size_t)n * C;
         const float *fr = f + o;
         float *dr = dg + o;
-        if (kind == GELU_TANH) {
-            for (int j = 0; j < C; j++) {
-                float x = fr[j];
-                float th = k_tanh(GELU_K * (x + GELU_C * x * x * x));
-                float d = 0.5f * (1.0f + th) +
-                          0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-                dr[j] *= d;
-                if (g) g[o + j] = 0.5f * x * (1.0f + th);
-            }
+        if (g) {
+            float *gr = g + o;
+            if (kind == GELU_TANH)
+                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_TANH, &gr[j]);
+            else
+                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_ERF, &gr[j]);
         } else {
-            for (int j = 0; j < C; j++) {
-                float x = fr[j];
-                float phi2 = 0.5f * (1.0f + k_erf(x * GELU_SQRT1_2));
-                float d = phi2 + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
-                dr[j] *= d;
-                if (g) g[o + j] = x * phi2;
-            }
+            if (kind == GELU_TANH)
+                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_TANH, NULL);
+            else
+                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_ERF, NULL);
         }
     }
 }
