@@ -96,11 +96,12 @@ static inline float k_one_plus_erf(float z) {
  * nearly equal numbers in either tail (1 - tanh^2 formed from a rounded tanh loses everything
  * there), so gelu(x) = x s and gelu'(x) = s + 2 x s (1 - s) k (1 + 3 c x^2). */
 static inline float k_gelu(float x, GeluKind kind) {
+    /* the same operations as k_gelu_grad's *g: backward recomputes G bit for bit */
     if (kind == GELU_TANH) {
         float e = k_exp(-2.0f * GELU_K * (x + GELU_C * x * x * x));
-        return x / (1.0f + e);
+        return x * (1.0f / (1.0f + e));
     }
-    return 0.5f * x * k_one_plus_erf(x * GELU_SQRT1_2);
+    return x * (0.5f * k_one_plus_erf(x * GELU_SQRT1_2));
 }
 
 /* derivative; *g (when g != NULL) receives gelu(x) from the same intermediate values */
