@@ -65,10 +65,10 @@ void optim_state_save(const Optimizer *o, void *dst);
 int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err);
 
 /* Memory-bandwidth benchmark at a given size (bert-base: ~110e6 floats). Builds a table shaped like
- * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times one
- * optim_grad_norm and one step of each optimizer against a parallel memcpy of the same buffers, and
- * prints bytes moved, GB/s and the share of the memcpy rate to out. Returns LAMB's share of the
- * memcpy rate, or -1 when the buffers cannot be allocated. */
+ * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times
+ * optim_grad_norm, an in-place axpy and one step of each optimizer (best of 5, a memcpy of the same
+ * size timed before each run), and prints ms, bytes moved, GB/s and the share of the memcpy rate to
+ * out. Returns LAMB's share of the memcpy rate, or -1 when the buffers cannot be allocated. */
 double optim_bench(size_t n_floats, FILE *out);
 
 #endif
