@@ -911,8 +911,15 @@ int model_config_from_safetensors(const char *path, int heads, ModelConfig *mc, 
         bp_fail(err, "%s: embedding and intermediate weights must be 2-D", path);
         goto done;
     }
+    const StTensor *dims[4] = {we, pe, te, fi};
+    for (int k = 0; k < 4; k++)
+        if (dims[k]->shape[0] < 1 || dims[k]->shape[1] < 1 || dims[k]->shape[0] > (1u << 28) || dims[k]->shape[1] > (1u << 20)) {
+            bp_fail(err, "%s: tensor '%s' has an implausible shape (%zu, %zu)", path, dims[k]->name, dims[k]->shape[0],
+                    dims[k]->shape[1]);
+            goto done;
+        }
     int L = 0;
-    for (;; L++) {
+    for (; L < 100000; L++) {
         snprintf(nm, sizeof nm, "bert.encoder.layer.%d.attention.self.query.weight", L);
         if (!st_find(&f, nm)) break;
     }
