@@ -90,6 +90,10 @@ def parse_args(argv):
     p.add_argument("--lr-sweep", default="1",
                    help="lr multipliers tried per optimizer and batch, e.g. 0.5,1,2; the best by "
                         "final eval MLM loss is the one reported (default 1)")
+    p.add_argument("--sweep-at", choices=("all", "base"), default="all",
+                   help="all: the lr sweep runs at every batch size (default); base: only at the "
+                        "base batch, and the other batches take its best lr scaled by "
+                        "sqrt(b / base), the paper's recipe (fewer runs)")
     p.add_argument("--epochs-steps", type=int, default=0,
                    help="optimizer steps at the base batch; batch b runs N*base/b steps (default: "
                         "as many examples as the config's own phases)")
@@ -132,11 +136,18 @@ def parse_args(argv):
             die("--lr: '%s' is not a number" % value)
         if not (a.lr_base[name] > 0 and math.isfinite(a.lr_base[name])):
             die("--lr: %s must be positive" % item)
+    if a.sweep_at == "base" and a.base_batch not in a.batch_sizes:
+        die("--sweep-at base: the base batch %d must be one of --batch-sizes" % a.base_batch)
     if a.epochs_steps < 0 or a.evals < 1:
         die("--epochs-steps must be >= 0 and --evals >= 1")
     for s in a.sets:
         if "=" not in s:
             die("--set: expected section.key=value, got '%s'" % s)
+        key = s.split("=", 1)[0].strip()
+        if key in ("optimizer.name", "schedule.lr", "training.run_dir") or re.fullmatch(
+                r"phases\.\d+\.(batch_size|steps)", key):
+            die("--set %s: the comparison sets this for each run (use --optimizers, --lr, "
+                "--batch-sizes, --epochs-steps, --out)" % key)
     if not os.path.isfile(a.config):
         die("config %s: no such file" % a.config)
     a.out = os.path.abspath(a.out)
@@ -192,13 +203,14 @@ def fmt_lr(lr):
     return "%.3g" % lr
 
 
-def plan_runs(a, base_phases):
-    """Every (optimizer, batch, multiplier) as a dict with its run dir and its --set overrides."""
+def plan_runs(a, base_phases, batches, mults):
+    """Every (optimizer, batch in batches, multiplier in mults[optimizer]) as a dict with its run
+    dir and its --set overrides."""
     cfg_examples = [p["steps"] * p["batch"] for p in base_phases]
     total_examples = a.epochs_steps * a.base_batch if a.epochs_steps else sum(cfg_examples)
     micro = base_phases[0]["micro"]
     runs = []
-    for b in a.batch_sizes:
+    for b in batches:
         steps = []
         for ex in cfg_examples:
             # the config's split of examples between phases, scaled to the total asked for
@@ -207,7 +219,7 @@ def plan_runs(a, base_phases):
         mb = min(micro, b)
         mb = math.gcd(b, mb)
         for opt in a.optimizers:
-            for mult in a.lr_sweep:
+            for mult in mults[opt]:
                 lr = a.lr_base[opt] * mult * math.sqrt(b / a.base_batch)
                 name = "%s_b%d_lr%s" % (opt, b, fmt_lr(lr))
                 run_dir = os.path.join(a.out, name)
@@ -217,14 +229,27 @@ def plan_runs(a, base_phases):
                         "training.eval_every=%d" % max(1, total // a.evals),
                         "training.trust_ratio_every=%d" % max(1, total // 40),
                         "training.checkpoint_every=%d" % max(1, total // 5)]
-                if mb != micro:
-                    sets.append("training.micro_batch=%d" % mb)
                 for i, s in enumerate(steps):
                     sets += ["phases.%d.batch_size=%d" % (i, b), "phases.%d.steps=%d" % (i, s)]
+                sets += a.sets
+                if mb != micro:
+                    # after the user's: a micro-batch that does not divide this batch cannot run
+                    sets.append("training.micro_batch=%d" % mb)
                 runs.append({"name": name, "dir": run_dir, "optimizer": opt, "batch": b,
                              "mult": mult, "lr": lr, "steps": total, "examples": total * b,
-                             "sets": sets + a.sets})
+                             "swept": a.sweep_at == "all" or b == a.base_batch, "sets": sets})
     return runs
+
+
+def best_mults(a, base_runs):
+    """--sweep-at base: the multiplier whose run at the base batch ended with the lowest eval MLM
+    loss, per optimizer; the smallest multiplier when none of them finished."""
+    out = {}
+    for opt in a.optimizers:
+        group = [r for r in collect(base_runs) if r["optimizer"] == opt]
+        best = [r for r in group if r["best"]]
+        out[opt] = [best[0]["mult"] if best else min(a.lr_sweep)]
+    return out
 
 
 # ------------------------------------------------------------------------------------- run records
@@ -424,7 +449,12 @@ def write_results(a, runs, cmdline):
          % (os.path.relpath(a.config, ROOT), a.base_batch, a.base_batch,
             runs[0]["examples"] if runs else 0,
             runs[0]["examples"] // a.base_batch if runs else 0, a.base_batch), "",
-         "Reproduce: `%s`" % cmdline, "",
+         "Reproduce: `%s`" % cmdline, ""]
+    if sweep and a.sweep_at == "base":
+        L += ["The lr sweep (x%s) ran at batch %d only; the other batch sizes take the best "
+              "multiplier found there, scaled by sqrt(b / %d), as the paper does." %
+              (", x".join("%g" % m for m in a.lr_sweep), a.base_batch, a.base_batch), ""]
+    L += [
          "| run | optimizer | batch | lr | steps | eval MLM loss | eval MLM acc | eval NSP acc "
          "| diverged | wall time | best lr |",
          "|---|---|---:|---:|---:|---:|---:|---:|---|---:|:---:|"]
@@ -432,10 +462,11 @@ def write_results(a, runs, cmdline):
         f = r["final"] or {}
         L.append("| %s | %s | %d | %s%s | %d | %s | %s | %s | %s | %s | %s |" % (
             r["name"], r["optimizer"], r["batch"], fmt_lr(r["lr"]),
-            " (x%g)" % r["mult"] if sweep else "", r["steps"],
+            ("" if not sweep else " (x%g)" % r["mult"] if r["swept"]
+             else " (x%g of batch %d)" % (r["mult"], a.base_batch)), r["steps"],
             fmt_num(f.get("eval_mlm_loss"), "%.3f"), fmt_pct(f.get("eval_mlm_acc")),
             fmt_pct(f.get("eval_nsp_acc")), diverged_cell(r), fmt_time(r["wall_s"]),
-            "**best**" if r["best"] else ""))
+            "**best**" if r["best"] and r["swept"] else ""))
     L += ["", "Best lr per optimizer and batch: final eval MLM loss / MLM accuracy (lr).", "",
           "| optimizer | " + " | ".join("batch %d" % b for b in a.batch_sizes) + " |",
           "|---|" + "---:|" * len(a.batch_sizes)]
@@ -456,7 +487,7 @@ def write_results(a, runs, cmdline):
     edge = []
     if sweep:
         for r in runs:
-            if r["best"] and r["mult"] in (min(a.lr_sweep), max(a.lr_sweep)):
+            if r["best"] and r["swept"] and r["mult"] in (min(a.lr_sweep), max(a.lr_sweep)):
                 edge.append("%s at batch %d (x%g)" % (r["optimizer"], r["batch"], r["mult"]))
     if edge:
         L += ["", "The best lr sits at the edge of the sweep for: %s; a wider sweep may find a "
@@ -732,48 +763,78 @@ def plot_trust(plt, a, runs, path):
 
 # --------------------------------------------------------------------------------------------- main
 
+def check_runs(a, base, runs):
+    """Dry-runs every planned config so that a mistake stops the comparison before it trains."""
+    for r in runs:
+        phases = dry_run(a.bin, a.config, r["sets"])
+        got = sum(p["steps"] for p in phases)
+        if got != r["steps"] or phases[0]["batch"] != r["batch"]:
+            die("%s: the trainer plans %d steps at batch %d, expected %d at %d"
+                % (r["name"], got, phases[0]["batch"], r["steps"], r["batch"]))
+        w = phases[0]["warmup"]
+        if w is not None and base[0]["warmup"] and base[0]["steps"] > 0:
+            want = base[0]["warmup"] / base[0]["steps"] * phases[0]["steps"]
+            if abs(w - want) > max(1.0, 0.02 * want):
+                print("compare: warning: %s warms up for %d steps, not %.0f: the config gives "
+                      "warmup_steps, not warmup_ratio, so warmup does not scale with the steps"
+                      % (r["name"], w, want), file=sys.stderr)
+
+
+def run_all(a, runs, intr):
+    """Trains the runs in order; returns (stopped, failed)."""
+    failed = False
+    for r in runs:
+        state = train(r, a, intr)
+        failed |= state == "failed"
+        if state == "interrupted" or intr.signum:
+            return True, failed
+    return False, failed
+
+
 def main(argv):
     a = parse_args(argv)
     cmdline = "scripts/compare.py " + shlex.join(argv)
     if not os.access(a.bin, os.X_OK):
         die("%s is not an executable (HINT: `make` builds ./bert_pretrain)" % a.bin)
     base = dry_run(a.bin, a.config, a.sets)
-    runs = plan_runs(a, base)
+    sweep = {o: a.lr_sweep for o in a.optimizers}
+    if a.sweep_at == "base":
+        first = plan_runs(a, base, [a.base_batch], sweep)
+        later = [b for b in a.batch_sizes if b != a.base_batch]
+    else:
+        first = plan_runs(a, base, a.batch_sizes, sweep)
+        later = []
+    stopped = failed = False
     if not a.plot_only:
-        print("compare: %d runs into %s; checking each config" % (len(runs), a.out), flush=True)
-        for r in runs:
-            phases = dry_run(a.bin, a.config, r["sets"])
-            got = sum(p["steps"] for p in phases)
-            if got != r["steps"] or phases[0]["batch"] != r["batch"]:
-                die("%s: the trainer plans %d steps at batch %d, expected %d at %d"
-                    % (r["name"], got, phases[0]["batch"], r["steps"], r["batch"]))
-            w = phases[0]["warmup"]
-            if w is not None and base[0]["warmup"] and base[0]["steps"] > 0:
-                want = base[0]["warmup"] / base[0]["steps"] * phases[0]["steps"]
-                if abs(w - want) > max(1.0, 0.02 * want):
-                    print("compare: warning: %s warms up for %d steps, not %.0f: the config gives "
-                          "warmup_steps, not warmup_ratio, so warmup does not scale with the steps"
-                          % (r["name"], w, want), file=sys.stderr)
+        # the later runs' lrs are not known yet; their configs are checked at multiplier 1
+        probe = plan_runs(a, base, later, {o: [1.0] for o in a.optimizers})
+        print("compare: %d runs%s into %s; checking each config"
+              % (len(first), " (then %d at the other batch sizes)" % len(probe) if later else "",
+                 a.out), flush=True)
+        check_runs(a, base, first + probe)
         if a.dry_run:
-            for r in runs:
+            for r in first + probe:
                 print(shlex.join([a.bin, a.config] + [x for s in r["sets"] for x in ("--set", s)]
                                  + ["--resume", "auto"]))
+            if later:
+                print("compare: the runs at batch %s take the best lr of batch %d (multiplier 1 "
+                      "shown)" % (",".join(map(str, later)), a.base_batch))
             return 0
         os.makedirs(a.out, exist_ok=True)
         intr = Interrupt()
-        failed = False
         try:
-            for r in runs:
-                state = train(r, a, intr)
-                failed |= state == "failed"
-                if state == "interrupted" or intr.signum:
-                    print("compare: interrupted; the same command continues where this stopped",
-                          file=sys.stderr)
-                    return 130
+            stopped, failed = run_all(a, first, intr)
+            if later and not stopped:
+                second = plan_runs(a, base, later, best_mults(a, first))
+                stopped, failed2 = run_all(a, second, intr)
+                failed |= failed2
         except KeyboardInterrupt:
+            stopped = True
+        if stopped:
             print("compare: interrupted; the same command continues where this stopped",
                   file=sys.stderr)
             return 130
+    runs = first + (plan_runs(a, base, later, best_mults(a, first)) if later else [])
     os.makedirs(a.out, exist_ok=True)
     runs = collect(runs)
     write_results(a, runs, cmdline)

@@ -178,6 +178,51 @@ else
     bad "third call: exit $rc, $(grep -c '^+ ' "$T/third.log") commands run"
 fi
 
+# --sweep-at base: the sweep (x1 reused from above, x2 new) runs at batch 4 only, and batch 8 takes
+# each optimizer's best multiplier there, times sqrt(8/4)
+compare --sweep-at base --lr-sweep 1,2 --dry-run >"$T/sb_dry.log" 2>&1
+rc=$?
+n=$(grep -c -- "--resume auto" "$T/sb_dry.log")
+if [ $rc -eq 0 ] && [ "$n" -eq 12 ]; then
+    ok "--sweep-at base --dry-run: 8 sweep runs at batch 4, 4 runs at batch 8"
+else
+    bad "--sweep-at base --dry-run: exit $rc, $n commands"
+fi
+compare --sweep-at base --lr-sweep 1,2 --batch-sizes 8 >"$T/sb_bad.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "base batch 4 must be one of --batch-sizes" "$T/sb_bad.log"; then
+    ok "--sweep-at base without the base batch refused"
+else
+    bad "--sweep-at base without the base batch: exit $rc, $(tail -n 1 "$T/sb_bad.log")"
+fi
+compare --sweep-at base --lr-sweep 1,2 >"$T/sb.log" 2>&1
+rc=$?
+check=$("$PY" - "$OUT/results.json" <<'PYEOF'
+import json, math, sys
+runs = json.load(open(sys.argv[1]))
+problems = []
+if len(runs) != 12:
+    problems.append("%d runs, wanted 12" % len(runs))
+for opt in ("lamb", "lars", "adam", "adamw"):
+    base = [r for r in runs if r["optimizer"] == opt and r["batch"] == 4]
+    big = [r for r in runs if r["optimizer"] == opt and r["batch"] == 8]
+    best = [r for r in base if r["best"]]
+    if len(base) != 2 or len(big) != 1 or len(best) != 1:
+        problems.append("%s: %d/%d/%d runs" % (opt, len(base), len(big), len(best)))
+        continue
+    b, g = best[0], big[0]
+    if g["mult"] != b["mult"] or abs(g["lr"] - b["lr"] * math.sqrt(2)) > 1e-9 * g["lr"]:
+        problems.append("%s: batch 8 lr %g (x%g), best at 4 is %g (x%g)"
+                        % (opt, g["lr"], g["mult"], b["lr"], b["mult"]))
+print("; ".join(problems) if problems else "ok")
+PYEOF
+)
+if [ $rc -eq 0 ] && [ "$check" = ok ] && grep -q "lamb_b4_lr0.01: finished before" "$T/sb.log"; then
+    ok "--sweep-at base: batch 8 runs at the best batch-4 lr x sqrt(2); finished runs reused"
+else
+    bad "--sweep-at base: exit $rc, $check; $(tail -n 3 "$T/sb.log")"
+fi
+
 [ $fails -eq 0 ] && echo "test_compare: all passed" && exit 0
 echo "test_compare: $fails failed"
 exit 1
