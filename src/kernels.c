@@ -1,9 +1,10 @@
 /* kernels.c: BERT layer kernels (see kernels.h for the contracts, docs/model.md for the math).
  *
- * Parallel loops are `omp parallel for schedule(static)` over rows (or over column blocks where a
- * kernel accumulates into a vector shared by all rows, so that no two threads write one element).
- * Reductions into parameter gradients combine per-thread partials in thread order, so a forward
- * and backward are bitwise repeatable for a given thread count. */
+ * Parallel loops are `omp parallel for` over rows, or over column blocks where a kernel
+ * accumulates into a vector shared by all rows (so that no two threads write one element and each
+ * column is summed over the rows in order). No result depends on which thread computes it or on
+ * how many threads there are: a forward and backward are bit-identical for any thread count
+ * (tests/test_model.c test_threads; the trainer's resume tests rely on it). */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -128,29 +129,38 @@ static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, con
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* How kern_gemm cuts the longer side of C: a function of the shape alone, never of the thread
+ * count, because OpenBLAS's result for an element depends on the block it is computed in (tested:
+ * most splits change some bits). The same calls then run whether one thread or many take them, and
+ * training is bit-identical for any thread count. Power-of-two block counts (up to 8, more only
+ * while blocks stay >= 1024 long) balance on 1, 2, 4 or 8 threads; blocks of >= 128 keep the
+ * re-packing of the shared operand small (measured single-threaded, 8 blocks cost <= 4% at the
+ * model's shapes except the decoder's input gradient, which the 128 floor cuts into 4). */
+static int gemm_blocks(int len) {
+    int n = 1;
+    while (n < 8 && len / (2 * n) >= 128) n *= 2;
+    while (len / (2 * n) >= 1024) n *= 2;
+    return n;
+}
+
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    int nt = kern_threads();
-    /* below ~2 MFLOP a fork/join costs more than it saves */
-    if (nt == 1 || (double)M * N * K < 1e6) {
+    bool split_m = M >= N;
+    int len = split_m ? M : N;
+    /* below ~1 MFLOP a fork/join costs more than it saves */
+    int nch = (double)M * N * K < 1e6 ? 1 : gemm_blocks(len);
+    if (nch == 1) {
         gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* Split the longer side of C into blocks handed out dynamically: two per thread (at least 128
-     * rows or columns, 16-aligned for the packing kernels), so that a thread the OS preempts on a
-     * shared machine delays only its own block while the other threads take the rest. Each block
-     * re-packs the shared operand; at these shapes that costs far less than a stalled barrier. */
-    bool split_m = M >= N;
-    int len = split_m ? M : N;
-    int nch = 2 * nt;
     int chunk = (len + nch - 1) / nch;
-    if (chunk < 128) chunk = 128;
     chunk = (chunk + 15) / 16 * 16;
-    nch = (len + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    /* dynamic: a thread the OS preempts on a shared machine delays only its own block */
+#pragma omp parallel for num_threads(kern_threads()) schedule(dynamic, 1)
     for (int c = 0; c < nch; c++) {
         int a0 = c * chunk, a1 = a0 + chunk > len ? len : a0 + chunk;
+        if (a1 <= a0) continue;
         if (split_m) {
             const float *Ab = ta ? A + a0 : A + (size_t)a0 * lda;
             gemm1(ta, tb, a1 - a0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)a0 * ldc, ldc);
@@ -215,7 +225,7 @@ static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, s
 size_t kern_scratch_floats(int T, int max_C) {
     size_t t = (size_t)T, c = (size_t)max_C;
     size_t attn = 2 * t * t + t;
-    size_t rows = 4 * c + 2 * c * 2; /* mult, dyn rows + two double partials */
+    size_t rows = 2 * c; /* a dropout-multiplier row and a masked-gradient row */
     size_t need = attn > rows ? attn : rows;
     return (need + 16) / 16 * 16;
 }
@@ -329,20 +339,48 @@ void kern_residual_layernorm_forward(float *y, float *xhat, float *rstd, const f
 
 /* LayerNorm backward. y = g*xhat + b, xhat = (r - mu) * rstd. With gy = g*dy:
  *   dr = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
- * (the two means are the gradients through mu and through rstd), dg += dy*xhat, db += dy. */
+ * (the two means are the gradients through mu and through rstd), dg += dy*xhat, db += dy.
+ * dg and db come first, in a pass over column blocks (each column summed over the rows in order, in
+ * double, whatever the thread count), because dr may overwrite dy. */
 void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float *xhat,
                              const float *rstd, const float *gamma, float *dgamma, float *dbeta,
                              int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
                              KernScratch *s) {
     bool din = kern_dropout_on(drop_in), dout = kern_dropout_on(drop_out);
-    int nt = s->nthreads;
-#pragma omp parallel num_threads(nt) if (par((size_t)N * C))
+    enum { CB = 64 };
+    int nblk = (C + CB - 1) / CB;
+#pragma omp parallel num_threads(s->nthreads) if (par((size_t)N * C))
     {
-        int id = omp_get_thread_num();
-        float *sc = scratch_of(s, id);
+        float *sc = scratch_of(s, omp_get_thread_num());
         float *mult = sc, *dyn = sc + C;
-        double *pg = (double *)(sc + 2 * (size_t)C + (C & 1)), *pb = pg + C;
-        memset(pg, 0, 2 * sizeof(double) * (size_t)C);
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            int c0 = blk * CB, w = C - c0 < CB ? C - c0 : CB;
+            double pg[CB] = {0}, pb[CB] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *d = dy + (size_t)n * C + c0, *xh = xhat + (size_t)n * C + c0;
+                if (din) {
+                    size_t rpe = drop_in->rows_per_example;
+                    kern_dropout_row(mult, drop_in, drop_in->example_index[(size_t)n / rpe],
+                                     ((size_t)n % rpe) * C + c0, (size_t)w);
+                    for (int j = 0; j < w; j++) {
+                        float v = d[j] * mult[j];
+                        pg[j] += (double)(v * xh[j]);
+                        pb[j] += (double)v;
+                    }
+                } else {
+                    for (int j = 0; j < w; j++) {
+                        pg[j] += (double)(d[j] * xh[j]);
+                        pb[j] += (double)d[j];
+                    }
+                }
+            }
+            for (int j = 0; j < w; j++) {
+                dgamma[c0 + j] += (float)pg[j];
+                dbeta[c0 + j] += (float)pb[j];
+            }
+        }
+        /* the implicit barrier above: every dy read before any dr (which may alias it) is written */
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             size_t o = (size_t)n * C;
@@ -363,11 +401,7 @@ void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float 
             a /= (float)C;
             bsum /= (float)C;
             float rs = rstd[n];
-            for (int j = 0; j < C; j++) {
-                pg[j] += (double)(dyn[j] * xh[j]);
-                pb[j] += (double)dyn[j];
-                dr[o + j] = rs * (gamma[j] * dyn[j] - a - xh[j] * bsum);
-            }
+            for (int j = 0; j < C; j++) dr[o + j] = rs * (gamma[j] * dyn[j] - a - xh[j] * bsum);
             if (dz) {
                 if (dout) {
                     dropout_row_of(mult, drop_out, (size_t)n, (size_t)C);
@@ -376,20 +410,6 @@ void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float 
                     memcpy(dz + o, dr + o, sizeof(float) * (size_t)C);
                 }
             }
-        }
-        /* the implicit barrier of `omp for` above makes every partial complete */
-        int team = omp_get_num_threads();
-#pragma omp for schedule(static)
-        for (int j = 0; j < C; j++) {
-            double g = 0.0, b = 0.0;
-            for (int t = 0; t < team; t++) {
-                const float *st = scratch_of(s, t);
-                const double *tg = (const double *)(st + 2 * (size_t)C + (C & 1));
-                g += tg[j];
-                b += tg[C + j];
-            }
-            dgamma[j] += (float)g;
-            dbeta[j] += (float)b;
         }
     }
 }
