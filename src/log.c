@@ -85,6 +85,7 @@ void log_eval(Logger *lg, const EvalRecord *r) {
     put_num(f, "eval_mlm_acc", r->mlm_acc, true);
     put_num(f, "eval_nsp_loss", r->nsp_loss, true);
     put_num(f, "eval_nsp_acc", r->nsp_acc, true);
+    put_num(f, "eval_mlm_majority_acc", r->mlm_majority_acc, true);
     fprintf(f, "\"examples\":%ld,\"predictions\":%ld,", r->examples, r->predictions);
     put_num(f, "seconds", r->seconds, false);
     fputs("}\n", f);

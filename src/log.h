@@ -21,6 +21,8 @@ typedef struct {
 typedef struct {
     long step;
     double mlm_loss, mlm_acc, nsp_loss, nsp_acc;
+    double mlm_majority_acc; /* accuracy of always guessing the most frequent masked token: the
+                                baseline a model that learned nothing beats by nothing */
     long examples, predictions;
     double seconds;
 } EvalRecord;

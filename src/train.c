@@ -298,6 +298,9 @@ static int resume_auto(Trainer *tr, bool *resumed, BpError *err) {
 static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseConfig *phase,
                     Batch *scratch, EvalRecord *out, BpError *err) {
     double t0 = bp_now();
+    int vocab = tokenizer_vocab_size(dataset_tokenizer(ds));
+    long *label_counts = bp_calloc((size_t)vocab, sizeof(long), "eval label counts", err);
+    if (!label_counts) return -1;
     ExampleArgs ea = example_args(cfg, phase);
     int micro = cfg->training.micro_batch, n = cfg->data.eval_examples;
     double mlm_sum = 0, nsp_sum = 0;
@@ -308,9 +311,14 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
                       .nsp_denominator = 1};
     for (int first = 0; first < n; first += micro) {
         int count_here = n - first < micro ? n - first : micro;
-        if (dataset_build_batch(ds, &ea, first, count_here, scratch, err) != 0) return -1;
         ModelStats st;
-        if (model_forward(model, scratch, &fa, &st, err) != 0) return -1;
+        if (dataset_build_batch(ds, &ea, first, count_here, scratch, err) != 0 ||
+            model_forward(model, scratch, &fa, &st, err) != 0) {
+            free(label_counts);
+            return -1;
+        }
+        for (size_t i = 0; i < (size_t)scratch->B * scratch->P; i++)
+            if (scratch->masked_lm_weights[i]) label_counts[scratch->masked_lm_ids[i]]++;
         mlm_sum += st.mlm_loss;
         nsp_sum += st.nsp_loss;
         correct += st.mlm_correct;
@@ -318,6 +326,11 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
         nsp_correct += st.nsp_correct;
         nsp_count += st.nsp_count;
     }
+    long majority = 0;
+    for (int v = 0; v < vocab; v++)
+        if (label_counts[v] > majority) majority = label_counts[v];
+    free(label_counts);
+    out->mlm_majority_acc = count ? (double)majority / (double)count : NAN;
     out->examples = nsp_count;
     out->predictions = count;
     out->mlm_loss = count ? mlm_sum / (double)count : NAN;
@@ -330,10 +343,10 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
 
 static void print_eval(const EvalRecord *r) {
     fprintf(stderr,
-            "eval @ step %ld: mlm_loss %.4f  mlm_acc %.4f  nsp_loss %.4f  nsp_acc %.4f  (%ld examples, "
-            "%ld predictions, %.1f s)\n",
-            r->step, r->mlm_loss, r->mlm_acc, r->nsp_loss, r->nsp_acc, r->examples, r->predictions,
-            r->seconds);
+            "eval @ step %ld: mlm_loss %.4f  mlm_acc %.4f (most-frequent-token baseline %.4f)  nsp_loss %.4f  "
+            "nsp_acc %.4f  (%ld examples, %ld predictions, %.1f s)\n",
+            r->step, r->mlm_loss, r->mlm_acc, r->mlm_majority_acc, r->nsp_loss, r->nsp_acc, r->examples,
+            r->predictions, r->seconds);
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -689,8 +702,9 @@ int train_eval_checkpoint(const Config *cfg, const char *checkpoint, BpError *er
         ev.step = step;
         print_eval(&ev);
         printf("{\"checkpoint\":\"%s\",\"step\":%ld,\"eval_mlm_loss\":%.6f,\"eval_mlm_acc\":%.6f,"
-               "\"eval_nsp_loss\":%.6f,\"eval_nsp_acc\":%.6f,\"examples\":%ld}\n",
-               checkpoint, step, ev.mlm_loss, ev.mlm_acc, ev.nsp_loss, ev.nsp_acc, ev.examples);
+               "\"eval_mlm_majority_acc\":%.6f,\"eval_nsp_loss\":%.6f,\"eval_nsp_acc\":%.6f,\"examples\":%ld}\n",
+               checkpoint, step, ev.mlm_loss, ev.mlm_acc, ev.mlm_majority_acc, ev.nsp_loss, ev.nsp_acc,
+               ev.examples);
     }
 done:
     trainer_free(&tr);
