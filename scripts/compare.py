@@ -327,6 +327,13 @@ def train(run, a, intr):
     """Trains (or resumes) one run; returns its state: finished, diverged, failed, interrupted."""
     os.makedirs(run["dir"], exist_ok=True)
     status = read_status(run["dir"])
+    # the run dir name holds the optimizer, batch and lr, not the steps or the --set options (the
+    # run dir itself may have moved with OUT)
+    old = [x for x in status.get("sets", []) if not x.startswith("training.run_dir=")]
+    new = [x for x in run["sets"] if not x.startswith("training.run_dir=")]
+    if "sets" in status and old != new:
+        die("%s was trained with other settings (%s); use another --out or delete that directory"
+            % (run["dir"], " ".join(x for x in old if x not in new) or "in another order"))
     if status.get("state") in ("finished", "diverged", "failed"):
         print("== %s: %s before, not run again" % (run["name"], status["state"]), flush=True)
         return status["state"]
@@ -363,6 +370,7 @@ def train(run, a, intr):
     status["wall_s"] = status.get("wall_s", 0.0) + wall
     status["rc"] = rc
     status["command"] = shlex.join(cmd)
+    status["sets"] = run["sets"]
     if rc == 0 and finished_in_metrics(run, steps, evals):
         state = "finished"
     elif rc == 0 or intr.signum:
@@ -793,7 +801,9 @@ def run_all(a, runs, intr):
 
 def main(argv):
     a = parse_args(argv)
-    cmdline = "scripts/compare.py " + shlex.join(argv)
+    # the command that reproduces the results: without the flags that only redraw or preview
+    cmdline = "scripts/compare.py " + shlex.join(x for x in argv if x not in ("--plot-only",
+                                                                           "--dry-run"))
     if not os.access(a.bin, os.X_OK):
         die("%s is not an executable (HINT: `make` builds ./bert_pretrain)" % a.bin)
     base = dry_run(a.bin, a.config, a.sets)

@@ -178,6 +178,16 @@ else
     bad "third call: exit $rc, $(grep -c '^+ ' "$T/third.log") commands run"
 fi
 
+# the same OUT with other settings (more steps): refused, nothing trained
+compare --epochs-steps 6 >"$T/other.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "lamb_b4_lr0.01 was trained with other settings (.*phases.0.steps=4" "$T/other.log" &&
+    ! grep -q '^+ ' "$T/other.log"; then
+    ok "a run dir trained with other settings is refused: $(tail -n 1 "$T/other.log")"
+else
+    bad "other settings: exit $rc, $(tail -n 2 "$T/other.log")"
+fi
+
 # --sweep-at base: the sweep (x1 reused from above, x2 new) runs at batch 4 only, and batch 8 takes
 # each optimizer's best multiplier there, times sqrt(8/4)
 compare --sweep-at base --lr-sweep 1,2 --dry-run >"$T/sb_dry.log" 2>&1
