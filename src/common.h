@@ -57,10 +57,6 @@ int bp_mkdir_p(const char *path, BpError *err);
 /* Monotonic wall clock in seconds. */
 double bp_now(void);
 
-/* Number of worker threads: the configured value, or all cores when 0. Sets OpenMP's thread count
- * and keeps OpenBLAS from oversubscribing (see kernels.h). */
-int bp_cores(void);
-
 #define BP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

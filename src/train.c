@@ -1,10 +1,8 @@
 /* train.c: the training loop, evaluation, checkpoints and resume (see train.h). */
 #include "train.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +13,7 @@
 #include "checkpoint.h"
 #include "config_diff.h"
 #include "dist.h"
+#include "kernels.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
@@ -76,11 +75,9 @@ static char *config_to_json(const Config *cfg) {
     return buf;
 }
 
-static void set_threads(const Config *cfg) {
-    int n = cfg->training.threads > 0 ? cfg->training.threads : bp_cores();
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
+/* the one thread policy of the program (kernels.h): OpenMP everywhere, OpenBLAS single-threaded
+   inside it, so the two never oversubscribe the cores */
+static void set_threads(const Config *cfg) { kern_init_threads(cfg->training.threads); }
 
 static int max_of_phases(const Config *cfg, int which) {
     int m = 0;

@@ -73,7 +73,8 @@ check "threads=1 run bit-identical to the default thread count" cmp -s expA/mode
     > /dev/null 2> c.err &
 pid=$!
 for _ in $(seq 1 300); do
-    [ "$(grep -c '"type":"step"' runC/metrics.jsonl 2>/dev/null || echo 0)" -ge 3 ] && break
+    n=$(grep -c '"type":"step"' runC/metrics.jsonl 2>/dev/null)
+    [ "${n:-0}" -ge 3 ] && break
     sleep 0.1
 done
 kill -INT $pid
