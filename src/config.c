@@ -193,6 +193,7 @@ static const KeyDef PHASE_KEYS[] = {
     PNUM("batch_size", K_INT, batch_size, 1, IMAX, 0),
     PNUM("steps", K_INT, steps, 1, IMAX, 0),
     PNUM("max_predictions_per_seq", K_INT, max_predictions_per_seq, 0, 65536, 0),
+    PNUM("micro_batch", K_INT, micro_batch, 0, 1 << 20, 0),
     {"phases", "restart_schedule", K_BOOL, POFF(restart_schedule), 0, 0, 0, 0, 0, 0, NULL, 0, -1},
     PNUM("lr", K_DOUBLE, lr, 0, 1000, F_LO_OPEN | F_UNSET),
     PNUM("warmup_steps", K_INT, warmup_steps, 0, IMAX, F_UNSET),
@@ -477,7 +478,6 @@ int config_resolve(Config *cfg, BpError *err) {
         return bp_fail_usage(err, "%d phases: at most %d are supported", cfg->n_phases,
                              CFG_MAX_PHASES);
 
-    long long per_step = (long long)cfg->training.micro_batch * cfg->world_size;
     long total = 0;
     for (int i = 0; i < cfg->n_phases; i++) {
         PhaseConfig *p = &cfg->phases[i];
@@ -486,11 +486,18 @@ int config_resolve(Config *cfg, BpError *err) {
         if (p->seq_len > m->max_position)
             return bp_fail_usage(err, "phases[%d]: seq_len %d is above model.max_position %d", i,
                                  p->seq_len, m->max_position);
-        if (p->batch_size % per_step != 0)
-            return bp_fail_usage(err,
-                                 "phases[%d]: batch_size %d is not divisible by training.micro_batch "
-                                 "%d x %d rank(s)",
-                                 i, p->batch_size, cfg->training.micro_batch, cfg->world_size);
+        bool own_micro = p->micro_batch > 0;
+        if (!own_micro) p->micro_batch = cfg->training.micro_batch;
+        long long per_step = (long long)p->micro_batch * cfg->world_size;
+        if (p->batch_size % per_step != 0) {
+            char which[48];
+            if (own_micro)
+                snprintf(which, sizeof which, "phases[%d].micro_batch", i);
+            else
+                snprintf(which, sizeof which, "training.micro_batch");
+            return bp_fail_usage(err, "phases[%d]: batch_size %d is not divisible by %s %d x %d rank(s)",
+                                 i, p->batch_size, which, p->micro_batch, cfg->world_size);
+        }
         if (p->max_predictions_per_seq == 0) {
             /* the documented default: the expected number of masked tokens, rounded up */
             double want = ceil(cfg->data.masked_lm_prob * p->seq_len);
@@ -1612,7 +1619,7 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
     for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++) {
         const PhaseConfig *p = &cfg->phases[i];
         char batch[96];
-        snprintf(batch, sizeof batch, "%d = %d x %d x %d", p->batch_size, cfg->training.micro_batch,
+        snprintf(batch, sizeof batch, "%d = %d x %d x %d", p->batch_size, p->micro_batch,
                  p->accumulation, cfg->world_size);
         bool starts = p->segment_start == p->first_step;
         char warm[40];

@@ -88,12 +88,15 @@ typedef struct {
 typedef struct {
     /* as written */
     int seq_len, batch_size, steps, max_predictions_per_seq;
+    int micro_batch;       /* examples per forward/backward in this phase; 0 = training.micro_batch
+                              (config_resolve fills in the value used). A long-sequence phase needs a
+                              smaller one than a short-sequence phase. */
     bool restart_schedule; /* start a new warmup + decay here (re-warmup) */
     double lr;             /* only with restart_schedule; -1 = schedule.lr */
     int warmup_steps;      /* only with restart_schedule; -1 = from warmup_ratio */
     double warmup_ratio;   /* only with restart_schedule; -1 = schedule.warmup_ratio */
     /* derived by config_resolve */
-    int accumulation;      /* batch_size / (micro_batch * world_size) */
+    int accumulation;      /* batch_size / (phase micro_batch * world_size) */
     long first_step;       /* global step at which the phase starts */
     long segment_start;    /* global step at which its schedule segment starts */
     long segment_steps;    /* steps of the whole segment (this phase and the following ones

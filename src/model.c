@@ -389,6 +389,13 @@ int model_plan(Model *m, int B, int T, int P, BpError *err) {
     return 0;
 }
 
+void model_release_activations(Model *m) {
+    free(m->act);
+    m->act = NULL;
+    m->pB = m->pT = m->pP = 0;
+    m->have_forward = false;
+}
+
 #define AF(off) ((float *)(m->act + (off)))
 #define AI(off) ((int32_t *)(m->act + (off)))
 #define LF(l, field) ((float *)(m->act + m->lay.layer0 + (size_t)(l) * m->lay.lstride + m->lay.field))

@@ -67,6 +67,9 @@ void model_init_weights(Model *m, uint64_t seed);
 /* Plans activation memory once for the largest (B, T, P) it will see; later forwards with sizes
  * within the plan allocate nothing (a larger one re-plans). */
 int model_plan(Model *m, int B, int T, int P, BpError *err);
+/* Frees the activations, so that the next model_plan sizes them for exactly its (B, T, P) instead
+ * of the union with the old plan (a phase change from micro-batch 32 at seq 128 to 8 at seq 512). */
+void model_release_activations(Model *m);
 /* bytes model_plan allocates for these sizes (activations + scratch; not params/grads) */
 size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P);
 

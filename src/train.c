@@ -63,6 +63,7 @@ typedef struct {
     size_t vocab_len;
     double *tensor_sq; /* per-tensor squared gradient norms */
     char last_checkpoint[4096];
+    int planned_phase; /* the phase the activations are planned for, -1 before the first step */
 } Trainer;
 
 static char *config_to_json(const Config *cfg) {
@@ -79,11 +80,15 @@ static char *config_to_json(const Config *cfg) {
    inside it, so the two never oversubscribe the cores */
 static void set_threads(const Config *cfg) { kern_init_threads(cfg->training.threads); }
 
+/* which: 0 seq_len, 1 max_predictions_per_seq, 2 accumulation, 3 micro_batch */
 static int max_of_phases(const Config *cfg, int which) {
     int m = 0;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
-        int v = which == 0 ? p->seq_len : which == 1 ? p->max_predictions_per_seq : p->accumulation;
+        int v = which == 0   ? p->seq_len
+                : which == 1 ? p->max_predictions_per_seq
+                : which == 2 ? p->accumulation
+                             : p->micro_batch;
         if (v > m) m = v;
     }
     return m;
@@ -100,11 +105,11 @@ double train_memory_estimate(const Config *cfg, int vocab_size) {
     double act = 0, examples = 0;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
-        double a = (double)model_activation_bytes(&cfg->model, vocab_size, cfg->training.micro_batch,
+        double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch,
                                                   p->seq_len, p->max_predictions_per_seq);
         if (a > act) act = a;
         /* the step's examples: 3 (B,T) arrays, 3 (B,P) arrays, label and index */
-        double e = (double)p->accumulation * cfg->training.micro_batch *
+        double e = (double)p->accumulation * p->micro_batch *
                    (12.0 * p->seq_len + 12.0 * p->max_predictions_per_seq + 12.0);
         if (e > examples) examples = e;
     }
@@ -188,9 +193,10 @@ static bool safe_to_change(const char *key) {
     };
     for (size_t i = 0; i < BP_ARRAY_LEN(safe); i++)
         if (!strcmp(key, safe[i])) return true;
-    /* derived from micro_batch */
-    const char *acc = strstr(key, ".accumulation");
-    return !strncmp(key, "phases.", 7) && acc && acc[13] == 0;
+    /* a phase's micro-batch, and its accumulation derived from it */
+    if (strncmp(key, "phases.", 7) != 0) return false;
+    const char *field = strrchr(key, '.') + 1;
+    return !strcmp(field, "accumulation") || !strcmp(field, "micro_batch");
 }
 
 typedef struct {
@@ -299,7 +305,7 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
     long *label_counts = bp_calloc((size_t)vocab, sizeof(long), "eval label counts", err);
     if (!label_counts) return -1;
     ExampleArgs ea = example_args(cfg, phase);
-    int micro = cfg->training.micro_batch, n = cfg->data.eval_examples;
+    int micro = phase->micro_batch, n = cfg->data.eval_examples;
     double mlm_sum = 0, nsp_sum = 0;
     long correct = 0, count = 0, nsp_correct = 0, nsp_count = 0;
     /* denominators of 1 make the stats plain sums; fixed masking: eval examples are indices 0..n-1
@@ -354,7 +360,7 @@ static int alloc_micro_batches(Trainer *tr, BpError *err) {
     tr->micro = bp_calloc((size_t)tr->n_micro, sizeof *tr->micro, "micro-batches", err);
     if (!tr->micro) return -1;
     for (int k = 0; k < tr->n_micro; k++)
-        if (batch_alloc(&tr->micro[k], cfg->training.micro_batch, max_of_phases(cfg, 0), max_of_phases(cfg, 1),
+        if (batch_alloc(&tr->micro[k], max_of_phases(cfg, 3), max_of_phases(cfg, 0), max_of_phases(cfg, 1),
                         err) != 0)
             return -1;
     return 0;
@@ -388,7 +394,7 @@ static void print_startup(const Trainer *tr, bool resumed) {
         fprintf(stderr,
                 "  phase %d: %d steps, global batch %d = micro %d x accumulation %d x %d rank(s), seq %d, "
                 "%d predictions, %ld tokens/step, peak lr %.4g, warmup %ld%s\n",
-                i + 1, p->steps, p->batch_size, cfg->training.micro_batch, p->accumulation, cfg->world_size,
+                i + 1, p->steps, p->batch_size, p->micro_batch, p->accumulation, cfg->world_size,
                 p->seq_len, p->max_predictions_per_seq, (long)p->batch_size * p->seq_len, p->segment_lr,
                 p->segment_warmup, p->restart_schedule ? " (re-warmup)" : "");
     }
@@ -434,9 +440,15 @@ static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     int pi = config_phase_of(cfg, tr->step);
     const PhaseConfig *phase = &cfg->phases[pi];
     ExampleArgs ea = example_args(cfg, phase);
-    int micro = cfg->training.micro_batch, world = cfg->world_size, rank = dist_rank();
+    int micro = phase->micro_batch, world = cfg->world_size, rank = dist_rank();
     int64_t first = dataset_step_first_example(cfg, tr->step);
     double t0 = bp_now();
+    if (pi != tr->planned_phase) {
+        /* activations sized for exactly this phase's (micro-batch, seq_len), once per phase */
+        model_release_activations(tr->model);
+        if (model_plan(tr->model, micro, phase->seq_len, phase->max_predictions_per_seq, err) != 0) return -1;
+        tr->planned_phase = pi;
+    }
 
     /* Build every micro-batch of the step first: the loss is normalised by the whole global batch's
        prediction count, which must be known before the first backward. */
@@ -538,13 +550,13 @@ static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
     if (limit > 0 && need > limit)
         return bp_fail_usage(err,
                              "this run needs about %.1f GiB (parameters, gradients, optimizer state, "
-                             "activations at micro_batch %d) but %.1f GiB is available. HINT: lower "
-                             "training.micro_batch (the global batch stays the same; accumulation grows)",
-                             need / 1073741824.0, cfg->training.micro_batch, limit / 1073741824.0);
+                             "activations at the largest phase's micro-batch) but %.1f GiB is available. "
+                             "HINT: lower training.micro_batch or a phase's micro_batch (the global batch "
+                             "stays the same; accumulation grows)",
+                             need / 1073741824.0, limit / 1073741824.0);
     tr->model = model_create(cfg, tr->vocab_size, err);
     if (!tr->model) return -1;
-    if (model_plan(tr->model, cfg->training.micro_batch, max_of_phases(cfg, 0), max_of_phases(cfg, 1), err) != 0)
-        return -1;
+    tr->planned_phase = -1;
     tr->opt = optim_create(&cfg->optimizer, model_table(tr->model), err);
     if (!tr->opt) return -1;
     tr->tensor_sq = bp_calloc((size_t)model_table(tr->model)->n, sizeof(double), "gradient norms", err);
@@ -687,8 +699,8 @@ int train_eval_checkpoint(const Config *cfg, const char *checkpoint, BpError *er
     if (!params) goto done;
     const PhaseConfig *phase = &cfg->phases[config_phase_of(cfg, step > 0 ? step - 1 : 0)];
     Batch scratch = {0};
-    if (batch_alloc(&scratch, cfg->training.micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0 ||
-        model_plan(tr.model, cfg->training.micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0) {
+    if (batch_alloc(&scratch, phase->micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0 ||
+        model_plan(tr.model, phase->micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0) {
         batch_free(&scratch);
         goto done;
     }

@@ -593,6 +593,9 @@ static void test_resolve_errors(void **state) {
                 "phases[0]: batch_size 1004 is not divisible by training.micro_batch 8 x 1 rank(s)");
     RESOLVE_ERR(c.world_size = 3,
                 "phases[0]: batch_size 32768 is not divisible by training.micro_batch 8 x 3 rank(s)");
+    RESOLVE_ERR(c.phases[1].micro_batch = 24,
+                "phases[1]: batch_size 32768 is not divisible by phases[1].micro_batch 24 x 1 rank(s)");
+    RESOLVE_ERR(c.phases[0].micro_batch = -1, "phases[0].micro_batch = -1 is out of range [0, 1048576]");
     RESOLVE_ERR(c.world_size = 0, "world_size = 0 is out of range [1, 1048576]");
     RESOLVE_ERR(c.phases[1].max_predictions_per_seq = 513,
                 "phases[1]: max_predictions_per_seq 513 is above seq_len 512");
@@ -762,7 +765,7 @@ static void test_summary(void **state) {
     static const char *const want[] = {
         "configs/64k_32k.yaml", "bert-large: L=24 H=1024 A=16 I=4096, vocab 30522",
         "335141930 parameters (335.1M)", "optimizer  lamb", "power 0.5",
-        "65536 = 8 x 8192 x 1", "32768 = 8 x 4096 x 1", "8599 optimizer steps"};
+        "65536 = 32 x 2048 x 1", "32768 = 8 x 4096 x 1", "8599 optimizer steps"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(text, want[i])) {
             fprintf(stderr, "summary lacks '%s':\n%s", want[i], text);

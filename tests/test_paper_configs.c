@@ -94,7 +94,9 @@ static void test_table_rows(void **state) {
             const PhaseConfig *ph = &c.phases[p];
             assert_int_equal(ph->batch_size, w->batch);
             assert_int_equal(ph->steps, p == 0 ? w->phase1 : w->phase2);
-            assert_int_equal(ph->accumulation, w->batch / c.training.micro_batch);
+            /* micro-batch 32 at seq 128, training.micro_batch (8) at seq 512 */
+            assert_int_equal(ph->micro_batch, p == 0 ? 32 : c.training.micro_batch);
+            assert_int_equal(ph->accumulation, w->batch / ph->micro_batch);
             assert_int_equal(ph->first_step, p == 0 ? 0 : w->phase1);
             /* one schedule over both phases: 3125 warmup steps at every batch size */
             assert_false(ph->restart_schedule);
@@ -124,7 +126,8 @@ static void test_32k_headline(void **state) {
     assert_int_equal(c.model.vocab_size, 30522);
     /* the micro-batch divides the global batch on any power-of-two number of ranks up to 4096 */
     load(&c, "configs/32k.yaml", 64);
-    assert_int_equal(c.phases[0].accumulation, 32768 / (c.training.micro_batch * 64));
+    assert_int_equal(c.phases[0].accumulation, 32768 / (32 * 64));
+    assert_int_equal(c.phases[1].accumulation, 32768 / (c.training.micro_batch * 64));
 }
 
 static void test_64k_32k(void **state) {
@@ -138,7 +141,7 @@ static void test_64k_32k(void **state) {
     assert_int_equal(s1->steps, 7037);
     assert_int_equal(s2->batch_size, 32768);
     assert_int_equal(s2->steps, 1562);
-    assert_int_equal(s1->accumulation, 65536 / c.training.micro_batch);
+    assert_int_equal(s1->accumulation, 65536 / 32);
     assert_int_equal(s2->accumulation, 32768 / c.training.micro_batch);
     /* stage 1: its own segment, 6e-3 with 2000 warmup steps */
     assert_int_equal(s1->segment_start, 0);

@@ -42,6 +42,14 @@ check "trust-ratio records for LAMB" grep -q '"type":"trust".*"trust_ratio":{"be
 check "checkpoint at each phase end" test -s runA/ckpt-00000012.bin -a -s runA/ckpt-00000016.bin
 check "start-up summary names the phases" grep -q "phase 2: 4 steps, global batch 8 = micro 8 x accumulation 1" a.err
 
+# --- a micro-batch per phase: 16 at seq 32, 4 at seq 64 ------------------------------------------
+"$BIN" tiny.yaml --set training.run_dir=runM --set phases.0.micro_batch=16 --set phases.1.micro_batch=4 \
+    > /dev/null 2> m.err
+rc=$?
+check "per-phase micro-batches train (rc=$rc)" test $rc -eq 0
+check "... phase 1 as 16 x 1, phase 2 as 4 x 2" grep -q "global batch 16 = micro 16 x accumulation 1" m.err
+check "... phase 2 as 4 x 2" grep -q "global batch 8 = micro 4 x accumulation 2" m.err
+
 # --- starting over an existing run is refused ------------------------------------------------------
 "$BIN" tiny.yaml --set training.run_dir=runA > /dev/null 2> again.err
 rc=$?
