@@ -14,7 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -188,27 +187,9 @@ static int verify(CkptFile *f, BpError *err) {
 }
 
 static int map_file(CkptFile *f, const char *path, BpError *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return bp_fail(err, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return bp_fail(err, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return bp_fail(err, "not a regular file");
-    }
-    f->len = (size_t)st.st_size;
-    if (f->len == 0) {
-        close(fd);
-        return bp_fail(err, "truncated: the file is empty");
-    }
-    void *map = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd); /* the mapping keeps the file */
-    if (map == MAP_FAILED) return bp_fail(err, "cannot map %zu bytes: %s", f->len, strerror(e));
+    void *map = NULL;
+    if (bp_map_file(path, &map, &f->len, NULL, err) != 0) return -1;
+    if (f->len == 0) return bp_fail(err, "truncated: the file is empty");
     f->map = map;
     return 0;
 }
@@ -240,7 +221,7 @@ const char *ckpt_section_name(const CkptFile *f, int i) {
 
 void ckpt_close(CkptFile *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->len);
+    bp_unmap_file(f->map, f->len);
     free(f->sec);
     free(f);
 }

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -159,6 +160,44 @@ char *bp_read_file(const char *path, size_t *len, BpError *err) {
     buf[n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+int bp_map_file(const char *path, void **map, size_t *len, int *open_errno, BpError *err) {
+    *map = NULL;
+    *len = 0;
+    if (open_errno) *open_errno = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (open_errno) *open_errno = e;
+        return bp_fail(err, "cannot open: %s", strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return bp_fail(err, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return bp_fail(err, "not a regular file");
+    }
+    size_t size = (size_t)st.st_size;
+    if (size == 0) { /* mmap refuses length 0 */
+        close(fd);
+        return 0;
+    }
+    void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd); /* the mapping keeps the file */
+    if (m == MAP_FAILED) return bp_fail(err, "cannot map %zu bytes: %s", size, strerror(e));
+    *map = m;
+    *len = size;
+    return 0;
+}
+
+void bp_unmap_file(void *map, size_t len) {
+    if (map) munmap(map, len);
 }
 
 uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len) {

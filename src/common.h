@@ -48,6 +48,13 @@ void bp_atomic_abort(AtomicFile *af);               /* closes and removes the te
 /* Reads a whole file into a malloc'd buffer (NUL-terminated; *len excludes the NUL). */
 char *bp_read_file(const char *path, size_t *len, BpError *err);
 
+/* Maps a whole regular file read-only (the readers of checkpoints, shards and safetensors validate
+ * the bytes before use). An empty file succeeds with *map = NULL and *len = 0: each caller refuses
+ * it with its own "truncated" message. Messages are not prefixed with the path (callers do that);
+ * when open() itself fails, *open_errno (if non-NULL) receives errno, else it is set to 0. */
+int bp_map_file(const char *path, void **map, size_t *len, int *open_errno, BpError *err);
+void bp_unmap_file(void *map, size_t len);
+
 /* CRC32 (zlib's polynomial) of a buffer, chainable: crc = bp_crc32(crc, buf, n), start with 0. */
 uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len);
 

@@ -24,7 +24,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -467,29 +466,13 @@ static int place_data(StFile *f, StTensor *ts, int n, BpError *err) {
 }
 
 static int open_checked(StFile *f, const char *path, BpError *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return bp_fail(err, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return bp_fail(err, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return bp_fail(err, "not a regular file");
-    }
-    size_t size = (size_t)st.st_size;
-    if (size < 8) {
-        close(fd);
-        return bp_fail(err, "truncated: %zu bytes, not even the 8-byte header length", size);
-    }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd); /* the mapping keeps the file */
-    if (map == MAP_FAILED) return bp_fail(err, "cannot map %zu bytes: %s", size, strerror(e));
+    void *map = NULL;
+    size_t size = 0;
+    if (bp_map_file(path, &map, &size, NULL, err) != 0) return -1;
     f->map = map;
     f->map_len = size;
+    if (size < 8)
+        return bp_fail(err, "truncated: %zu bytes, not even the 8-byte header length", size);
 
     const uint8_t *b = map;
     uint64_t hlen = 0;
@@ -529,7 +512,7 @@ int st_open(StFile *f, const char *path, BpError *err) {
 void st_close(StFile *f) {
     if (f->tensors) free((void *)data_ptrs(f)[f->n]);
     free(f->tensors);
-    if (f->map) munmap(f->map, f->map_len);
+    bp_unmap_file(f->map, f->map_len);
     memset(f, 0, sizeof *f);
 }
 

@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -144,32 +143,21 @@ static int check_sections(Shard *s, BpError *err) {
 int shard_open(Shard *s, const char *path, BpError *err) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        int e = errno;
-        return bp_fail(err, "%s: cannot open shard: %s%s", path, strerror(e),
-                       e == ENOENT ? ". HINT: run `bert_pretrain prepare CONFIG` first" : "");
+    void *map = NULL;
+    size_t len = 0;
+    int open_errno = 0;
+    if (bp_map_file(path, &map, &len, &open_errno, err) != 0) {
+        if (open_errno)
+            return bp_fail(err, "%s: cannot open shard: %s%s", path, strerror(open_errno),
+                           open_errno == ENOENT ? ". HINT: run `bert_pretrain prepare CONFIG` first" : "");
+        bp_err_prefix(err, "%s", path);
+        return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return bp_fail(err, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return bp_fail(err, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)st.st_size;
     if (len < SHARD_HEADER_BYTES) {
-        close(fd);
+        bp_unmap_file(map, len);
         return bp_fail(err, "%s: truncated shard: %zu bytes, less than the %d-byte header", path, len,
                        SHARD_HEADER_BYTES);
     }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED) return bp_fail(err, "%s: cannot map: %s", path, strerror(e));
     s->map = map;
     s->map_len = len;
     memcpy(&s->h, map, sizeof s->h);
@@ -192,7 +180,7 @@ int shard_open(Shard *s, const char *path, BpError *err) {
 }
 
 void shard_close(Shard *s) {
-    if (s->map) munmap(s->map, s->map_len);
+    bp_unmap_file(s->map, s->map_len);
     s->map = NULL;
     s->map_len = 0;
     s->tokens = NULL;
