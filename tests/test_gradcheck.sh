@@ -2,30 +2,7 @@
 # CLI tests for `bert_pretrain gradcheck`: a tiny model (config written here) with padded examples
 # and unused prediction slots, dropout off, in both GELU forms, passes for every tensor; the table
 # lists every tensor; usage errors exit 2. Run from the repository root with $BP_BIN set.
-set -u
-: "${BP_BIN:?set BP_BIN to the bert_pretrain binary}"
-TMP=$(mktemp -d /tmp/bp_gradcheck_XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-
-check() { # NAME CONDITION...
-    local name=$1
-    shift
-    if "$@"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $name"
-    fi
-}
-
-run() { # CMD...: sets $rc, $out, $err
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    out=$(cat "$TMP/out")
-    err=$(cat "$TMP/err")
-}
+source "$(dirname "$0")/lib.sh"
 
 cat >"$TMP/tiny.yaml" <<'YAML'
 model:
@@ -75,5 +52,4 @@ check "missing config named" grep -q "missing.yaml" <<<"$err"
 run "$BP_BIN" gradcheck "$TMP/tiny.yaml" --set model.heads=3
 check "gradcheck with heads not dividing hidden exits 2 (rc $rc)" test "$rc" -eq 2
 
-echo "test_gradcheck.sh: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

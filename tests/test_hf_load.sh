@@ -4,31 +4,8 @@
 # gradients there. The C side (write, read back, same loss; errors naming the tensor and file; exit
 # statuses) runs always; the PyTorch side is skipped with a visible message when python3-torch is
 # absent. Run from the repository root with $BP_BIN set.
-set -u
-: "${BP_BIN:?set BP_BIN to the bert_pretrain binary}"
+source "$(dirname "$0")/lib.sh"
 FIX=tests/fixtures/model
-TMP=$(mktemp -d /tmp/bp_hf_load_XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-
-check() { # NAME CONDITION...
-    local name=$1
-    shift
-    if "$@"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $name"
-    fi
-}
-
-run() { # CMD...: sets $rc, $out, $err
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    out=$(cat "$TMP/out")
-    err=$(cat "$TMP/err")
-}
 
 # a tiny model with weights large enough (std 0.2) that the comparison means something
 cat >"$TMP/tiny.yaml" <<'YAML'
@@ -99,5 +76,4 @@ for gelu in erf tanh; do
     check "PyTorch check says OK ($gelu)" grep -q "^check: OK" <<<"$out"
 done
 
-echo "test_hf_load.sh: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -2,32 +2,8 @@
 # CLI tests for `bert_pretrain tokenize` and `bert_pretrain vocab`: outputs, exit statuses (0 ok,
 # 1 runtime failure, 2 usage error), messages that name the file, no partial output on failure.
 # Run from the repository root with $BP_BIN set (tests/run_tests.sh does both).
-set -u
-: "${BP_BIN:?set BP_BIN to the bert_pretrain binary}"
+source "$(dirname "$0")/lib.sh"
 FIX=tests/fixtures/tokenizer
-TMP=$(mktemp -d /tmp/bp_text_cli_XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-
-check() { # NAME CONDITION...
-    local name=$1
-    shift
-    if "$@"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $name"
-    fi
-}
-
-# run CMD...: sets $rc, $out (stdout), $err (stderr)
-run() {
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    out=$(cat "$TMP/out")
-    err=$(cat "$TMP/err")
-}
 
 # --- tokenize ---
 run "$BP_BIN" tokenize --help
@@ -116,5 +92,4 @@ run "$BP_BIN" tokenize --vocab "$TMP/v180.txt" --pieces <"$FIX/train.txt"
 check "training text tokenizes" [ "$rc" -eq 0 ]
 check "training text has no [UNK]" [ "$(grep -c '\[UNK\]' "$TMP/out")" -eq 0 ]
 
-echo "test_text_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -3,15 +3,10 @@
 # loss falls; kill -9 + --resume auto gives bit-identical parameters and metrics; SIGINT writes a
 # checkpoint and exits 0; corrupt checkpoints are refused and --resume auto falls back; a shape change
 # is refused on resume; a forced NaN stops the run naming the step and tensor; eval and export work.
-set -u
-BIN=${BP_BIN:-$(pwd)/bert_pretrain}
+source "$(dirname "$0")/lib.sh"
+BIN=$BP_BIN
 REPO=$(pwd)
-T=$(mktemp -d /tmp/bp_train_XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+T=$TMP
 # step records without the wall-clock fields, for exact comparison
 steps_of() { grep '"type":"step"' "$1" | sed -E 's/,"tokens_per_s":[^,]*,"elapsed_s":[^}]*//'; }
 
@@ -146,5 +141,4 @@ first=$(grep '"type":"step"' runL/metrics.jsonl | head -n 5 | sed -E 's/.*"loss"
 last=$(grep '"type":"step","step":14[6-9],\|"type":"step","step":150,' runL/metrics.jsonl | sed -E 's/.*"loss":([^,]*),.*/\1/' | awk '{s+=$1} END {print s/NR}')
 check "loss falls (first 5 steps $first -> steps 146-150 $last)" awk -v a="$first" -v b="$last" 'BEGIN {exit !(b < a - 0.8)}'
 
-echo "test_train: $fails failure(s)"
-[ $fails -eq 0 ]
+finish
