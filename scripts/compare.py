@@ -713,7 +713,7 @@ def plot_trust(plt, a, runs, path):
     batches = [b for b in batches if any((o, b) in picked for o in opts)]
     if not batches:
         return False
-    fig, ax = plt.subplots(len(batches), len(opts), figsize=(6.2 * len(opts), 2.9 * len(batches) + 1.2),
+    fig, ax = plt.subplots(len(batches), len(opts), figsize=(max(9.0, 6.2 * len(opts)), 2.9 * len(batches) + 1.2),
                            squeeze=False, sharex=True)
     all_groups = sorted({g for r in picked.values() for g in trust_series(r["trusts"])},
                         key=group_order)
@@ -757,7 +757,9 @@ def plot_trust(plt, a, runs, path):
                           transform=axis.transAxes, color="tab:red")
             axis.set_yscale("log")
             axis.yaxis.set_major_formatter(plain)
-            axis.yaxis.set_minor_formatter(sparse)
+            lo, hi = axis.get_ylim()
+            # within a decade every minor tick gets its number; across several, only 2x and 5x
+            axis.yaxis.set_minor_formatter(plain if hi / lo < 12 else sparse)
             axis.tick_params(axis="y", which="minor", labelsize=7)
             axis.grid(True, which="both", alpha=0.25)
             axis.set_title("%s, batch %d, lr %s" % (o.upper(), b, fmt_lr(r["lr"])), fontsize=11)
@@ -773,7 +775,7 @@ def plot_trust(plt, a, runs, path):
                     Line2D([], [], color=cmap(0.5), ls="--", label="FFN (colour = layer)")]
     else:
         handles = [Line2D([], [], label=g, **line_style(g)) for g in all_groups]
-    ncol = min(len(handles), 5)
+    ncol = min(len(handles), 5 if len(opts) > 1 else 4)
     fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=10)
     fig.suptitle("Per-layer trust ratios ||x|| / ||update direction|| (geometric mean per group)",
                  fontsize=12)
