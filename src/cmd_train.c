@@ -117,8 +117,18 @@ int cmd_train(int argc, char **argv) {
         free(cfg);
         return 0;
     }
-    TrainOptions opt = {.resume = values[0], .config_path = ca.config};
+    /* the exact command that continues this run: the config and every override, quoted for a shell */
+    char *resume_cmd = NULL;
+    size_t resume_len = 0;
+    FILE *rf = open_memstream(&resume_cmd, &resume_len);
+    if (rf) {
+        fprintf(rf, "bert_pretrain '%s'", ca.config);
+        for (int i = 0; i < ca.n_sets; i++) fprintf(rf, " --set '%s'", ca.sets[i]);
+        fclose(rf);
+    }
+    TrainOptions opt = {.resume = values[0], .config_path = ca.config, .resume_command = resume_cmd};
     rc = train_run(cfg, &opt, &err) == 0 ? 0 : report(&err);
+    free(resume_cmd);
     free(cfg);
     return rc;
 }

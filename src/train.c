@@ -652,9 +652,10 @@ int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
         if (tr.step == env_step("BERT_PRETRAIN_KILL_AFTER_STEP")) raise(SIGKILL);
         if (stop_signal && !last) {
             log_break(&tr.log);
-            fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: bert_pretrain %s --resume auto\n",
+            fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: %s%s --resume auto\n",
                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", tr.step, tr.last_checkpoint,
-                    opt->config_path ? opt->config_path : "CONFIG");
+                    opt->resume_command ? "" : "bert_pretrain ",
+                    opt->resume_command ? opt->resume_command : opt->config_path ? opt->config_path : "CONFIG");
             rc = 0;
             goto done;
         }

@@ -15,6 +15,9 @@
 typedef struct {
     const char *resume;      /* NULL: fresh run; "auto": newest valid checkpoint of run_dir; else a path */
     const char *config_path; /* for messages */
+    const char *resume_command; /* the command line that continues this run (config and every
+                                   --set), printed when a signal stops it; NULL: built from
+                                   config_path alone */
 } TrainOptions;
 
 /* Trains through every phase of a resolved config. Returns 0 when it finished or stopped cleanly

@@ -85,6 +85,8 @@ wait $pid
 rc=$?
 check "SIGINT exits 0 (rc=$rc)" test $rc -eq 0
 check "SIGINT names the checkpoint" grep -q "stopped by SIGINT after step [0-9]*; checkpoint runC/ckpt-" c.err
+check "... and the command that resumes it, overrides included" \
+    grep -q "resume with: bert_pretrain 'tiny.yaml' --set 'training.run_dir=runC' --set 'phases.0.steps=100000' --set 'training.checkpoint_every=0' --resume auto" c.err
 ck=$(ls runC/ckpt-*.bin 2>/dev/null | tail -n 1)
 check "SIGINT checkpoint exists" test -n "$ck"
 "$BIN" eval tiny.yaml --checkpoint "$ck" > eval.out 2> eval.err
