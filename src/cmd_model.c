@@ -377,6 +377,41 @@ static double rss_peak_mib(void) {
     return (double)ru.ru_maxrss / 1024.0;
 }
 
+/* CPU seconds all processes have used (/proc/stat: user, nice, system, irq, softirq, steal), and
+ * this process's own (getrusage). Their difference over a run is what other processes took: the
+ * measure of how quiet the machine was. */
+static double cpu_busy_all_s(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]);
+    fclose(f);
+    if (n < 8) return -1;
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double cpu_self_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return -1;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * ru.ru_stime.tv_usec;
+}
+
+typedef struct {
+    double wall, all, self;
+} CpuMark;
+
+static CpuMark cpu_mark(void) { return (CpuMark){bp_now(), cpu_busy_all_s(), cpu_self_s()}; }
+
+/* other processes' share of the machine's cores between two marks, in [0, 1] (-1: unknown) */
+static double cpu_others(CpuMark a, CpuMark b) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (a.all < 0 || b.all < 0 || a.self < 0 || ncpu < 1 || b.wall <= a.wall) return -1;
+    double o = ((b.all - a.all) - (b.self - a.self)) / ((b.wall - a.wall) * (double)ncpu);
+    return o < 0 ? 0 : o > 1 ? 1 : o;
+}
+
 typedef struct {
     const char *what;
     bool ta, tb;
@@ -597,6 +632,7 @@ int cmd_bench(int argc, char **argv) {
            (double)model_activation_bytes(mc, V, (int)B, (int)T, (int)P) / 1048576.0);
     fflush(stdout);
     ModelStats st;
+    CpuMark mark0 = cpu_mark();
     for (long s = 0; s < all; s++) {
         ForwardArgs fa = {true, cfg.training.seed, s, 0.0, 0.0};
         double t0 = bp_now();
@@ -617,6 +653,7 @@ int cmd_bench(int argc, char **argv) {
         ts[s] = t3 - t0;
         rss[s] = rss_now_mib();
     }
+    double others = cpu_others(mark0, cpu_mark());
     double peak = rss_peak_mib();
     const double *mf = tf + warmup, *mb = tb + warmup, *mo = to + warmup, *ms = ts + warmup;
     double *sc = rss + all; /* steps spare doubles */
@@ -633,6 +670,7 @@ int cmd_bench(int argc, char **argv) {
     printf("\nbench: RSS after each step (MiB):");
     for (long s = 0; s < all; s++) printf(" %.1f%s", rss[s], s + 1 == warmup ? " |" : "");
     printf("\nbench: peak RSS %.1f MiB; growth over the timed steps %+.1f MiB\n", peak, growth);
+    printf("bench: other processes used %.0f%% of the machine's CPU time during the steps\n", 100.0 * others);
     printf("bench: median step %.1f ms (forward %.1f, backward %.1f, optimizer %.1f) over %ld steps\n", 1e3 * step_s,
            1e3 * fwd_s, 1e3 * bwd_s, 1e3 * opt_s, steps);
     printf("bench: %.0f tokens/s, %.1f matmul GFLOP/s over the step, %.1f over forward+backward (%.1f GFLOP "
@@ -640,8 +678,9 @@ int cmd_bench(int argc, char **argv) {
            tokens_s, gflops, gflops_fb, flops / 1e9);
     fflush(stdout);
 
-    double sgemm_rate = 0, kern_rate = 0, ratio = 0;
+    double sgemm_rate = 0, kern_rate = 0, ratio = 0, others_sgemm = 0;
     if (!no_sgemm) {
+        CpuMark mark1 = cpu_mark();
         /* the sgemm rate at this step's product shapes, weighted by how often each runs */
         int H = mc->hidden, FF = mc->intermediate, N = (int)(B * T), R = (int)(B * P);
         double L = mc->layers;
@@ -694,12 +733,15 @@ int cmd_bench(int argc, char **argv) {
         fl_sum += 6.0 * L * 2.0 * B * H * (double)T * T;
         t_ours += L * att_t;
         t_blas += L * att_t;
+        others_sgemm = cpu_others(mark1, cpu_mark());
         sgemm_rate = fl_sum / t_blas / 1e9;
         kern_rate = fl_sum / t_ours / 1e9;
         ratio = gflops_fb / sgemm_rate;
         printf("bench: cblas_sgemm at this step's shapes: %.1f GFLOP/s (best of kern_gemm and OpenBLAS's own %d "
                "threads per shape; kern_gemm alone %.1f)\n",
                sgemm_rate, nt, kern_rate);
+        printf("bench: other processes used %.0f%% of the machine's CPU time during the sgemm measurement\n",
+               100.0 * others_sgemm);
         printf("bench: achieved (forward+backward) / sgemm = %.2f\n", ratio);
     }
     printf("{\"bench\": \"bert_pretrain\", \"layers\": %d, \"hidden\": %d, \"heads\": %d, \"seq\": %ld, "
@@ -707,9 +749,10 @@ int cmd_bench(int argc, char **argv) {
            "\"step_s\": %.6f, \"forward_s\": %.6f, \"backward_s\": %.6f, \"optimizer_s\": %.6f, "
            "\"tokens_per_s\": %.1f, \"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"kern_gemm_gflops\": %.2f, \"ratio\": %.3f, \"peak_rss_mib\": %.1f, \"rss_first_mib\": %.1f, "
-           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f}\n",
+           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f}\n",
            mc->layers, mc->hidden, mc->heads, T, B, P, V, nt, warmup, steps, step_s, fwd_s, bwd_s, opt_s, tokens_s,
-           gflops, gflops_fb, sgemm_rate, kern_rate, ratio, peak, rss[warmup], rss[all - 1], growth);
+           gflops, gflops_fb, sgemm_rate, kern_rate, ratio, peak, rss[warmup], rss[all - 1], growth, others,
+           others_sgemm);
 done:
     free(ga);
     free(gb);

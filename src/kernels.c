@@ -10,6 +10,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -132,43 +133,104 @@ static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, con
 /* How kern_gemm cuts the longer side of C: a function of the shape alone, never of the thread
  * count, because OpenBLAS's result for an element depends on the block it is computed in (tested:
  * most splits change some bits). The same calls then run whether one thread or many take them, and
- * training is bit-identical for any thread count. Power-of-two block counts (up to 8, more only
- * while blocks stay >= 1024 long) balance on 1, 2, 4 or 8 threads; blocks of >= 128 keep the
- * re-packing of the shared operand small (measured single-threaded, 8 blocks cost <= 4% at the
- * model's shapes except the decoder's input gradient, which the 128 floor cuts into 4). */
-static int gemm_blocks(int len) {
-    int n = 1;
-    while (n < 8 && len / (2 * n) >= 128) n *= 2;
-    while (len / (2 * n) >= 1024) n *= 2;
+ * training is bit-identical for any thread count.
+ *
+ * Each block packs the operand it shares with the other blocks again (OpenBLAS packs both operands
+ * per call), which costs in proportion to blocks / length: measured single-threaded at bert-base
+ * shapes (N = 2048 tokens), 2 blocks cost 0.3% over one call, 4 cost 2%, 8 cost 4.5% (up to 13% on
+ * the decoder's input gradient, K = 30522). So blocks are long: a power of two of them, each at
+ * least GEMM_MIN_BLOCK long (balanced on 1, 2, 4, 8 ... threads). kern_gemm_many keeps the threads
+ * busy by running independent products (a weight gradient beside an input gradient) side by side;
+ * a product alone (kern_gemm) is also cut in two from 256 up, so that two threads share it. The
+ * cut is a function of the shape and of the call (alone or with others), fixed by the code. */
+#define GEMM_MIN_BLOCK 1024
+#define GEMM_MAX_BLOCKS 64
+/* below this many FLOPs a product is not worth a fork/join */
+#define GEMM_MIN_PAR_FLOPS 1e6
+
+static int gemm_blocks(int len, bool alone) {
+    int n = alone && len >= 256 ? 2 : 1;
+    while (n < GEMM_MAX_BLOCKS && len / (2 * n) >= GEMM_MIN_BLOCK) n *= 2;
     return n;
+}
+
+typedef struct {
+    int g;      /* product */
+    int a0, a1; /* rows (split_m) or columns of C */
+    double flops;
+} GemmBlock;
+
+static void gemm_block_run(const KernGemm *g, const GemmBlock *b) {
+    bool split_m = g->M >= g->N;
+    int a0 = b->a0, n = b->a1 - b->a0;
+    if (split_m) {
+        const float *Ab = g->ta ? g->A + a0 : g->A + (size_t)a0 * g->lda;
+        gemm1(g->ta, g->tb, n, g->N, g->K, g->alpha, Ab, g->lda, g->B, g->ldb, g->beta,
+              g->C + (size_t)a0 * g->ldc, g->ldc);
+    } else {
+        const float *Bb = g->tb ? g->B + (size_t)a0 * g->ldb : g->B + a0;
+        gemm1(g->ta, g->tb, g->M, n, g->K, g->alpha, g->A, g->lda, Bb, g->ldb, g->beta, g->C + a0,
+              g->ldc);
+    }
+}
+
+/* blocks of product g appended to out (at most GEMM_MAX_BLOCKS); returns the count */
+static int gemm_cut(const KernGemm *g, int gi, bool alone, GemmBlock *out) {
+    if (g->M <= 0 || g->N <= 0) return 0;
+    bool split_m = g->M >= g->N;
+    int len = split_m ? g->M : g->N;
+    double flops = 2.0 * g->M * g->N * g->K;
+    int nch = flops < GEMM_MIN_PAR_FLOPS ? 1 : gemm_blocks(len, alone);
+    int chunk = (len + nch - 1) / nch;
+    chunk = (chunk + 15) / 16 * 16;
+    int k = 0;
+    for (int a0 = 0; a0 < len; a0 += chunk) {
+        int a1 = a0 + chunk > len ? len : a0 + chunk;
+        out[k++] = (GemmBlock){gi, a0, a1, flops * (a1 - a0) / len};
+    }
+    return k;
+}
+
+static int cmp_block(const void *x, const void *y) {
+    const GemmBlock *a = x, *b = y;
+    if (a->flops != b->flops) return a->flops < b->flops ? 1 : -1;
+    return a->g != b->g ? a->g - b->g : a->a0 - b->a0;
+}
+
+static void gemm_run_blocks(const KernGemm *g, GemmBlock *blk, int nb, double total) {
+    if (nb == 1 || total < GEMM_MIN_PAR_FLOPS) {
+        for (int b = 0; b < nb; b++) gemm_block_run(&g[blk[b].g], &blk[b]);
+        return;
+    }
+    /* largest first, so the last blocks handed out are short (which products run where does not
+       change any result: each block's C is written by its own call) */
+    qsort(blk, (size_t)nb, sizeof *blk, cmp_block);
+    /* dynamic: a thread the OS preempts on a shared machine delays only its own block */
+#pragma omp parallel for num_threads(kern_threads()) schedule(dynamic, 1)
+    for (int b = 0; b < nb; b++) gemm_block_run(&g[blk[b].g], &blk[b]);
+}
+
+void kern_gemm_many(const KernGemm *g, int n) {
+    enum { CAP = 4 * GEMM_MAX_BLOCKS };
+    GemmBlock blk[CAP];
+    int nb = 0;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        if (nb + GEMM_MAX_BLOCKS > CAP) { /* more products than one list holds: run these first */
+            gemm_run_blocks(g, blk, nb, total);
+            nb = 0;
+            total = 0;
+        }
+        nb += gemm_cut(&g[i], i, n == 1, blk + nb);
+        total += 2.0 * g[i].M * g[i].N * g[i].K;
+    }
+    if (nb) gemm_run_blocks(g, blk, nb, total);
 }
 
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
-    bool split_m = M >= N;
-    int len = split_m ? M : N;
-    /* below ~1 MFLOP a fork/join costs more than it saves */
-    int nch = (double)M * N * K < 1e6 ? 1 : gemm_blocks(len);
-    if (nch == 1) {
-        gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    int chunk = (len + nch - 1) / nch;
-    chunk = (chunk + 15) / 16 * 16;
-    /* dynamic: a thread the OS preempts on a shared machine delays only its own block */
-#pragma omp parallel for num_threads(kern_threads()) schedule(dynamic, 1)
-    for (int c = 0; c < nch; c++) {
-        int a0 = c * chunk, a1 = a0 + chunk > len ? len : a0 + chunk;
-        if (a1 <= a0) continue;
-        if (split_m) {
-            const float *Ab = ta ? A + a0 : A + (size_t)a0 * lda;
-            gemm1(ta, tb, a1 - a0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)a0 * ldc, ldc);
-        } else {
-            const float *Bb = tb ? B + (size_t)a0 * ldb : B + a0;
-            gemm1(ta, tb, M, a1 - a0, K, alpha, A, lda, Bb, ldb, beta, C + a0, ldc);
-        }
-    }
+    KernGemm g = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+    kern_gemm_many(&g, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -224,7 +286,7 @@ static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, s
 /* scratch layout per thread: floats, even offsets so doubles fit (buf is 64-byte aligned) */
 size_t kern_scratch_floats(int T, int max_C) {
     size_t t = (size_t)T, c = (size_t)max_C;
-    size_t attn = 2 * t * t + t;
+    size_t attn = 3 * t * t + t; /* attention backward: P', dS and the (T,T) dropout mask */
     size_t rows = 2 * c; /* a dropout-multiplier row and a masked-gradient row */
     size_t need = attn > rows ? attn : rows;
     return (need + 16) / 16 * 16;
@@ -491,21 +553,30 @@ void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_
 #pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
     {
         float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *mult = sc + (size_t)T * T;
+        float *Pd = sc, *mbias = sc + (size_t)T * T;
+        int b_prev = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * A; bh++) {
             int b = bh / A, h = bh % A;
             const float *Q = qkv + (size_t)b * T * H3 + (size_t)h * D;
             const float *K = Q + H, *V = Q + 2 * H;
             float *S = P + (size_t)bh * T * T;
-            const int32_t *mk = mask + (size_t)b * T;
+            if (b != b_prev) {
+                /* BERT's additive mask as a row of 0 / -10000, once per example */
+                const int32_t *mk = mask + (size_t)b * T;
+                for (int j = 0; j < T; j++) mbias[j] = mk[j] ? 0.0f : -10000.0f;
+                b_prev = b;
+            }
+            /* the head's dropout multipliers, elements (h, i, j) of the example: one call */
+            if (dr) kern_dropout_row(Pd, drop, drop->example_index[b], (size_t)h * T * T, (size_t)T * T);
             /* S (T,T) = scale Q K^T */
             gemm1(false, true, T, T, D, scale, Q, H3, K, H3, 0.0f, S, T);
             for (int i = 0; i < T; i++) {
                 float *row = S + (size_t)i * T;
                 float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
                 for (int j = 0; j < T; j++) {
-                    float v = row[j] + (mk[j] ? 0.0f : -10000.0f);
+                    float v = row[j] + mbias[j];
                     row[j] = v;
                     mx = v > mx ? v : mx;
                 }
@@ -519,10 +590,8 @@ void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_
                 float inv = 1.0f / sum;
                 for (int j = 0; j < T; j++) row[j] *= inv;
                 if (dr) {
-                    /* element index within the example: (h, i, j) */
-                    kern_dropout_row(mult, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
                     float *pd = Pd + (size_t)i * T;
-                    for (int j = 0; j < T; j++) pd[j] = row[j] * mult[j];
+                    for (int j = 0; j < T; j++) pd[j] *= row[j];
                 }
             }
             /* ctx_bh (T,D) = dropout(P) V */
@@ -543,7 +612,7 @@ void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, c
 #pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
     {
         float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *dS = sc + (size_t)T * T, *mrow = dS + (size_t)T * T;
+        float *Pd = sc, *dS = sc + (size_t)T * T, *mask_tt = dS + (size_t)T * T;
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * A; bh++) {
             int b = bh / A, h = bh % A;
@@ -553,12 +622,10 @@ void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, c
             const float *dC = dctx + (size_t)b * T * H + (size_t)h * D;
             const float *S = P + (size_t)bh * T * T;
             if (dr) {
-                for (int i = 0; i < T; i++) {
-                    kern_dropout_row(mrow, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
-                    const float *pr = S + (size_t)i * T;
-                    float *pd = Pd + (size_t)i * T;
-                    for (int j = 0; j < T; j++) pd[j] = pr[j] * mrow[j];
-                }
+                /* the (h, i, j) multipliers are contiguous for one head: one call makes them all,
+                   kept for dP below (regenerating them costs a hash per 4 elements) */
+                kern_dropout_row(mask_tt, drop, drop->example_index[b], (size_t)h * T * T, (size_t)T * T);
+                for (size_t k = 0; k < (size_t)T * T; k++) Pd[k] = S[k] * mask_tt[k];
             }
             /* dV (T,D) = P'^T dC */
             gemm1(true, false, T, D, T, 1.0f, dr ? Pd : S, T, dC, H, 0.0f, dV, H3);
@@ -568,8 +635,8 @@ void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, c
                 float *d = dS + (size_t)i * T;
                 const float *pr = S + (size_t)i * T;
                 if (dr) {
-                    kern_dropout_row(mrow, drop, drop->example_index[b], ((size_t)h * T + i) * T, (size_t)T);
-                    for (int j = 0; j < T; j++) d[j] *= mrow[j];
+                    const float *mr = mask_tt + (size_t)i * T;
+                    for (int j = 0; j < T; j++) d[j] *= mr[j];
                 }
                 float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
@@ -612,15 +679,18 @@ void kern_xent_forward(float *logits, float *lse, double *loss, int32_t *correct
     for (int i = 0; i < M; i++) {
         float *l = logits + (size_t)i * V;
         float mx = -INFINITY;
-        int arg = 0;
+        /* max first, then the first index holding it: both vectorise (a running argmax does not) */
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j < V; j++) {
             float v = l[j] + bias[j];
             l[j] = v;
-            if (v > mx) {
-                mx = v;
-                arg = j;
-            }
+            mx = v > mx ? v : mx;
         }
+        int arg = V;
+#pragma omp simd reduction(min : arg)
+        for (int j = 0; j < V; j++)
+            if (l[j] == mx && j < arg) arg = j;
+        if (arg == V) arg = 0; /* every logit NaN */
         /* sum in float lanes of one row block, accumulated in double across blocks */
         double sum = 0.0;
         enum { BLK = 1024 };

@@ -35,6 +35,28 @@ int kern_threads(void);
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* One product for kern_gemm_many, the arguments of kern_gemm. */
+typedef struct {
+    bool ta, tb;
+    int M, N, K;
+    float alpha;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float beta;
+    float *C;
+    int ldc;
+} KernGemm;
+
+/* Independent products computed together: every block of every product goes to the threads from
+ * one parallel region, largest first. No product may write memory another one reads or writes. A
+ * backward pass's weight gradient and input gradient are such a pair: run together, each is cut
+ * into fewer, longer blocks than kern_gemm would cut it alone (less re-packing of the operand the
+ * blocks share) while the threads stay busy. The cut depends on the shapes and on n >= 2 or not,
+ * never on the thread count, so results are bit-identical for any number of threads. */
+void kern_gemm_many(const KernGemm *g, int n);
+
 /* Dropout keyed by (seed, step, site, global example index, element index within the example), so
  * a mask does not depend on threads or on how a global batch is split. Each element draws 16 bits
  * (four elements per 64-bit splitmix64 output): it is dropped when the draw < threshold, so the

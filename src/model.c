@@ -605,17 +605,19 @@ void model_backward(Model *m) {
         /* dlogits = (softmax - onehot) / mlm_den; dbias += colsum */
         kern_xent_backward(dlog, AF(m->lay.lse), AI(m->lay.labels), (float)(1.0 / m->mlm_den),
                            gW + ho->dec_b, R, V);
-        /* tied decoder: dE (V,H) += dlogits^T v ; dv (R,H) = dlogits E */
-        kern_gemm(true, false, V, H, R, 1.0f, dlog, V, v, H, 1.0f, gW + ho->word, H);
-        kern_gemm(false, false, R, H, V, 1.0f, dlog, V, W + ho->word, H, 0.0f, dv, H);
+        /* tied decoder: dE (V,H) += dlogits^T v ; dv (R,H) = dlogits E (independent: together) */
+        KernGemm dec[2] = {{true, false, V, H, R, 1.0f, dlog, V, v, H, 1.0f, gW + ho->word, H},
+                           {false, false, R, H, V, 1.0f, dlog, V, W + ho->word, H, 0.0f, dv, H}};
+        kern_gemm_many(dec, 2);
         /* LN (in place: dv becomes du), GELU (du becomes dt1) */
         kern_layernorm_backward(dv, NULL, dv, AF(m->lay.mxh), AF(m->lay.mrs), W + ho->mln_g,
                                 gW + ho->mln_g, gW + ho->mln_b, R, H, NULL, NULL, &s);
         kern_gelu_backward(dv, NULL, AF(m->lay.t1), R, H, mc->gelu);
         /* dWt += dt1^T hm ; dbt += colsum ; dhm = dt1 Wt ; scatter into the token rows */
-        kern_gemm(true, false, H, H, R, 1.0f, dv, H, hm, H, 1.0f, gW + ho->mt_w, H);
+        KernGemm tr[2] = {{true, false, H, H, R, 1.0f, dv, H, hm, H, 1.0f, gW + ho->mt_w, H},
+                          {false, false, R, H, H, 1.0f, dv, H, W + ho->mt_w, H, 0.0f, dhm, H}};
+        kern_gemm_many(tr, 2);
         kern_colsum_add(gW + ho->mt_b, dv, H, R, H);
-        kern_gemm(false, false, R, H, H, 1.0f, dv, H, W + ho->mt_w, H, 0.0f, dhm, H);
         kern_scatter_add_rows(DR, dhm, AI(m->lay.rows), R, H);
     }
 
@@ -640,9 +642,10 @@ void model_backward(Model *m) {
             for (int j = 0; j < H; j++) dp[j] = (dz[0] * w0[j] + dz[1] * w1[j]) * (1.0f - pr[j] * pr[j]);
         }
         /* dWp += dpre^T h_cls ; dbp += colsum ; dh_cls += dpre Wp (rows b*T of DR) */
-        kern_gemm(true, false, H, H, B, 1.0f, dpre, H, hout, T * H, 1.0f, gW + ho->pool_w, H);
+        KernGemm pl[2] = {{true, false, H, H, B, 1.0f, dpre, H, hout, T * H, 1.0f, gW + ho->pool_w, H},
+                          {false, false, B, H, H, 1.0f, dpre, H, W + ho->pool_w, H, 1.0f, DR, T * H}};
+        kern_gemm_many(pl, 2);
         kern_colsum_add(gW + ho->pool_b, dpre, H, B, H);
-        kern_gemm(false, false, B, H, H, 1.0f, dpre, H, W + ho->pool_w, H, 1.0f, DR, T * H);
     }
 
     float *DZ = AF(m->lay.DZ), *DG = AF(m->lay.DG), *DCTX = AF(m->lay.DCTX), *G = AF(m->lay.G);
@@ -652,31 +655,32 @@ void model_backward(Model *m) {
         const float *y1 = LF(l, l_y1), *f = LF(l, l_f), *qkv = LF(l, l_qkv), *ctx = LF(l, l_ctx);
 
         /* y2 = LN(y1 + dropout(z2)): DR becomes d r2 (which is also d y1 through the residual),
-         * dz2 = dropout(d r2). Without dropout dz2 is d r2 itself: DR is not written again
-         * until every use of dz2 below is done. */
+         * DZ = dz2 = dropout(d r2) (a copy without dropout: DR is written below while the dW2
+         * product still reads dz2) */
         KernDropout d_fo = site_drop(m, mc->dropout, 3 + 3 * l);
-        float *dz = kern_dropout_on(&d_fo) ? DZ : DR;
+        float *dz = DZ;
         kern_layernorm_backward(DR, dz, DR, LF(l, l_xh2), LF(l, l_rs2), W + o->ln2_g, gW + o->ln2_g,
                                 gW + o->ln2_b, N, H, NULL, &d_fo, &s);
-        /* z2 = G W2^T + b2: dG (N,I) = dz2 W2; then dG *= gelu'(f) (G recomputed alongside);
-         * dW2 += dz2^T G ; db2 += colsum dz2 */
+        /* z2 = G W2^T + b2: dG (N,I) = dz2 W2; then dG *= gelu'(f) (G recomputed alongside) */
         kern_gemm(false, false, N, I, H, 1.0f, dz, H, W + o->f2_w, I, 0.0f, DG, I);
         kern_gelu_backward(DG, G, f, N, I, mc->gelu);
-        kern_gemm(true, false, H, I, N, 1.0f, dz, H, G, I, 1.0f, gW + o->f2_w, I);
+        /* dW2 += dz2^T G ; f = y1 W1^T + b1: dW1 += df^T y1 ; d y1 += df W1 (three independent
+         * products, together); db2 += colsum dz2 ; db1 += colsum df */
+        KernGemm ffn[3] = {{true, false, H, I, N, 1.0f, dz, H, G, I, 1.0f, gW + o->f2_w, I},
+                           {true, false, I, H, N, 1.0f, DG, I, y1, H, 1.0f, gW + o->f1_w, H},
+                           {false, false, N, H, I, 1.0f, DG, I, W + o->f1_w, H, 1.0f, DR, H}};
+        kern_gemm_many(ffn, 3);
         kern_colsum_add(gW + o->f2_b, dz, H, N, H);
-        /* f = y1 W1^T + b1: dW1 += df^T y1 ; db1 += colsum df ; d y1 += df W1 */
-        kern_gemm(true, false, I, H, N, 1.0f, DG, I, y1, H, 1.0f, gW + o->f1_w, H);
         kern_colsum_add(gW + o->f1_b, DG, I, N, I);
-        kern_gemm(false, false, N, H, I, 1.0f, DG, I, W + o->f1_w, H, 1.0f, DR, H);
 
-        /* y1 = LN(x + dropout(z1)): DR becomes d r1 (= d x through the residual), dz1 */
+        /* y1 = LN(x + dropout(z1)): DR becomes d r1 (= d x through the residual), DZ = dz1 */
         KernDropout d_ao = site_drop(m, mc->dropout, 2 + 3 * l);
-        dz = kern_dropout_on(&d_ao) ? DZ : DR;
         kern_layernorm_backward(DR, dz, DR, LF(l, l_xh1), LF(l, l_rs1), W + o->ln1_g, gW + o->ln1_g,
                                 gW + o->ln1_b, N, H, NULL, &d_ao, &s);
-        /* z1 = ctx Wo^T + bo: dctx = dz1 Wo ; dWo += dz1^T ctx ; dbo += colsum dz1 */
-        kern_gemm(false, false, N, H, H, 1.0f, dz, H, W + o->o_w, H, 0.0f, DCTX, H);
-        kern_gemm(true, false, H, H, N, 1.0f, dz, H, ctx, H, 1.0f, gW + o->o_w, H);
+        /* z1 = ctx Wo^T + bo: dctx = dz1 Wo ; dWo += dz1^T ctx (together) ; dbo += colsum dz1 */
+        KernGemm out[2] = {{false, false, N, H, H, 1.0f, dz, H, W + o->o_w, H, 0.0f, DCTX, H},
+                           {true, false, H, H, N, 1.0f, dz, H, ctx, H, 1.0f, gW + o->o_w, H}};
+        kern_gemm_many(out, 2);
         kern_colsum_add(gW + o->o_b, dz, H, N, H);
 
         KernDropout d_att = site_drop(m, mc->attention_dropout, 1 + 3 * l);
@@ -684,12 +688,16 @@ void model_backward(Model *m) {
         kern_attention_backward(dqkv, DCTX, qkv, LF(l, l_P), B, T, H, A, &d_att, &s);
         /* qkv = x Wqkv^T + b: dWqkv (3H,H) += dqkv^T x ; db += colsum ; dx += dqkv Wqkv */
         if (m->qkv_w_fused) {
-            kern_gemm(true, false, 3 * H, H, N, 1.0f, dqkv, 3 * H, x, H, 1.0f, gW + o->w[0], H);
-            kern_gemm(false, false, N, H, 3 * H, 1.0f, dqkv, 3 * H, W + o->w[0], H, 1.0f, DR, H);
+            KernGemm in[2] = {{true, false, 3 * H, H, N, 1.0f, dqkv, 3 * H, x, H, 1.0f, gW + o->w[0], H},
+                              {false, false, N, H, 3 * H, 1.0f, dqkv, 3 * H, W + o->w[0], H, 1.0f, DR, H}};
+            kern_gemm_many(in, 2);
         } else {
+            /* each input-gradient product adds into DR: one pair at a time */
             for (int k = 0; k < 3; k++) {
-                kern_gemm(true, false, H, H, N, 1.0f, dqkv + (size_t)k * H, 3 * H, x, H, 1.0f, gW + o->w[k], H);
-                kern_gemm(false, false, N, H, H, 1.0f, dqkv + (size_t)k * H, 3 * H, W + o->w[k], H, 1.0f, DR, H);
+                const float *dk = dqkv + (size_t)k * H;
+                KernGemm in[2] = {{true, false, H, H, N, 1.0f, dk, 3 * H, x, H, 1.0f, gW + o->w[k], H},
+                                  {false, false, N, H, H, 1.0f, dk, 3 * H, W + o->w[k], H, 1.0f, DR, H}};
+                kern_gemm_many(in, 2);
             }
         }
         if (m->qkv_b_fused) {
