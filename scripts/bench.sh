@@ -40,24 +40,41 @@ else
     OPTSET=(--set model.preset=bert-base)
 fi
 
-# run LABEL CMD...: shows and logs the output, leaves its last JSON line in $JSON
+# CPU seconds every process has used so far (/proc/stat: user nice system irq softirq steal)
+busy_all() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
+NCPU=$(nproc)
+OTHERS=""
+
+# run LABEL CMD...: shows and logs the output, leaves its last JSON line in $JSON and appends
+# "LABEL X%" to $OTHERS: the share of the machine's CPU time that other processes took meanwhile
+# (all processes' CPU time from /proc/stat minus the command's own, over wall time x cores)
 run() {
     local label=$1
     shift
     echo "== $label: $*" | tee -a "$LOG" >&2
-    local tmp
+    local tmp rc=0
     tmp=$(mktemp)
-    local t0=$SECONDS
-    if ! "$@" > "$tmp" 2>&1; then
-        cat "$tmp" | tee -a "$LOG" >&2
-        rm -f "$tmp"
-        echo "bench.sh: '$label' failed (output above and in $LOG)" >&2
+    local t0=$SECONDS b0 w0 b1 w1 child
+    b0=$(busy_all)
+    w0=$(date +%s.%N)
+    # `times` in the subshell: its second line is the CPU time of the command (the children)
+    ( "$@" > "$tmp" 2>&1 || exit $?; times > "$tmp.times" ) || rc=$?
+    w1=$(date +%s.%N)
+    b1=$(busy_all)
+    if [ $rc != 0 ]; then
+        tee -a "$LOG" < "$tmp" >&2
+        rm -f "$tmp" "$tmp.times"
+        echo "bench.sh: '$label' failed (exit $rc; output above and in $LOG)" >&2
         exit 1
     fi
+    child=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); n += p[1] * 60 + p[2] } print n }' "$tmp.times")
+    local others
+    others=$(awk "BEGIN { o = (($b1 - $b0) - $child) / (($w1 - $w0) * $NCPU); if (o < 0) o = 0; printf \"%.0f\", 100 * o }")
+    OTHERS="${OTHERS:+$OTHERS, }$label ${others}%"
     tee -a "$LOG" < "$tmp" >&2
-    echo "== $label took $((SECONDS - t0)) s" | tee -a "$LOG" >&2
+    echo "== $label took $((SECONDS - t0)) s; other processes used ${others}% of the CPU meanwhile" | tee -a "$LOG" >&2
     JSON=$(grep '^{' "$tmp" | tail -n 1)
-    rm -f "$tmp"
+    rm -f "$tmp" "$tmp.times"
 }
 
 # field KEY: the value of "KEY" in $JSON (flat JSON written by bert_pretrain / torch_bert.py)
@@ -141,6 +158,8 @@ per_tok_ratio=$(calc "($b512_step / ($b512_T * $base_B)) / ($base_step / ($base_
     echo "| Adam step, same size (28 B/param) | $(calc "$adam_ms" %.1f) ms | memcpy $(calc "$memcpy_ms" %.1f) ms | $(calc "$adam_share") of copy rate | >= 0.60 | $(verdict "$adam_share" '>=' 0.60) |"
     echo "| peak RSS bert-base B16 T128; growth over the timed steps | $(calc "$base_peak" %.0f) MiB; $(calc "$base_growth" %+.1f) MiB | | | no growth | $(verdict "$base_growth" '<=' 1.0) |"
     echo "| peak RSS bert-base B16 T512; growth over the timed steps | $(calc "$b512_peak" %.0f) MiB; $(calc "$b512_growth" %+.1f) MiB | | | no growth | $(verdict "$b512_growth" '<=' 1.0) |"
+    echo
+    echo "Other processes' share of the CPU during each run (0% = a quiet machine): $OTHERS."
     echo
     echo "Also measured: bert-mini $(calc "$mini_gf" %.1f) matmul GFLOP/s over forward+backward vs sgemm $(calc "$mini_sg" %.1f) at its shapes ($(calc "$mini_ratio")); bert-base T512 $(calc "$b512_gf" %.1f) vs $(calc "$b512_sg" %.1f) ($(calc "$b512_gf / $b512_sg")), $(calc "$b512_tok" %.0f) tokens/s; kern_gemm alone at the bert-base T128 shapes $(calc "$base_kg" %.1f) GFLOP/s."
     echo "Method: docs/performance.md. Full output: $LOG."
