@@ -498,6 +498,18 @@ void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C,
     }
 }
 
+void kern_gelu_forward(float *g, const float *f, int N, int C, GeluKind kind) {
+#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
+    for (int n = 0; n < N; n++) {
+        const float *fr = f + (size_t)n * C;
+        float *gr = g + (size_t)n * C;
+        if (kind == GELU_TANH)
+            for (int j = 0; j < C; j++) gr[j] = k_gelu(fr[j], GELU_TANH);
+        else
+            for (int j = 0; j < C; j++) gr[j] = k_gelu(fr[j], GELU_ERF);
+    }
+}
+
 void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluKind kind) {
 #pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
     for (int n = 0; n < N; n++) {
@@ -525,6 +537,11 @@ void kern_bias_add(float *X, int ldx, const float *bias, int N, int C) {
         float *r = X + (size_t)n * ldx;
         for (int j = 0; j < C; j++) r[j] += bias[j];
     }
+}
+
+void kern_bias_fill(float *X, int ldx, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static) if (par((size_t)N * C))
+    for (int n = 0; n < N; n++) memcpy(X + (size_t)n * ldx, bias, sizeof(float) * (size_t)C);
 }
 
 void kern_colsum_add(float *db, const float *X, int ldx, int N, int C) {

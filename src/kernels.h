@@ -117,8 +117,14 @@ void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C,
 /* dg (N,C) *= gelu'(f); g (N,C) = gelu(f) recomputed when g != NULL (so forward need not keep it) */
 void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluKind kind);
 
+/* g (N,C) = gelu(f): the forward when the bias is already in f (kern_bias_fill + beta 1 sgemm) */
+void kern_gelu_forward(float *g, const float *f, int N, int C, GeluKind kind);
+
 /* X (N,C, row stride ldx) += bias (C) */
 void kern_bias_add(float *X, int ldx, const float *bias, int N, int C);
+/* every row of X (N,C, row stride ldx) = bias (C). Then an sgemm with beta 1 adds the product:
+ * y = x W^T + b costs no pass of its own (the fill replaces the zeroing pass beta 0 makes). */
+void kern_bias_fill(float *X, int ldx, const float *bias, int N, int C);
 /* db (C) += sum over rows of X (N,C, row stride ldx) */
 void kern_colsum_add(float *db, const float *X, int ldx, int N, int C);
 

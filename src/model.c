@@ -453,20 +453,21 @@ static int copy_batch(Model *m, const Batch *b, BpError *err) {
     return 0;
 }
 
+/* qkv (N,3H) = x (N,H) Wqkv^T + b: the bias rows first, then the product added with beta 1 */
 static void qkv_forward(Model *m, const LayerOff *o, const float *x, float *qkv, int N) {
     const float *W = m->params;
     int H = m->mc.hidden;
+    if (m->qkv_b_fused) {
+        kern_bias_fill(qkv, 3 * H, W + o->b[0], N, 3 * H);
+    } else {
+        for (int k = 0; k < 3; k++) kern_bias_fill(qkv + (size_t)k * H, 3 * H, W + o->b[k], N, H);
+    }
     if (m->qkv_w_fused) {
-        /* qkv (N,3H) = x (N,H) Wqkv^T, Wqkv (3H,H) = [Wq; Wk; Wv] */
-        kern_gemm(false, true, N, 3 * H, H, 1.0f, x, H, W + o->w[0], H, 0.0f, qkv, 3 * H);
+        /* Wqkv (3H,H) = [Wq; Wk; Wv] */
+        kern_gemm(false, true, N, 3 * H, H, 1.0f, x, H, W + o->w[0], H, 1.0f, qkv, 3 * H);
     } else {
         for (int k = 0; k < 3; k++)
-            kern_gemm(false, true, N, H, H, 1.0f, x, H, W + o->w[k], H, 0.0f, qkv + (size_t)k * H, 3 * H);
-    }
-    if (m->qkv_b_fused) {
-        kern_bias_add(qkv, 3 * H, W + o->b[0], N, 3 * H);
-    } else {
-        for (int k = 0; k < 3; k++) kern_bias_add(qkv + (size_t)k * H, 3 * H, W + o->b[k], N, H);
+            kern_gemm(false, true, N, H, H, 1.0f, x, H, W + o->w[k], H, 1.0f, qkv + (size_t)k * H, 3 * H);
     }
 }
 
@@ -512,9 +513,10 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *a, ModelStats *st
         KernDropout d_ao = site_drop(m, mc->dropout, 2 + 3 * l);
         kern_residual_layernorm_forward(y1, LF(l, l_xh1), LF(l, l_rs1), x, Z, W + o->o_b, W + o->ln1_g,
                                         W + o->ln1_b, N, H, eps, &d_ao, &s);
-        /* f (N,I) = y1 W1^T + b1 (kept); G = gelu(f) */
-        kern_gemm(false, true, N, I, H, 1.0f, y1, H, W + o->f1_w, H, 0.0f, f, I);
-        kern_bias_gelu_forward(f, G, W + o->f1_b, N, I, mc->gelu);
+        /* f (N,I) = y1 W1^T + b1 (kept; bias rows, then the product with beta 1); G = gelu(f) */
+        kern_bias_fill(f, I, W + o->f1_b, N, I);
+        kern_gemm(false, true, N, I, H, 1.0f, y1, H, W + o->f1_w, H, 1.0f, f, I);
+        kern_gelu_forward(G, f, N, I, mc->gelu);
         /* Z (N,H) = G W2^T; y2 = LN(y1 + dropout(Z + b2)) */
         kern_gemm(false, true, N, H, I, 1.0f, G, I, W + o->f2_w, I, 0.0f, Z, H);
         KernDropout d_fo = site_drop(m, mc->dropout, 3 + 3 * l);
