@@ -724,12 +724,17 @@ int cmd_bench(int argc, char **argv) {
             const GemmShape *g = &shapes[i];
             double fl = 2.0 * g->M * g->N * g->K;
             double a = time_gemm(g, ga, gb, gc, false, nt), o = time_gemm(g, ga, gb, gc, true, nt);
+            printf("bench: sgemm %-14s %c%c %6d x %6d x %6d: kern_gemm %6.1f, OpenBLAS %d threads %6.1f GFLOP/s\n",
+                   g->what, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->M, g->N, g->K, fl / a / 1e9, nt, fl / o / 1e9);
             fl_sum += g->count * fl;
             t_ours += g->count * a;
             t_blas += g->count * (o < a ? o : a);
         }
         /* attention: 6 products of 2*T*T*D per (example, head) per layer */
         double att_t = time_attention((int)B, mc->heads, (int)T, H, ga, gc, gc + (size_t)N * H, nt);
+        printf("bench: sgemm attention: 6 products per (example, head) of %d x %d x %d, single-threaded each: %.1f "
+               "GFLOP/s\n",
+               (int)T, (int)T, H / mc->heads, 6.0 * 2.0 * B * H * (double)T * T / att_t / 1e9);
         fl_sum += 6.0 * L * 2.0 * B * H * (double)T * T;
         t_ours += L * att_t;
         t_blas += L * att_t;
