@@ -8,14 +8,17 @@
  * activation gradients are written (=) unless the comment says "+=".
  *
  * Thread policy. All parallelism is OpenMP; OpenBLAS runs single-threaded (kern_init_threads sets
- * it) and kern_gemm cuts each product into blocks of C, each a single-threaded cblas_sgemm, handed
- * to the OpenMP threads. On the 2-core development machine that was as fast or faster than
- * OpenBLAS's own threads at every model shape (4096x768x256: 173 vs 161 GFLOP/s), and it leaves one
- * pool of threads: OpenMP workers spinning after a region never compete with OpenBLAS workers for
- * the cores. The blocks depend on the shape only, never on the thread count, and every reduction
- * runs in a fixed order, so results are bit-identical for any number of threads. The attention
- * kernels call sgemm per (example, head) from inside their OpenMP loop, which is allowed only
- * because OpenBLAS is single-threaded. Call every kernel from outside an OpenMP parallel region. */
+ * it) and kern_gemm / kern_gemm_many cut each product into a few long blocks of C, each a
+ * single-threaded cblas_sgemm, handed to the OpenMP threads. On the 2-core development machine
+ * that was as fast as or faster than OpenBLAS's own threads at 15 of the 18 bert-base product
+ * shapes (the other three within 3%; docs/performance.md), and it leaves one pool of threads:
+ * OpenMP workers spinning after a region never compete with OpenBLAS workers for the cores.
+ * OpenBLAS's own threading is not bit-reproducible across thread counts either (its results
+ * change with the thread count at every model shape). The blocks depend on the shape and the call
+ * site only, never on the thread count, and every reduction runs in a fixed order, so results are
+ * bit-identical for any number of threads. The attention kernels call sgemm per (example, head)
+ * from inside their OpenMP loop, which is allowed only because OpenBLAS is single-threaded. Call
+ * every kernel from outside an OpenMP parallel region. */
 #ifndef BP_KERNELS_H
 #define BP_KERNELS_H
 
