@@ -12,12 +12,16 @@
 # PyTorch rows are skipped with a note when /usr/bin/python3 cannot import torch. The table goes to
 # stdout and bench/latest.md; the full output of every run to bench/run.log.tmp.
 #
-# BENCH_QUICK=1 runs the same table at toy sizes in a few seconds (to test this script).
+# BENCH_QUICK=1 runs the same table at toy sizes in a few seconds (to test this script);
+# BENCH_PYTHON, TORCH_BERT and BENCH_OUT override the interpreter, the PyTorch script and the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BP_BIN:-./bert_pretrain}
-PY=/usr/bin/python3
-TORCH_BERT=${TORCH_BERT:-../shared/bench/torch_bert.py}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+if [ -z "${TORCH_BERT:-}" ]; then
+    TORCH_BERT=../shared/bench/torch_bert.py
+    [ -f "$TORCH_BERT" ] || TORCH_BERT=/work/shared/bench/torch_bert.py
+fi
 OUT=${BENCH_OUT:-bench/latest.md}
 LOG=bench/run.log.tmp
 mkdir -p bench
