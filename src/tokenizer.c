@@ -119,7 +119,7 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     return need + 1;
 }
 
-static size_t utf8_encode(uint32_t cp, char *out) {
+size_t tokenizer_utf8_encode(uint32_t cp, char *out) {
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -262,7 +262,7 @@ static int emit_word(BasicScratch *s, const uint32_t *cps, size_t count, const W
         s->cap_word = cap;
     }
     size_t nb = 0;
-    for (size_t i = 0; i < count; i++) nb += utf8_encode(cps[i], s->word + nb);
+    for (size_t i = 0; i < count; i++) nb += tokenizer_utf8_encode(cps[i], s->word + nb);
     s->word[nb] = '\0';
     return sink->fn(sink->ctx, s->word, nb, count);
 }

@@ -50,6 +50,9 @@ typedef int (*TokenizerWordFn)(void *ctx, const char *word, size_t nbytes, size_
 int tokenizer_basic(const char *text, size_t len, bool lowercase, TokenizerWordFn fn, void *ctx,
                     BpError *err);
 
+/* Writes code point cp (< 0x110000) as 1-4 bytes of UTF-8 to out; returns the byte count. */
+size_t tokenizer_utf8_encode(uint32_t cp, char *out);
+
 /* Number of bytes of text[0..len) that are not part of valid UTF-8 (what the tokenizer drops);
  * *first_bad (if non-NULL) gets the offset of the first when there is one. Lets a reader tell
  * a stray byte from a file in the wrong encoding. */

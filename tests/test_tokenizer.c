@@ -276,33 +276,10 @@ static void test_reference_cases(void **state) {
     if (n_bad) fail_msg("%d of %d reference cases differ", n_bad, n_cases);
 }
 
-static size_t encode_cp(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* gen_reference.py's probe(c), in UTF-8. */
 static size_t probe(uint32_t cp, char *out) {
     char c[4];
-    size_t k = encode_cp(cp, c), n = 0;
+    size_t k = tokenizer_utf8_encode(cp, c), n = 0;
 #define LIT(s) (memcpy(out + n, s, sizeof(s) - 1), n += sizeof(s) - 1)
 #define CH() (memcpy(out + n, c, k), n += k)
     LIT("a"), CH(), LIT("B "), CH(), LIT(" A\xce\xa3"), CH(), LIT(" A"), CH(), LIT("\xce\xa3 \xc3\x80"),
