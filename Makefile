@@ -20,15 +20,22 @@ CFLAGS     = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fopenmp -MM
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 ASAN_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
+# The command layer (dispatch, the one argument parser, one thin adapter per command) links against
+# libbert.a, which holds everything else; test programs link the library only, never a command.
 SRC       := $(wildcard src/*.c)
-LIB_SRC   := $(filter-out src/main.c,$(SRC))
+CLI_SRC   := src/main.c src/cli.c $(wildcard src/cmd_*.c)
+LIB_SRC   := $(filter-out $(CLI_SRC),$(SRC))
 TEST_SRC  := $(wildcard tests/test_*.c)
 
 OBJ       := $(SRC:src/%.c=build/%.o)
+CLI_OBJ   := $(CLI_SRC:src/%.c=build/%.o)
 LIB_OBJ   := $(LIB_SRC:src/%.c=build/%.o)
+LIB       := build/libbert.a
 TEST_BIN  := $(TEST_SRC:tests/%.c=build/tests/%)
 AOBJ      := $(SRC:src/%.c=build-asan/%.o)
+ACLI_OBJ  := $(CLI_SRC:src/%.c=build-asan/%.o)
 ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o)
+ALIB      := build-asan/libbert.a
 ATEST_BIN := $(TEST_SRC:tests/%.c=build-asan/tests/%)
 
 .PHONY: all deps test asan test-asan demo bench clean
@@ -39,32 +46,38 @@ all: bert_pretrain
 deps:
 	@scripts/install-deps.sh $(DEB_PKGS)
 
-bert_pretrain: $(OBJ) | deps
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+bert_pretrain: $(CLI_OBJ) $(LIB) | deps
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 build/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-build/tests/%: tests/%.c $(LIB_OBJ) | deps
+build/tests/%: tests/%.c $(LIB) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Isrc -Itests -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
 test: bert_pretrain $(TEST_BIN)
 	@BP_BIN=$(CURDIR)/bert_pretrain BP_TEST_BUILD=build tests/run_tests.sh
 
 asan: build-asan/bert_pretrain
 
-build-asan/bert_pretrain: $(AOBJ)
-	$(CC) $(CFLAGS) $(ASAN_OPT) -o $@ $^ $(LDLIBS)
+build-asan/bert_pretrain: $(ACLI_OBJ) $(ALIB)
+	$(CC) $(CFLAGS) $(ASAN_OPT) -o $@ $(ACLI_OBJ) $(ALIB) $(LDLIBS)
+
+$(ALIB): $(ALIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 build-asan/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(ASAN_OPT) -c -o $@ $<
 
-build-asan/tests/%: tests/%.c $(ALIB_OBJ) | deps
+build-asan/tests/%: tests/%.c $(ALIB) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(ASAN_OPT) -Isrc -o $@ $< $(ALIB_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(ASAN_OPT) -Isrc -Itests -o $@ $< $(ALIB) $(LDLIBS) -lcmocka
 
 test-asan: build-asan/bert_pretrain $(ATEST_BIN)
 	@BP_BIN=$(CURDIR)/build-asan/bert_pretrain BP_TEST_BUILD=build-asan \

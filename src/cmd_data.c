@@ -470,7 +470,7 @@ int cmd_prepare(int argc, char **argv) {
     if (config_load_cli(&cfg, c.config, c.sets, c.n_sets, 1, &err) ||
         run_prepare(&cfg, &err)) {
         fprintf(stderr, "bert_pretrain prepare: %s\n", err.msg);
-        return err.status ? err.status : 1;
+        return bp_error_status(&err);
     }
     return 0;
 }
@@ -655,7 +655,7 @@ int cmd_show_batch(int argc, char **argv) {
     if (config_load_cli(&cfg, c.config, c.sets, c.n_sets, 1, &err) ||
         run_show(&cfg, step, phase, n, out, &err)) {
         fprintf(stderr, "bert_pretrain show-batch: %s\n", err.msg);
-        return err.status ? err.status : 1;
+        return bp_error_status(&err);
     }
     return 0;
 }

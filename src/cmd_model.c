@@ -74,7 +74,7 @@ static bool parse_int(const char *s, long lo, long hi, long *out) {
 
 static int report(const BpError *err, const char *cmd) {
     fprintf(stderr, "bert_pretrain %s: %s\n", cmd, err->msg);
-    return err->status ? err->status : BP_EXIT_RUNTIME;
+    return bp_error_status(err);
 }
 
 /* ---------------------------------------------------------------------------------------------

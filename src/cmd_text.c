@@ -80,7 +80,7 @@ int cmd_vocab(int argc, char **argv) {
     BpError err = {0};
     if (vocab_build_opts(inputs, n_inputs, &opt, out, &err)) {
         fprintf(stderr, "bert_pretrain vocab: %s\n", err.msg);
-        rc = err.status ? err.status : 1;
+        rc = bp_error_status(&err);
     } else {
         rc = 0;
     }
@@ -133,7 +133,7 @@ int cmd_tokenize(int argc, char **argv) {
     Tokenizer *tok = tokenizer_load(vocab, lowercase, &err);
     if (!tok) {
         fprintf(stderr, "bert_pretrain tokenize: %s\n", err.msg);
-        return err.status ? err.status : 1;
+        return bp_error_status(&err);
     }
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);

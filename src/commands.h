@@ -15,9 +15,7 @@ int cmd_gradcheck(int argc, char **argv);  /* cmd_model.c */
 int cmd_forward(int argc, char **argv);    /* cmd_model.c */
 int cmd_bench(int argc, char **argv);      /* cmd_model.c */
 
-/* True when argv holds -h or --help (every subcommand answers it). */
+/* TRANSITION (removed once every command uses cli_parse): true when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
-/* Prints "bert_pretrain NAME: not built yet" to stderr and returns 2. */
-int cli_not_built(const char *name);
 
 #endif

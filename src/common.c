@@ -14,18 +14,30 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static int vfail(BpError *err, int status, const char *fmt, va_list ap) {
+static int vfail(BpError *err, BpErrorKind kind, const char *fmt, va_list ap) {
     if (err) {
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        err->status = status;
+        err->kind = kind;
     }
+    return -1;
+}
+
+int bp_error_status(const BpError *err) {
+    return err->kind == BP_ERR_USAGE || err->kind == BP_ERR_MISMATCH ? BP_EXIT_USAGE : BP_EXIT_RUNTIME;
+}
+
+int bp_fail_kind(BpError *err, BpErrorKind kind, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, kind, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 int bp_fail(BpError *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vfail(err, BP_EXIT_RUNTIME, fmt, ap);
+    vfail(err, BP_ERR_RUNTIME, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -33,9 +45,20 @@ int bp_fail(BpError *err, const char *fmt, ...) {
 int bp_fail_usage(BpError *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vfail(err, BP_EXIT_USAGE, fmt, ap);
+    vfail(err, BP_ERR_USAGE, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+void bp_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
+    fflush(stdout);
+    fprintf(stderr, "bert_pretrain: internal error at %s:%d: %s: ", file, line, cond);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(this is a bug in bert_pretrain, not in your input)\n");
+    abort();
 }
 
 void bp_err_prefix(BpError *err, const char *fmt, ...) {

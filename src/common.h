@@ -12,19 +12,43 @@
 
 #define BP_ERR_LEN 1024
 
+/* What went wrong, so that a caller decides by kind (resume skips a corrupt checkpoint but stops on
+ * a configuration mismatch) and the command layer maps it to an exit status. */
+typedef enum {
+    BP_ERR_RUNTIME = 0, /* anything else that failed at run time (out of memory, a bad batch...) */
+    BP_ERR_IO,          /* the operating system refused a read, write, open, rename... */
+    BP_ERR_CORRUPT,     /* a file is not what it claims: magic, version, CRC, size, structure */
+    BP_ERR_USAGE,       /* the command line or the configuration is wrong */
+    BP_ERR_MISMATCH,    /* a valid file that does not fit this run (config changed, other shape) */
+} BpErrorKind;
+
 typedef struct {
     char msg[BP_ERR_LEN];
-    int status; /* exit status main should use: 2 usage/config error, 1 runtime failure */
+    BpErrorKind kind;
 } BpError;
 
 #define BP_EXIT_RUNTIME 1
 #define BP_EXIT_USAGE 2
 
-/* Fills err (if non-NULL) with a printf-style message, status 1; returns -1 so callers can write
- * `return bp_fail(err, "...")`. */
+/* The exit status for an error: 2 for a usage error or a mismatch (the user must change what they
+ * asked), 1 for everything else. */
+int bp_error_status(const BpError *err);
+
+/* Fills err (if non-NULL) with a printf-style message of the given kind; returns -1 so callers can
+ * write `return bp_fail(err, "...")`. bp_fail is BP_ERR_RUNTIME, bp_fail_usage BP_ERR_USAGE. */
+int bp_fail_kind(BpError *err, BpErrorKind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int bp_fail(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Same, with exit status 2 (a usage or configuration error). */
 int bp_fail_usage(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Programmer errors (an invariant broken, a lookup that cannot miss missing, backward without a
+ * forward): print file, line and the condition, then abort. Never for user input: that is a
+ * BpError. Active in every build (the checks are cheap and a silent wrong result is worse). */
+#define BP_ASSERT(cond, ...)                                                                        \
+    do {                                                                                            \
+        if (!(cond)) bp_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                        \
+    } while (0)
+_Noreturn void bp_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Prepends "context: " to an existing message (e.g. the file name). */
 void bp_err_prefix(BpError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

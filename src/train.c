@@ -285,7 +285,7 @@ static int resume_auto(Trainer *tr, bool *resumed, BpError *err) {
             *resumed = true;
             return 0;
         }
-        if (e.status == BP_EXIT_USAGE) { /* a config mismatch is not corruption: stop */
+        if (e.kind == BP_ERR_USAGE || e.kind == BP_ERR_MISMATCH) { /* a config mismatch is not corruption: stop */
             *err = e;
             return -1;
         }

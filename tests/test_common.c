@@ -15,7 +15,7 @@ static void test_error_prefix(void **state) {
     (void)state;
     BpError err = {0};
     assert_int_equal(bp_fail_usage(&err, "key '%s' unknown", "lrr"), -1);
-    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     bp_err_prefix(&err, "%s:%d", "a.yaml", 3);
     assert_string_equal(err.msg, "a.yaml:3: key 'lrr' unknown");
 }

@@ -83,7 +83,7 @@ static void expect_load_error(const char *text, const char *tail) {
     Config c;
     BpError err = {0};
     assert_int_equal(config_load(&c, path, &err), -1);
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     char want[BP_ERR_LEN];
     snprintf(want, sizeof want, "%s%s", path, tail);
     assert_string_equal(err.msg, want);
@@ -95,7 +95,7 @@ static void expect_set_error(const char *assignment, const char *msg) {
     load_text_ok(&c, ONE_PHASE);
     BpError err = {0};
     assert_int_equal(config_apply_override(&c, assignment, &err), -1);
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_string_equal(err.msg, msg);
 }
 
@@ -105,7 +105,7 @@ static void expect_resolve_error(Config *c, const char *msg) {
         fprintf(stderr, "resolve passed, expected: %s\n", msg);
         fail();
     }
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_string_equal(err.msg, msg);
 }
 
@@ -331,13 +331,13 @@ static void test_include_errors(void **state) {
     assert_int_equal(config_load(&c, FIX "cycle/a.yaml", &err), -1);
     assert_string_equal(err.msg, FIX "cycle/b.yaml:2:7: base: include cycle: " FIX "cycle/a.yaml -> " FIX
                                  "cycle/b.yaml -> " FIX "cycle/a.yaml");
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_int_equal(config_load(&c, FIX "missing_base.yaml", &err), -1);
     assert_string_equal(err.msg, FIX "missing_base.yaml:3:7: base file " FIX
                                  "missing/nope.yaml cannot be read: No such file or directory");
     assert_int_equal(config_load(&c, FIX "nope.yaml", &err), -1);
     assert_string_equal(err.msg, FIX "nope.yaml: cannot read the config: No such file or directory");
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
 
     /* a chain of 8 bases loads; 9 is refused */
     char text[64], name[32];

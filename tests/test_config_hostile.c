@@ -48,7 +48,7 @@ static int load_any(BpError *err) {
     int rc = config_load(&c, g_path, err);
     if (rc != 0) {
         assert_int_equal(rc, -1);
-        assert_int_equal(err->status, 2);
+        assert_int_equal(bp_error_status(err), BP_EXIT_USAGE);
         assert_true(err->msg[0] != 0);
         assert_true(strlen(err->msg) < BP_ERR_LEN);
         return rc;
@@ -354,7 +354,7 @@ static void test_documents_and_files(void **state) {
     assert_int_equal(config_load(&c, "", &err), -1);
     assert_string_equal(err.msg, "no config file given");
     assert_int_equal(config_load(&c, NULL, &err), -1);
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     /* a path with as many segments as fit */
     char segs[CFG_PATH_MAX]; /* "/" + "a/" x 510 + "bb": 1023 bytes, 511 segments */
     size_t o = 0;
@@ -385,7 +385,7 @@ static void expect_set_fail(const char *assignment, const char *want) {
     c.phases[0].steps = 1;
     BpError err = {0};
     assert_int_equal(config_apply_override(&c, assignment, &err), -1);
-    assert_int_equal(err.status, 2);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     if (!strstr(err.msg, want)) {
         fprintf(stderr, "message '%s' lacks '%s'\n", err.msg, want);
         fail();

@@ -113,7 +113,7 @@ static void test_param_table(void **state) {
     /* invalid shapes are usage errors */
     cfg.model.heads = 3;
     assert_int_equal(model_param_table(&cfg.model, TV, &t, &err), -1);
-    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_non_null(strstr(err.msg, "model.heads"));
 }
 

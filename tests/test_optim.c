@@ -575,7 +575,7 @@ static void test_state_refusals(void **state) {
     Optimizer *w = optim_create(&adam, &b.table, &err);
     assert_int_equal(optim_state_load(w, blob, bytes, &err), -1);
     assert_non_null(strstr(err.msg, "written by lamb, this run uses adam"));
-    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     optim_free(w);
     OptimConfig lc = config_for(OPT_LARS, LARS_CLASSIC), lp = config_for(OPT_LARS, LARS_PAPER);
     Optimizer *l1 = optim_create(&lc, &b.table, &err), *l2 = optim_create(&lp, &b.table, &err);

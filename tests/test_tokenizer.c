@@ -481,7 +481,7 @@ static void test_vocab_build_errors(void **state) {
     const char *txt[] = {FIX "train.txt"};
     opt.size = 20; /* fewer than the characters of train.txt */
     assert_int_equal(vocab_build_opts(txt, 1, &opt, out, &err), -1);
-    assert_int_equal(err.status, BP_EXIT_USAGE);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_non_null(strstr(err.msg, "--size 20 is too small"));
     assert_int_equal(access(out, F_OK), -1);
     unlink(empty);
