@@ -725,10 +725,50 @@ const int32_t *model_mlm_slots(const Model *m) {
 }
 const float *model_nsp_logits(const Model *m) { return m->act ? (const float *)(m->act + m->lay.nspl) : NULL; }
 
+int model_gemm_shapes(const ModelConfig *mc, int vocab_size, int B, int T, int R, ModelGemmShape *out) {
+    int H = mc->hidden, I = mc->intermediate, A = mc->heads, D = H / A, N = B * T;
+    int V = vocab_size > 0 ? vocab_size : mc->vocab_size;
+    double L = mc->layers, per_head = L * B * A;
+    /* each Linear y = x W^T (x (rows,in), W (out,in)): forward y = x W^T, backward dW += dy^T x and
+       dx = dy W */
+    struct {
+        const char *name;
+        int rows, out, in;
+        double count;
+    } lin[] = {{"qkv", N, 3 * H, H, L},        {"attn out", N, H, H, L}, {"ffn1", N, I, H, L},
+               {"ffn2", N, H, I, L},           {"mlm dense", R, H, H, 1}, {"decoder", R, V, H, 1},
+               {"pooler", B, H, H, 1}};
+    static const char *fwd[] = {"qkv fwd", "attn out fwd", "ffn1 fwd", "ffn2 fwd", "mlm dense fwd", "decoder fwd",
+                                "pooler fwd"};
+    static const char *dw[] = {"qkv dW", "attn out dW", "ffn1 dW", "ffn2 dW", "mlm dense dW", "decoder dE",
+                               "pooler dW"};
+    static const char *dx[] = {"qkv dX", "attn out dX", "ffn1 dX", "ffn2 dX", "mlm dense dX", "decoder dX",
+                               "pooler dX"};
+    int n = 0;
+    for (size_t i = 0; i < BP_ARRAY_LEN(lin); i++) {
+        if (lin[i].rows == 0) continue;
+        out[n++] = (ModelGemmShape){fwd[i], false, true, lin[i].rows, lin[i].out, lin[i].in, lin[i].count};
+        out[n++] = (ModelGemmShape){dw[i], true, false, lin[i].out, lin[i].in, lin[i].rows, lin[i].count};
+        out[n++] = (ModelGemmShape){dx[i], false, false, lin[i].rows, lin[i].in, lin[i].out, lin[i].count};
+    }
+    /* attention per (example, head): S = Q K^T, C = P V; backward dP = dC V^T, dV = P^T dC,
+       dQ = dS K, dK = dS^T Q */
+    out[n++] = (ModelGemmShape){"attn QK^T", false, true, T, T, D, per_head};
+    out[n++] = (ModelGemmShape){"attn PV", false, false, T, D, T, per_head};
+    out[n++] = (ModelGemmShape){"attn dP", false, true, T, T, D, per_head};
+    out[n++] = (ModelGemmShape){"attn dV", true, false, T, D, T, per_head};
+    out[n++] = (ModelGemmShape){"attn dQ", false, false, T, D, T, per_head};
+    out[n++] = (ModelGemmShape){"attn dK", true, false, T, D, T, per_head};
+    BP_ASSERT(n <= MODEL_MAX_GEMM_SHAPES, "%d shapes", n);
+    return n;
+}
+
 double model_flops_per_example(const ModelConfig *mc, int vocab_size, int T, int P) {
-    double H = mc->hidden, I = mc->intermediate, L = mc->layers, V = vocab_size > 0 ? vocab_size : mc->vocab_size;
-    double per_tok = L * (2 * H * 3 * H + 2 * H * H + 2 * 2 * H * I + 2 * 2 * (double)T * H);
-    return 3.0 * ((double)T * per_tok + (double)P * (2 * H * H + 2 * H * V) + 2 * H * H);
+    ModelGemmShape g[MODEL_MAX_GEMM_SHAPES];
+    int n = model_gemm_shapes(mc, vocab_size, 1, T, P, g);
+    double flops = 0;
+    for (int i = 0; i < n; i++) flops += 2.0 * g[i].M * g[i].N * (double)g[i].K * g[i].count;
+    return flops;
 }
 
 /* ---------------------------------------------------------------------------------------------

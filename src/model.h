@@ -126,9 +126,27 @@ int model_batch_from_safetensors(Batch *b, const char *path, BpError *err);
 /* config.json in Hugging Face BertConfig format (architectures BertForPreTraining). */
 int model_write_hf_config(const Model *m, const char *path, BpError *err);
 
-/* Matmul FLOPs of forward + backward for one example (3x the forward products: the backward
- * computes both the weight and the input gradient of each), counted as
- * ../shared/bench/torch_bert.py counts them (the 2-way NSP classifier is not counted). */
+/* One matrix product of a training step: C (M,N) = op(A) (M,K) op(B) (K,N), `count` times per
+ * micro-batch forward + backward. */
+typedef struct {
+    const char *what; /* "qkv fwd", "qkv dW", "attn QK^T", ... */
+    bool ta, tb;      /* op = transpose */
+    int M, N, K;
+    double count;
+} ModelGemmShape;
+
+#define MODEL_MAX_GEMM_SHAPES 32
+
+/* The matrix products one forward + backward of a micro-batch of B examples of length T with R real
+ * predictions runs (every product the model passes to the GEMM: encoder layers, the six attention
+ * products per (example, head), MLM head, tied decoder, pooler; not the 2-way NSP classifier, a
+ * hand-written loop). The one list the FLOP count, the bench and the tests use. Returns the count
+ * (<= MODEL_MAX_GEMM_SHAPES). */
+int model_gemm_shapes(const ModelConfig *mc, int vocab_size, int B, int T, int R, ModelGemmShape *out);
+
+/* 2 M N K count summed over model_gemm_shapes, per example, with every one of P slots a real
+ * prediction: forward + backward matmul FLOPs (3x the forward's, the backward computing both the
+ * weight and the input gradient of each product). */
 double model_flops_per_example(const ModelConfig *mc, int vocab_size, int T, int P);
 
 /* ---- checks and benchmarks ---- */
