@@ -98,6 +98,7 @@ int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *er
 
     AtomicFile af;
     if (bp_atomic_open(&af, path, err) != 0) {
+        err->kind = BP_ERR_IO;
         free(head);
         return -1;
     }
@@ -116,9 +117,13 @@ int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *er
     if (!ok) {
         int e = errno;
         bp_atomic_abort(&af);
-        return bp_fail(err, "%s: write failed: %s", path, strerror(e));
+        return bp_fail_kind(err, BP_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
-    return bp_atomic_commit(&af, err);
+    if (bp_atomic_commit(&af, err) != 0) {
+        err->kind = BP_ERR_IO;
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -128,21 +133,21 @@ static int verify(CkptFile *f, BpError *err) {
     const uint8_t *m = f->map;
     size_t len = f->len;
     if (memcmp(m, CKPT_MAGIC, len < 8 ? len : 8) != 0)
-        return bp_fail(err, "not a bert_pretrain checkpoint (bad magic)");
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "not a bert_pretrain checkpoint (bad magic)");
     if (len < CKPT_FIXED)
-        return bp_fail(err, "truncated: the header needs %d bytes but the file has %zu", CKPT_FIXED,
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "truncated: the header needs %d bytes but the file has %zu", CKPT_FIXED,
                        len);
     uint32_t version = get_u32(m + 8);
     if (version > CKPT_VERSION)
-        return bp_fail(err, "version %u is newer than this program reads (%d)", version, CKPT_VERSION);
-    if (version < 1) return bp_fail(err, "version 0 is not a checkpoint version (file corrupt?)");
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "version %u is newer than this program reads (%d)", version, CKPT_VERSION);
+    if (version < 1) return bp_fail_kind(err, BP_ERR_CORRUPT, "version 0 is not a checkpoint version (file corrupt?)");
     uint32_t n = get_u32(m + 12);
     size_t table_end = CKPT_FIXED + (size_t)n * CKPT_ENTRY;
     if (table_end + 4 > len)
-        return bp_fail(err, "truncated: the table of %u sections ends at byte %zu but the file has %zu",
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "truncated: the table of %u sections ends at byte %zu but the file has %zu",
                        n, table_end + 4, len);
     if (bp_crc32(0, m, table_end) != get_u32(m + table_end))
-        return bp_fail(err, "header CRC mismatch (file corrupt?)");
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "header CRC mismatch (file corrupt?)");
 
     f->sec = bp_calloc(n, sizeof *f->sec, "the section table", err);
     if (!f->sec) return -1;
@@ -154,42 +159,45 @@ static int verify(CkptFile *f, BpError *err) {
         size_t name_len = strnlen((const char *)e, CKPT_NAME_LEN);
         bool padded = name_len > 0 && name_len < CKPT_NAME_LEN;
         for (size_t k = name_len; padded && k < CKPT_NAME_LEN; k++) padded = e[k] == 0;
-        if (!padded) return bp_fail(err, "section %u: name is not 1 to 31 characters NUL-padded", i);
+        if (!padded) return bp_fail_kind(err, BP_ERR_CORRUPT, "section %u: name is not 1 to 31 characters NUL-padded", i);
         memcpy(s->name, e, name_len);
         for (uint32_t k = 0; k < i; k++)
             if (strcmp(f->sec[k].name, s->name) == 0)
-                return bp_fail(err, "section '%s' appears twice", s->name);
+                return bp_fail_kind(err, BP_ERR_CORRUPT, "section '%s' appears twice", s->name);
         uint64_t off = get_u64(e + CKPT_NAME_LEN), bytes = get_u64(e + CKPT_NAME_LEN + 8);
         if (off != align_up(prev_end))
-            return bp_fail(err, "section '%s' starts at byte %llu, not at %zu (the 8-byte boundary "
+            return bp_fail_kind(err, BP_ERR_CORRUPT, "section '%s' starts at byte %llu, not at %zu (the 8-byte boundary "
                            "after what precedes it)", s->name, (unsigned long long)off,
                            align_up(prev_end));
         if (off > len || bytes > len - off)
-            return bp_fail(err, "truncated: section '%s' ends at byte %llu but the file has %zu",
+            return bp_fail_kind(err, BP_ERR_CORRUPT, "truncated: section '%s' ends at byte %llu but the file has %zu",
                            s->name, (unsigned long long)(off + bytes), len);
         for (size_t k = prev_end; k < off; k++)
             if (m[k] != 0)
-                return bp_fail(err, "padding before section '%s' is not zero (file corrupt?)", s->name);
+                return bp_fail_kind(err, BP_ERR_CORRUPT, "padding before section '%s' is not zero (file corrupt?)", s->name);
         s->offset = off;
         s->bytes = bytes;
         prev_end = off + bytes;
     }
     if (prev_end != len)
-        return bp_fail(err, "the file has %zu bytes but its last section ends at byte %zu "
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "the file has %zu bytes but its last section ends at byte %zu "
                        "(trailing data: file corrupt?)", len, prev_end);
     for (uint32_t i = 0; i < n; i++) {
         const CkptEntry *s = &f->sec[i];
         uint32_t want = get_u32(m + CKPT_FIXED + (size_t)i * CKPT_ENTRY + CKPT_NAME_LEN + 16);
         if (bp_crc32(0, m + s->offset, s->bytes) != want)
-            return bp_fail(err, "section '%s' CRC mismatch (file corrupt?)", s->name);
+            return bp_fail_kind(err, BP_ERR_CORRUPT, "section '%s' CRC mismatch (file corrupt?)", s->name);
     }
     return 0;
 }
 
 static int map_file(CkptFile *f, const char *path, BpError *err) {
     void *map = NULL;
-    if (bp_map_file(path, &map, &f->len, NULL, err) != 0) return -1;
-    if (f->len == 0) return bp_fail(err, "truncated: the file is empty");
+    if (bp_map_file(path, &map, &f->len, NULL, err) != 0) {
+        err->kind = BP_ERR_IO;
+        return -1;
+    }
+    if (f->len == 0) return bp_fail_kind(err, BP_ERR_CORRUPT, "truncated: the file is empty");
     f->map = map;
     return 0;
 }
@@ -258,7 +266,7 @@ int ckpt_list(const char *run_dir, char (*paths)[4096], long *steps, int max, Bp
     DIR *d = opendir(run_dir);
     if (!d) {
         if (errno == ENOENT) return 0;
-        return bp_fail(err, "%s: cannot list checkpoints: %s", run_dir, strerror(errno));
+        return bp_fail_kind(err, BP_ERR_IO, "%s: cannot list checkpoints: %s", run_dir, strerror(errno));
     }
     long *found = NULL;
     int n = 0, cap = 0;
@@ -283,7 +291,7 @@ int ckpt_list(const char *run_dir, char (*paths)[4096], long *steps, int max, Bp
     closedir(d);
     if (rd_err) {
         free(found);
-        return bp_fail(err, "%s: cannot list checkpoints: %s", run_dir, strerror(rd_err));
+        return bp_fail_kind(err, BP_ERR_IO, "%s: cannot list checkpoints: %s", run_dir, strerror(rd_err));
     }
     if (n) qsort(found, (size_t)n, sizeof *found, cmp_step_desc);
     for (int i = 0; i < n && i < max; i++) {
@@ -311,7 +319,7 @@ int ckpt_prune(const char *run_dir, int keep, BpError *err) {
     int removed = 0, rc = 0;
     for (int i = keep; i < now && i < n && rc == 0; i++) {
         if (unlink(paths[i]) == 0) removed++;
-        else if (errno != ENOENT) rc = bp_fail(err, "%s: cannot remove: %s", paths[i], strerror(errno));
+        else if (errno != ENOENT) rc = bp_fail_kind(err, BP_ERR_IO, "%s: cannot remove: %s", paths[i], strerror(errno));
     }
     free(paths);
     return now < 0 ? -1 : rc < 0 ? -1 : removed;

@@ -17,7 +17,10 @@
  * fits, the table CRC, names (non-empty, NUL-padded, unique), every section's bounds (aligned, in
  * order, inside the file), that nothing follows the last section, that the padding is zero and
  * every section's CRC - so any single flipped bit anywhere in the file is caught. Messages name the
- * file and what is wrong: "PATH: section 'params' CRC mismatch (file corrupt?)". */
+ * file and what is wrong: "PATH: section 'params' CRC mismatch (file corrupt?)".
+ *
+ * Error kinds: anything wrong with the bytes of a file is BP_ERR_CORRUPT; what the operating system
+ * refused (open, map, write, rename, list, remove) is BP_ERR_IO. */
 #ifndef BP_CHECKPOINT_H
 #define BP_CHECKPOINT_H
 

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "log.h"
 #include "model.h"
 #include "train.h"
 
@@ -105,9 +106,16 @@ int cmd_eval(int argc, char **argv) {
     Config *cfg = cli_config_load(a.positional[0], &a, &err);
     if (!cfg) return cli_fail(&EVAL, &err);
     cli_set_threads(cfg->training.threads);
-    rc = train_eval_checkpoint(cfg, eval_checkpoint, &err) == 0 ? 0 : cli_fail(&EVAL, &err);
+    EvalRecord ev;
+    rc = train_eval_checkpoint(cfg, eval_checkpoint, &ev, &err) == 0 ? 0 : cli_fail(&EVAL, &err);
     cli_config_free(cfg);
-    return rc;
+    if (rc != 0) return rc;
+    log_eval_line(stderr, &ev);
+    printf("{\"checkpoint\":\"%s\",\"step\":%ld,\"eval_mlm_loss\":%.6f,\"eval_mlm_acc\":%.6f,"
+           "\"eval_mlm_majority_acc\":%.6f,\"eval_nsp_loss\":%.6f,\"eval_nsp_acc\":%.6f,\"examples\":%ld}\n",
+           eval_checkpoint, ev.step, ev.mlm_loss, ev.mlm_acc, ev.mlm_majority_acc, ev.nsp_loss, ev.nsp_acc,
+           ev.examples);
+    return 0;
 }
 
 static const CliCommand EXPORT = {
@@ -126,5 +134,9 @@ int cmd_export(int argc, char **argv) {
     int rc = cli_parse(&EXPORT, argc, argv, &a);
     if (rc != CLI_OK) return rc;
     BpError err = {0};
-    return train_export(a.positional[0], a.positional[1], &err) == 0 ? 0 : cli_fail(&EXPORT, &err);
+    ExportReport rep;
+    if (train_export(a.positional[0], a.positional[1], &rep, &err) != 0) return cli_fail(&EXPORT, &err);
+    cli_message(&EXPORT, "exported step %ld of %s to %s/ (model.safetensors, config.json, vocab.txt)", rep.step,
+                a.positional[0], a.positional[1]);
+    return 0;
 }

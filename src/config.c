@@ -83,7 +83,15 @@ enum {
     F_HI_OPEN = 2,  /* range excludes hi */
     F_UNSET = 4,    /* -1 is also allowed and means "not set" */
     F_DERIVED = 8,  /* computed by config_resolve: written to JSON, not settable */
-    F_NONEMPTY = 16 /* a path that must not be empty */
+    F_NONEMPTY = 16, /* a path that must not be empty */
+    /* may change when a run resumes without changing its results: logging, checkpointing, threads,
+       evaluation, paths only `prepare` or a fresh start reads. A micro-batch (and the accumulation
+       derived from it) too: examples and dropout are keyed by global example index, so only the
+       order of the floating-point gradient sums changes. */
+    F_RESUME_SAFE = 32,
+    /* derived (a file cannot set it) but an input of config_resolve, not computed by it: a resolved
+       JSON carries it back (source, world_size) */
+    F_RESOLVE_INPUT = 64
 };
 
 typedef struct {
@@ -107,7 +115,7 @@ typedef struct {
 #define MSIZE(nm, field, bit, hi) {"model", nm, K_INT, OFF(field), 0, 0, 0, 1, hi, 0, NULL, 0, bit}
 #define ENUM(sec, nm, field, tab) \
     {sec, nm, K_ENUM, OFF(field), 0, 0, 0, 0, 0, 0, tab, (int)BP_ARRAY_LEN(tab), -1}
-#define BOOL(sec, nm, field) {sec, nm, K_BOOL, OFF(field), 0, 0, 0, 0, 0, 0, NULL, 0, -1}
+#define BOOL(sec, nm, field, fl) {sec, nm, K_BOOL, OFF(field), 0, 0, 0, 0, 0, fl, NULL, 0, -1}
 #define PATH(sec, nm, field, fl) \
     {sec, nm, K_PATH, OFF(field), sizeof(((Config *)0)->field), 0, 0, 0, 0, fl, NULL, 0, -1}
 #define PNUM(nm, ty, field, lo, hi, fl) {"phases", nm, ty, POFF(field), 0, 0, 0, lo, hi, fl, NULL, 0, -1}
@@ -129,27 +137,27 @@ static const KeyDef KEYS[] = {
     NUM("model", "initializer_range", K_DOUBLE, model.initializer_range, 0, 1, F_LO_OPEN),
     NUM("model", "layer_norm_eps", K_DOUBLE, model.layer_norm_eps, 0, 1, F_LO_OPEN | F_HI_OPEN),
     ENUM("model", "gelu", model.gelu, GELU_NAMES),
-    PATH("model", "init_from", model.init_from, 0),
+    PATH("model", "init_from", model.init_from, F_RESUME_SAFE),
 
     PATH("data", "vocab", data.vocab, 0),
     {"data", "input", K_PATHS, OFF(data.input), CFG_PATH_MAX, OFF(data.n_input), CFG_MAX_INPUTS, 0,
-     0, 0, NULL, 0, -1},
+     0, F_RESUME_SAFE, NULL, 0, -1},
     PATH("data", "train", data.train, 0),
-    PATH("data", "eval", data.eval, 0),
-    NUM("data", "eval_fraction", K_DOUBLE, data.eval_fraction, 0, 1, F_HI_OPEN),
+    PATH("data", "eval", data.eval, F_RESUME_SAFE),
+    NUM("data", "eval_fraction", K_DOUBLE, data.eval_fraction, 0, 1, F_HI_OPEN | F_RESUME_SAFE),
     NUM("data", "masked_lm_prob", K_DOUBLE, data.masked_lm_prob, 0, 1, F_LO_OPEN | F_HI_OPEN),
     NUM("data", "short_seq_prob", K_DOUBLE, data.short_seq_prob, 0, 1, F_HI_OPEN),
-    BOOL("data", "whole_word_mask", data.whole_word_mask),
-    BOOL("data", "lowercase", data.lowercase),
-    NUM("data", "vocab_size", K_INT, data.vocab_size, 16, 1 << 24, 0),
-    NUM("data", "eval_examples", K_INT, data.eval_examples, 1, IMAX, 0),
+    BOOL("data", "whole_word_mask", data.whole_word_mask, 0),
+    BOOL("data", "lowercase", data.lowercase, 0),
+    NUM("data", "vocab_size", K_INT, data.vocab_size, 16, 1 << 24, F_RESUME_SAFE),
+    NUM("data", "eval_examples", K_INT, data.eval_examples, 1, IMAX, F_RESUME_SAFE),
 
     ENUM("optimizer", "name", optimizer.name, OPT_NAMES),
     NUM("optimizer", "beta1", K_DOUBLE, optimizer.beta1, 0, 1, F_HI_OPEN),
     NUM("optimizer", "beta2", K_DOUBLE, optimizer.beta2, 0, 1, F_HI_OPEN),
     NUM("optimizer", "epsilon", K_DOUBLE, optimizer.epsilon, 0, 1, F_LO_OPEN | F_HI_OPEN),
     NUM("optimizer", "weight_decay", K_DOUBLE, optimizer.weight_decay, 0, 10, 0),
-    BOOL("optimizer", "bias_correction", optimizer.bias_correction),
+    BOOL("optimizer", "bias_correction", optimizer.bias_correction, 0),
     NUM("optimizer", "clip_grad_norm", K_DOUBLE, optimizer.clip_grad_norm, 0, INFINITY, F_HI_OPEN),
     {"optimizer", "exclude_from_weight_decay", K_PATTERNS, OFF(optimizer.exclude_from_weight_decay),
      CFG_PATTERN_LEN, OFF(optimizer.n_exclude_from_weight_decay), CFG_MAX_PATTERNS, 0, 0, 0, NULL,
@@ -170,21 +178,22 @@ static const KeyDef KEYS[] = {
     NUM("schedule", "end_lr", K_DOUBLE, schedule.end_lr, 0, 1000, 0),
     ENUM("schedule", "decay_from", schedule.decay_from, DECAY_NAMES),
 
-    NUM("training", "micro_batch", K_INT, training.micro_batch, 1, 1 << 20, 0),
+    NUM("training", "micro_batch", K_INT, training.micro_batch, 1, 1 << 20, F_RESUME_SAFE),
     NUM("training", "seed", K_U64, training.seed, 0, 0, 0),
-    PATH("training", "run_dir", training.run_dir, F_NONEMPTY),
-    NUM("training", "checkpoint_every", K_INT, training.checkpoint_every, 0, IMAX, 0),
-    NUM("training", "keep_checkpoints", K_INT, training.keep_checkpoints, 1, 1000000, 0),
-    NUM("training", "log_every", K_INT, training.log_every, 1, IMAX, 0),
-    NUM("training", "eval_every", K_INT, training.eval_every, 0, IMAX, 0),
-    NUM("training", "threads", K_INT, training.threads, 0, 4096, 0),
-    NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, 0),
-    BOOL("training", "skip_nonfinite", training.skip_nonfinite),
-    NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, 0),
+    PATH("training", "run_dir", training.run_dir, F_NONEMPTY | F_RESUME_SAFE),
+    NUM("training", "checkpoint_every", K_INT, training.checkpoint_every, 0, IMAX, F_RESUME_SAFE),
+    NUM("training", "keep_checkpoints", K_INT, training.keep_checkpoints, 1, 1000000, F_RESUME_SAFE),
+    NUM("training", "log_every", K_INT, training.log_every, 1, IMAX, F_RESUME_SAFE),
+    NUM("training", "eval_every", K_INT, training.eval_every, 0, IMAX, F_RESUME_SAFE),
+    NUM("training", "threads", K_INT, training.threads, 0, 4096, F_RESUME_SAFE),
+    NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, F_RESUME_SAFE),
+    BOOL("training", "skip_nonfinite", training.skip_nonfinite, F_RESUME_SAFE),
+    NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, F_RESUME_SAFE),
 
     /* top-level values written to the resolved JSON; a file cannot set them */
-    {"", "source", K_STR, OFF(source), CFG_PATH_MAX, 0, 0, 0, 0, F_DERIVED, NULL, 0, -1},
-    NUM("", "world_size", K_INT, world_size, 1, 1 << 20, F_DERIVED),
+    {"", "source", K_STR, OFF(source), CFG_PATH_MAX, 0, 0, 0, 0, F_DERIVED | F_RESOLVE_INPUT | F_RESUME_SAFE,
+     NULL, 0, -1},
+    NUM("", "world_size", K_INT, world_size, 1, 1 << 20, F_DERIVED | F_RESOLVE_INPUT | F_RESUME_SAFE),
     NUM("", "total_steps", K_LONG, total_steps, 0, 0, F_DERIVED),
 };
 
@@ -193,12 +202,12 @@ static const KeyDef PHASE_KEYS[] = {
     PNUM("batch_size", K_INT, batch_size, 1, IMAX, 0),
     PNUM("steps", K_INT, steps, 1, IMAX, 0),
     PNUM("max_predictions_per_seq", K_INT, max_predictions_per_seq, 0, 65536, 0),
-    PNUM("micro_batch", K_INT, micro_batch, 0, 1 << 20, 0),
+    PNUM("micro_batch", K_INT, micro_batch, 0, 1 << 20, F_RESUME_SAFE),
     {"phases", "restart_schedule", K_BOOL, POFF(restart_schedule), 0, 0, 0, 0, 0, 0, NULL, 0, -1},
     PNUM("lr", K_DOUBLE, lr, 0, 1000, F_LO_OPEN | F_UNSET),
     PNUM("warmup_steps", K_INT, warmup_steps, 0, IMAX, F_UNSET),
     PNUM("warmup_ratio", K_DOUBLE, warmup_ratio, 0, 1, F_HI_OPEN | F_UNSET),
-    PNUM("accumulation", K_INT, accumulation, 0, 0, F_DERIVED),
+    PNUM("accumulation", K_INT, accumulation, 0, 0, F_DERIVED | F_RESUME_SAFE),
     PNUM("first_step", K_LONG, first_step, 0, 0, F_DERIVED),
     PNUM("segment_start", K_LONG, segment_start, 0, 0, F_DERIVED),
     PNUM("segment_steps", K_LONG, segment_steps, 0, 0, F_DERIVED),
@@ -966,8 +975,8 @@ static int set_value(const Src *s, Config *cfg, const KeyDef *k, PhaseConfig *ph
     char name[160], q[96], range[128], desc[300];
     key_fullname(k, phase, name, sizeof name);
     if (k->flags & F_DERIVED) {
-        if (s->resolved) return 0; /* recomputed by config_resolve */
-        return fail_at(s, v, err, "%s is derived by config_resolve and cannot be set", name);
+        if (!s->resolved) return fail_at(s, v, err, "%s is derived by config_resolve and cannot be set", name);
+        if (!(k->flags & F_RESOLVE_INPUT)) return 0; /* recomputed by config_resolve */
     }
     void *field = key_field(k, cfg, ph);
 
@@ -1061,6 +1070,11 @@ static int set_value(const Src *s, Config *cfg, const KeyDef *k, PhaseConfig *ph
     }
     case K_PATH:
         if (set_string_item(s, k, name, v, (char *)field, k->cap, true, err)) return -1;
+        break;
+    case K_STR:
+        if (v->len >= k->cap)
+            return fail_at(s, v, err, "%s is longer than %zu bytes: '%s'", name, k->cap - 1, q);
+        memcpy(field, t, v->len + 1);
         break;
     default: return fail_at(s, v, err, "%s cannot be set", name);
     }
@@ -1309,6 +1323,9 @@ static int apply_root(Config *cfg, const Src *s, const YNode *root, IncludeChain
             src.resolved = strcmp(v->text, "true") == 0;
         }
     }
+    if (base && !chain)
+        return fail_at(s, base, err, "base: is not allowed in a resolved configuration (it names another "
+                                     "file; a resolved configuration is complete)");
     if (base) {
         if (base->kind != N_SCALAR || is_null(base) || base->len == 0 || strlen(base->text) != base->len)
             return fail_at(s, base, err, "base must be the path of another config, got %s",
@@ -1386,6 +1403,65 @@ int config_load(Config *cfg, const char *path, BpError *err) {
     if (rc) return -1;
     copy_str(cfg->source, sizeof cfg->source, path);
     return 0;
+}
+
+/* true when the top level of a parsed document says `resolved: true` */
+static bool says_resolved(const YNode *root) {
+    if (!root || root->kind != N_MAP) return false;
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const YNode *k = root->kids[i], *v = root->kids[i + 1];
+        if (k->kind == N_SCALAR && strcmp(k->text, "resolved") == 0)
+            return v->kind == N_SCALAR && strcmp(v->text, "true") == 0;
+    }
+    return false;
+}
+
+int config_load_resolved(Config *cfg, const char *text, size_t len, const char *what, BpError *err) {
+    config_defaults(cfg);
+    Src s = {.file = what, .set = NULL, .dir = NULL, .resolved = true};
+    if (len > CFG_MAX_FILE)
+        return fail_pos(&s, 0, 0, err, "%zu bytes, more than the %u a config may have", len, CFG_MAX_FILE);
+    YNode *root = NULL;
+    int rc = yaml_to_tree(&s, text, len, &root, err);
+    if (rc == 0 && root && !says_resolved(root))
+        rc = fail_at(&s, root, err, "not a resolved configuration (no top-level resolved: true)");
+    /* no include chain: apply_root refuses base: */
+    if (rc == 0) rc = apply_root(cfg, &s, root, NULL, err);
+    ynode_free(root);
+    if (rc) return -1;
+    /* config_resolve would otherwise count the lines of data.vocab: a resolved configuration already
+       holds the count, and reading a file it names is no part of loading it */
+    if (cfg->model.vocab_size == 0)
+        return fail_pos(&s, 0, 0, err, "model.vocab_size is 0: a resolved configuration gives the vocab size");
+    if (config_resolve(cfg, err)) {
+        bp_err_prefix(err, "%s", what);
+        return -1;
+    }
+    return 0;
+}
+
+bool config_key_resume_safe(const char *key) {
+    const char *dot = strchr(key, '.');
+    if (!dot) {
+        const KeyDef *k = find_key(KEYS, BP_ARRAY_LEN(KEYS), "", key);
+        return k && (k->flags & F_RESUME_SAFE);
+    }
+    char section[16];
+    size_t n = (size_t)(dot - key);
+    if (n >= sizeof section) return false;
+    memcpy(section, key, n);
+    section[n] = 0;
+    const KeyDef *k;
+    if (strcmp(section, "phases") == 0) { /* phases.N.name */
+        const char *p = dot + 1;
+        if (*p < '0' || *p > '9') return false;
+        while (*p >= '0' && *p <= '9') p++;
+        if (*p != '.') return false;
+        k = find_key(PHASE_KEYS, BP_ARRAY_LEN(PHASE_KEYS), "phases", p + 1);
+    } else {
+        k = find_key(KEYS, BP_ARRAY_LEN(KEYS), section, dot + 1);
+    }
+    return k && (k->flags & F_RESUME_SAFE);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -143,6 +143,15 @@ void config_defaults(Config *cfg);
 int config_load(Config *cfg, const char *path, BpError *err);
 /* Applies one "section.key=value" override, validated like the file (value parsed as YAML). */
 int config_apply_override(Config *cfg, const char *assignment, BpError *err);
+/* Rebuilds a Config from a resolved configuration (config_write_json's text, e.g. a checkpoint's
+ * config.json) with the file loader's rules: parsed by libyaml (JSON is YAML), anchors, aliases and
+ * tags refused, nesting and size bounded, every key known and in range, `base:` refused (a resolved
+ * config names no other file), derived keys recomputed by config_resolve, which it runs. `what`
+ * names the text in messages ("what:line:col: ..."). 0, or -1 with err filled (BP_ERR_USAGE). */
+int config_load_resolved(Config *cfg, const char *text, size_t len, const char *what, BpError *err);
+/* Whether a flattened key of the resolved JSON ("training.log_every", "phases.1.micro_batch",
+ * "world_size") may change when a run resumes without changing its results. Unknown keys: false. */
+bool config_key_resume_safe(const char *key);
 /* Fills derived fields and checks cross-key constraints. */
 int config_resolve(Config *cfg, BpError *err);
 /* The resolved config as JSON (every default filled in, phases expanded). */

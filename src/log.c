@@ -77,6 +77,14 @@ void log_step(Logger *lg, const StepRecord *r) {
     fflush(f);
 }
 
+void log_eval_line(FILE *out, const EvalRecord *r) {
+    fprintf(out,
+            "eval @ step %ld: mlm_loss %.4f  mlm_acc %.4f (most-frequent-token baseline %.4f)  nsp_loss %.4f  "
+            "nsp_acc %.4f  (%ld examples, %ld predictions, %.1f s)\n",
+            r->step, r->mlm_loss, r->mlm_acc, r->mlm_majority_acc, r->nsp_loss, r->nsp_acc, r->examples,
+            r->predictions, r->seconds);
+}
+
 void log_eval(Logger *lg, const EvalRecord *r) {
     FILE *f = lg->metrics;
     if (!f) return;

@@ -40,6 +40,9 @@ int log_open(Logger *lg, const char *run_dir, long keep_through_step, BpError *e
 void log_close(Logger *lg);
 void log_step(Logger *lg, const StepRecord *r);
 void log_eval(Logger *lg, const EvalRecord *r);
+/* The human line of an evaluation ("eval @ step S: mlm_loss ... (N examples, ...)"): the trainer's
+ * and the eval command's one format. */
+void log_eval_line(FILE *out, const EvalRecord *r);
 /* {"type":"trust","step":S,"trust_ratio":{"name":r,...},"param_norm":{...},"update_norm":{...}} */
 void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const OptimLayerStat *stats);
 void log_progress(Logger *lg, const StepRecord *r, long total_steps, int n_phases, double eta_s,

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "log.h"
 
 typedef struct {
     const char *resume;      /* NULL: fresh run; "auto": newest valid checkpoint of run_dir; else a path */
@@ -24,11 +25,20 @@ typedef struct {
  * on a signal (a checkpoint written), -1 with err filled otherwise. */
 int train_run(const Config *cfg, const TrainOptions *opt, BpError *err);
 
-/* Held-out evaluation of a checkpoint on cfg's eval shard; prints the figures. */
-int train_eval_checkpoint(const Config *cfg, const char *checkpoint, BpError *err);
+/* Held-out evaluation of a checkpoint on cfg's eval shard (data.eval_examples examples, fixed
+ * masking, dropout off) with the checkpoint's own model; fills *out (out->step: the checkpoint's).
+ * The eval settings, the phase's sizes and threads come from cfg. */
+int train_eval_checkpoint(const Config *cfg, const char *checkpoint, EvalRecord *out, BpError *err);
 
-/* Writes OUT_DIR/model.safetensors (HF names), config.json and vocab.txt from a checkpoint. */
-int train_export(const char *checkpoint, const char *out_dir, BpError *err);
+typedef struct {
+    long step;            /* optimizer steps of the exported checkpoint */
+    int tensors;          /* tensors written */
+    long long parameters; /* parameters written */
+} ExportReport;
+
+/* Writes OUT_DIR/model.safetensors (HF names), config.json and vocab.txt from a checkpoint; the
+ * model is the one its stored configuration describes. */
+int train_export(const char *checkpoint, const char *out_dir, ExportReport *out, BpError *err);
 
 /* Estimated bytes of memory a run needs at its largest phase (parameters, gradients, optimizer
  * state, activations, the step's examples). */

@@ -49,15 +49,16 @@ static uint8_t *read_bytes(const char *path, size_t *len) {
     return buf;
 }
 
-/* ckpt_open must refuse path with a message "path: <exact>" (or containing `part` when exact is
- * NULL). */
-static void expect_refused(const char *path, const char *exact, const char *part) {
+/* ckpt_open must refuse path with an error of the given kind and a message "path: <exact>" (or
+ * containing `part` when exact is NULL). */
+static void expect_refused_kind(const char *path, const char *exact, const char *part, BpErrorKind kind) {
     BpError err = {0};
     CkptFile *f = ckpt_open(path, &err);
     if (f) {
         ckpt_close(f);
         fail_msg("accepted a damaged checkpoint (expected '%s')", exact ? exact : part);
     }
+    if (err.kind != kind) fail_msg("reported as kind %d, not %d: %s", err.kind, kind, err.msg);
     char want[2048];
     if (exact) {
         snprintf(want, sizeof want, "%s: %s", path, exact);
@@ -65,6 +66,11 @@ static void expect_refused(const char *path, const char *exact, const char *part
     } else if (strncmp(err.msg, path, strlen(path)) != 0 || !strstr(err.msg, part)) {
         fail_msg("message '%s' lacks the path or '%s'", err.msg, part);
     }
+}
+
+/* damage to the bytes of a file is corruption */
+static void expect_refused(const char *path, const char *exact, const char *part) {
+    expect_refused_kind(path, exact, part, BP_ERR_CORRUPT);
 }
 
 /* Three sections of awkward sizes (the 13-byte one forces padding) and an empty one. */
@@ -298,8 +304,9 @@ static void test_wrong_magic_and_newer_version(void **state) {
 
     char missing[256];
     snprintf(missing, sizeof missing, "%s/nope.bin", g_dir);
-    expect_refused(missing, NULL, "cannot open");
-    expect_refused(g_dir, "not a regular file", NULL);
+    /* what the operating system refuses is not damage */
+    expect_refused_kind(missing, NULL, "cannot open", BP_ERR_IO);
+    expect_refused_kind(g_dir, "not a regular file", NULL, BP_ERR_IO);
 }
 
 /* A table whose CRC is right but whose content is hostile (as a buggy or malicious writer would
