@@ -3,7 +3,9 @@
  * module is the one place that decides what is in it, for training, resume, eval and export.
  *
  * Sections (format RUN_CKPT_FORMAT):
- *   "state"       RunCkptState: format tag, step, sizes, seed, elapsed time
+ *   "state"       64 bytes, little-endian: 0 tag "bert_pretrain/2" NUL-padded to 16 bytes (the format),
+ *                 16 i64 step, 24 i64 total floats (ParamTable.total), 32 i32 tensors, 36 i32 vocab
+ *                 size, 40 u64 seed, 48 f64 elapsed seconds, 56 u64 bytes of the optimizer section
  *   "config.json" the resolved configuration (config_write_json): rebuilt with config_load_resolved
  *                 for eval and export, compared with the current one on resume
  *   "params"      the parameter buffer (ParamTable.total floats of the model config.json describes)

@@ -752,6 +752,63 @@ static void test_json_round_trip(void **state) {
     free(text2);
 }
 
+/* config_load_resolved (a checkpoint's config.json) gives back the same resolved configuration,
+ * source and world size included, and refuses what a config file may have but a resolved one not. */
+static void test_load_resolved(void **state) {
+    (void)state;
+    Config c, back;
+    load_ok(&c, FIX "include/top.yaml");
+    set_ok(&c, "phases.1={restart_schedule: true, lr: 1.5e-3, warmup_steps: 3}");
+    set_ok(&c, "data.input=[a.txt, \"b c.txt\"]");
+    c.world_size = 2;
+    resolve_ok(&c);
+    char *text = NULL, *text2 = NULL;
+    size_t len = 0, len2 = 0;
+    FILE *mem = open_memstream(&text, &len);
+    config_write_json(&c, mem);
+    fclose(mem);
+    BpError err = {0};
+    if (config_load_resolved(&back, text, len, "x.json", &err) != 0) fail_msg("%s", err.msg);
+    mem = open_memstream(&text2, &len2);
+    config_write_json(&back, mem);
+    fclose(mem);
+    assert_string_equal(text2, text);
+    assert_int_equal(back.world_size, 2);
+    assert_string_equal(back.source, c.source);
+    free(text2);
+    free(text);
+
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"{\"model\": {\"hidden\": 64}}", "x.json:1:1: not a resolved configuration (no top-level resolved: true)"},
+        {"{\"resolved\": true, \"base\": \"other.yaml\"}", "x.json:1:28: base: is not allowed in a resolved configuration"},
+        {"{\"resolved\": true, \"model\": {\"vocab_size\": 0}}",
+         "x.json: model.vocab_size is 0: a resolved configuration gives the vocab size"},
+        {"{\"resolved\": true, \"model\": {\"vocab_size\": 9}}", "x.json: no phases"},
+    };
+    for (size_t i = 0; i < BP_ARRAY_LEN(bad); i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(config_load_resolved(&back, bad[i].text, strlen(bad[i].text), "x.json", &err), -1);
+        if (strncmp(err.msg, bad[i].msg, strlen(bad[i].msg)) != 0) fail_msg("'%s' lacks '%s'", err.msg, bad[i].msg);
+    }
+}
+
+/* The resume-safe flag of the key table, by flattened JSON key. */
+static void test_resume_safe_keys(void **state) {
+    (void)state;
+    static const char *const safe[] = {"training.log_every", "training.threads", "training.run_dir",
+                                       "training.micro_batch", "data.eval", "data.input", "model.init_from",
+                                       "phases.0.micro_batch", "phases.12.accumulation", "world_size", "source"};
+    static const char *const unsafe[] = {"model.hidden", "optimizer.beta1", "training.seed", "phases.0.seq_len",
+                                         "phases.x.micro_batch", "phases.0", "total_steps", "resolved",
+                                         "data.masked_lm_prob", "nonsense.key", ""};
+    for (size_t i = 0; i < BP_ARRAY_LEN(safe); i++)
+        if (!config_key_resume_safe(safe[i])) fail_msg("%s should be resume-safe", safe[i]);
+    for (size_t i = 0; i < BP_ARRAY_LEN(unsafe); i++)
+        if (config_key_resume_safe(unsafe[i])) fail_msg("%s should not be resume-safe", unsafe[i]);
+}
+
 static void test_summary(void **state) {
     (void)state;
     Config c;
@@ -834,6 +891,8 @@ int main(void) {
         cmocka_unit_test(test_resolve_errors),
         cmocka_unit_test(test_schedule_segments),
         cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_load_resolved),
+        cmocka_unit_test(test_resume_safe_keys),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_readme_documents_every_key),
     };

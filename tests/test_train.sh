@@ -60,7 +60,9 @@ check "metrics of the killed run reach step 6" test "$(grep -c '"type":"step"' r
 rc=$?
 check "resume exits 0 (rc=$rc)" test $rc -eq 0
 check "resumed from step 4" grep -q "resumed from runB/ckpt-00000004.bin (step 4)" b.err
-"$BIN" export runA/ckpt-00000016.bin expA > /dev/null 2>&1
+"$BIN" export runA/ckpt-00000016.bin expA > /dev/null 2> expA.err
+check "export says what it wrote" \
+    grep -q "^bert_pretrain export: exported step 16 of runA/ckpt-00000016.bin to expA/ (model.safetensors, config.json, vocab.txt)" expA.err
 "$BIN" export runB/ckpt-00000016.bin expB > /dev/null 2>&1
 check "export writes model, config and vocab" test -s expA/model.safetensors -a -s expA/config.json -a -s expA/vocab.txt
 check "resumed parameters bit-identical to the uninterrupted run" cmp -s expA/model.safetensors expB/model.safetensors
@@ -91,6 +93,8 @@ ck=$(ls runC/ckpt-*.bin 2>/dev/null | tail -n 1)
 check "SIGINT checkpoint exists" test -n "$ck"
 "$BIN" eval tiny.yaml --checkpoint "$ck" > eval.out 2> eval.err
 check "eval of that checkpoint prints JSON" grep -q '"eval_mlm_acc":' eval.out
+check "... naming the checkpoint and its step" grep -q "^{\"checkpoint\":\"$ck\",\"step\":[1-9]" eval.out
+check "... and the human line on stderr" grep -q "^eval @ step [1-9][0-9]*: mlm_loss .*predictions" eval.err
 
 # --- corrupt checkpoints: refused; --resume auto falls back to the previous one --------------------
 cp -r runA runD
