@@ -58,7 +58,7 @@ static char *config_text(const Config *cfg, BpError *err) {
 }
 
 
-int run_ckpt_save(const char *path, const Config *cfg, const Model *model, const Optimizer *opt,
+int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optimizer *opt,
                   const RunCkptMeta *meta, BpError *err) {
     const ParamTable *t = model_table(model);
     RunCkptState st;
@@ -79,7 +79,7 @@ int run_ckpt_save(const char *path, const Config *cfg, const Model *model, const
         CkptSection sec[] = {
             {"state", &st, sizeof st},
             {"config.json", json, strlen(json)},
-            {"params", model_params((Model *)model), t->total * sizeof(float)},
+            {"params", model_params(model), t->total * sizeof(float)},
             {"optimizer", blob, st.optimizer_bytes},
             {"vocab", meta->vocab, meta->vocab_len},
         };

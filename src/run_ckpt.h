@@ -45,8 +45,9 @@ typedef struct {
     size_t vocab_len;
 } RunCkptMeta;
 
-/* Writes a checkpoint of the run cfg (resolved) describes atomically to path. */
-int run_ckpt_save(const char *path, const Config *cfg, const Model *model, const Optimizer *opt,
+/* Writes a checkpoint of the run cfg (resolved) describes atomically to path. The model is only
+ * read (model.h gives no const view of the parameters). */
+int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optimizer *opt,
                   const RunCkptMeta *meta, BpError *err);
 
 typedef struct RunCkpt RunCkpt; /* an opened checkpoint whose every section is validated */

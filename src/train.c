@@ -2,7 +2,6 @@
  * (see train.h). What a checkpoint holds and how it is validated is run_ckpt.c's business. */
 #include "train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>

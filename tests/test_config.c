@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_diff.h"
 
 #define FIX "tests/fixtures/config/"
 
@@ -809,6 +810,65 @@ static void test_resume_safe_keys(void **state) {
         if (config_key_resume_safe(unsafe[i])) fail_msg("%s should not be resume-safe", unsafe[i]);
 }
 
+typedef struct {
+    int n;
+    char log[512];
+} DiffLog;
+
+static void log_diff(const char *key, const char *old_value, const char *new_value, void *ctx) {
+    DiffLog *d = ctx;
+    size_t used = strlen(d->log);
+    snprintf(d->log + used, sizeof d->log - used, "%s%s:%s>%s", d->n++ ? " " : "", key, old_value, new_value);
+}
+
+/* config_json_diff: flattened keys, lists of scalars as one value, hostile text refused, linear. */
+static void test_json_diff(void **state) {
+    (void)state;
+    DiffLog d = {0, ""};
+    BpError err = {0};
+    const char *a = "{\"m\": {\"h\": 32, \"x\": [\"bias\", \"LayerNorm\"]}, \"p\": [{\"s\": 1}, {\"s\": 2}], \"gone\": 1}";
+    const char *b = "{\"m\": {\"h\": 64, \"x\": [\"bias\"]}, \"p\": [{\"s\": 1}, {\"s\": 3}], \"new\": 2}";
+    assert_int_equal(config_json_diff(a, b, log_diff, &d, &err), 5);
+    assert_string_equal(d.log, "m.h:32>64 m.x:[bias, LayerNorm]>[bias] p.1.s:2>3 gone:1>(absent) new:(absent)>2");
+
+    char deep[202];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    deep[200] = 0;
+    const char *const hostile[] = {"{a: &x [1, 2], b: *x}", "{a: *x}", deep, "{a: [1, 2"};
+    for (size_t i = 0; i < BP_ARRAY_LEN(hostile); i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(config_json_diff(hostile[i], b, log_diff, &d, &err), -1);
+        assert_int_equal(err.kind, BP_ERR_CORRUPT);
+    }
+    deep[64] = 0; /* 32 levels are within the bound */
+    memset(deep, '[', 32);
+    memset(deep + 32, ']', 32);
+    assert_true(config_json_diff(deep, deep, log_diff, &d, &err) == 0);
+
+    /* 200000 keys on each side, all different: linear takes well under a second (a few under the
+       sanitizers); a quadratic comparison (2e10 key comparisons) takes minutes */
+    size_t n = 200000, cap = n * 24 + 16;
+    char *x = malloc(cap), *y = malloc(cap);
+    assert_non_null(x);
+    assert_non_null(y);
+    size_t ox = (size_t)snprintf(x, cap, "{"), oy = (size_t)snprintf(y, cap, "{");
+    for (size_t i = 0; i < n; i++) {
+        ox += (size_t)snprintf(x + ox, cap - ox, "%s\"k%zu\": %zu", i ? ", " : "", i, i);
+        oy += (size_t)snprintf(y + oy, cap - oy, "%s\"k%zu\": %zu", i ? ", " : "", n - 1 - i, i);
+    }
+    snprintf(x + ox, cap - ox, "}");
+    snprintf(y + oy, cap - oy, "}");
+    DiffLog quiet = {0, ""};
+    double t0 = bp_now();
+    int differ = config_json_diff(x, y, log_diff, &quiet, &err);
+    double dt = bp_now() - t0;
+    assert_int_equal(differ, (int)n); /* y[k_j] = n - 1 - j != j for even n */
+    if (dt > 15.0) fail_msg("diff of %zu keys took %.2f s", n, dt);
+    free(x);
+    free(y);
+}
+
 static void test_summary(void **state) {
     (void)state;
     Config c;
@@ -893,6 +953,7 @@ int main(void) {
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_load_resolved),
         cmocka_unit_test(test_resume_safe_keys),
+        cmocka_unit_test(test_json_diff),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_readme_documents_every_key),
     };
