@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gradcheck.h"
 #include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
@@ -154,20 +155,28 @@ static void run_gradcheck(GeluKind gelu, bool dropout) {
     Batch b;
     random_batch(&b, 3, 8, 3, 7, 100);
     /* fp32 model: eps 1e-2 keeps the loss rounding noise (~1e-7 * loss / eps) near 1e-5 while the
-       O(eps^2) truncation stays below it (see cmd_model.c for the full argument) */
+       O(eps^2) truncation stays below it (see gradcheck.c for the full argument) */
     GradcheckOpts o = {1e-2, 1e-4, 1e-2, 4, true, 3, dropout};
     BpError err = {0};
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&buf, &len);
-    int fails = model_gradcheck(m, &b, &o, out, &err);
-    fclose(out);
-    if (fails != 0) fail_msg("gradcheck (%s, dropout %d): %d failures (%s)\n%s", gelu ? "tanh" : "erf", dropout,
-                             fails, err.msg, buf);
-    /* the table names every tensor */
-    assert_non_null(strstr(buf, "cls.predictions.transform.LayerNorm.bias"));
-    assert_non_null(strstr(buf, "random direction"));
-    free(buf);
+    GradcheckReport rep;
+    int fails = model_gradcheck(m, &b, &o, &rep, &err);
+    if (fails < 0) fail_msg("gradcheck (%s, dropout %d): %s", gelu ? "tanh" : "erf", dropout, err.msg);
+    for (int i = 0; i < rep.n_rows; i++)
+        if (!rep.rows[i].pass)
+            print_error("FAIL %s: %d checked, max abs err %.3e, max rel err %.3e\n", rep.rows[i].name,
+                        rep.rows[i].checked, rep.rows[i].max_abs, rep.rows[i].max_rel);
+    if (fails != 0) fail_msg("gradcheck (%s, dropout %d): %d failures", gelu ? "tanh" : "erf", dropout, fails);
+    /* a row per tensor in table order, each with its largest element and 4 samples (fewer only
+       for the 2-float NSP bias), then the random direction */
+    const ParamTable *t = model_table(m);
+    assert_int_equal(rep.n_rows, t->n + 1);
+    for (int i = 0; i < t->n; i++) {
+        assert_string_equal(rep.rows[i].name, t->params[i].name);
+        assert_int_equal(rep.rows[i].checked, 1 + (t->params[i].numel < 4 ? (int)t->params[i].numel : 4));
+    }
+    assert_non_null(strstr(rep.rows[t->n].name, "random direction"));
+    assert_int_equal(rep.rows[t->n].checked, 1);
+    model_gradcheck_report_free(&rep);
     batch_free(&b);
     model_free(m);
 }
