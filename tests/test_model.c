@@ -1,7 +1,9 @@
-/* Unit tests for model.c: parameter table, init, gradient check (both GELU forms, dropout off and
- * on), the micro-batch / thread / padding invariants, activation planning, safetensors round trip
- * and load errors, the HF config. */
+/* Unit tests for model.c, model_io.c and gradcheck.c: parameter table and tensor kinds, init,
+ * gradient check (both GELU forms, dropout off and on), the micro-batch / thread / padding
+ * invariants, activation planning, backward without forward, safetensors round trip and load
+ * errors, the HF config. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gradcheck.h"
@@ -109,6 +112,27 @@ static void test_param_table(void **state) {
         assert_int_equal(mt->params[i].weight_decay, !excluded);
         assert_int_equal(mt->params[i].layer_adaptation, !excluded);
     }
+    /* the kinds come from the same list as the names: gains are the LayerNorm weights, biases the
+       .bias tensors (LayerNorm shifts included), everything else a weight */
+    for (int i = 0; i < mt->n; i++) {
+        const char *name = mt->params[i].name;
+        size_t len = strlen(name);
+        ModelTensorKind want = strstr(name, "LayerNorm.weight")       ? MODEL_TENSOR_GAIN
+                               : !strcmp(name + len - 5, ".bias") ? MODEL_TENSOR_BIAS
+                                                                   : MODEL_TENSOR_WEIGHT;
+        assert_int_equal(model_tensor_kind(m, i), want);
+    }
+    /* the table of a model and model_param_table's are the same, entry for entry */
+    ParamTable again;
+    assert_int_equal(model_param_table(&cfg.model, TV, &again, &err), 0);
+    assert_int_equal(again.n, mt->n);
+    assert_int_equal(again.total, mt->total);
+    for (int i = 0; i < mt->n; i++) {
+        assert_string_equal(again.params[i].name, mt->params[i].name);
+        assert_int_equal(again.params[i].offset, mt->params[i].offset);
+        assert_int_equal(again.params[i].numel, mt->params[i].numel);
+    }
+    param_table_free(&again);
     model_free(m);
 
     /* invalid shapes are usage errors */
@@ -489,6 +513,43 @@ static void test_safetensors_roundtrip(void **state) {
     model_free(b);
 }
 
+/* model_backward without a model_forward before it (and a second backward after one) is a
+ * programmer error: the process aborts instead of returning a wrong gradient silently */
+static void expect_abort(void (*what)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        what();
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
+static void backward_without_forward(void) {
+    Model *m = tiny_model(GELU_ERF, 0.0, 1);
+    model_backward(m);
+}
+
+static void second_backward(void) {
+    Model *m = tiny_model(GELU_ERF, 0.0, 1);
+    Batch b;
+    random_batch(&b, 2, 8, 3, 1, 0);
+    ModelStats st;
+    fwd_bwd(m, &b, false, 0, 0, &st);
+    model_backward(m);
+}
+
+static void test_backward_needs_forward(void **state) {
+    (void)state;
+    expect_abort(backward_without_forward);
+    expect_abort(second_backward);
+}
+
 static void test_flops(void **state) {
     (void)state;
     Config cfg;
@@ -518,6 +579,7 @@ int main(void) {
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_stats_and_logits),
         cmocka_unit_test(test_safetensors_roundtrip),
+        cmocka_unit_test(test_backward_needs_forward),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
