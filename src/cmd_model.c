@@ -23,7 +23,7 @@
 #include "safetensors.h"
 
 /* ---------------------------------------------------------------------------------------------
- * argument helpers */
+ * argument helpers (TRANSITION: only bench's hand-written parser uses them; they go with it) */
 
 typedef struct {
     char *sets[256];
