@@ -1,6 +1,8 @@
 /* cmd_model.c: the model's subcommands: gradcheck (finite differences against the hand-written
  * backward), forward (loss and gradients on given weights and batch, for cross-checks with
- * PyTorch) and bench (training-step speed against the measured sgemm rate). */
+ * PyTorch) and bench (training-step speed against the measured sgemm rate). gradcheck and forward
+ * parse with cli_parse, call one library entry point (model_gradcheck_run, model_forward_files)
+ * and print its result. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -10,8 +12,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "gradcheck.h"
 #include "kernels.h"
 #include "model.h"
 #include "optim.h"
@@ -19,7 +23,7 @@
 #include "safetensors.h"
 
 /* ---------------------------------------------------------------------------------------------
- * argument helpers */
+ * argument helpers (TRANSITION: only bench's hand-written parser uses them; they go with it) */
 
 typedef struct {
     char *sets[256];
@@ -80,248 +84,165 @@ static int report(const BpError *err, const char *cmd) {
 /* ---------------------------------------------------------------------------------------------
  * gradcheck */
 
-static void gradcheck_usage(FILE *out) {
-    fprintf(out,
-            "usage: bert_pretrain gradcheck CONFIG.yaml [--set section.key=value ...] [--batch B]\n"
-            "                               [--seq T] [--predictions P] [--samples N]\n\n"
-            "Builds the config's model with random weights (non-trivial LayerNorm gains and biases)\n"
-            "and a random batch with padded examples and unused prediction slots, and compares the\n"
-            "analytic gradient of every parameter tensor (N sampled elements plus its largest one,\n"
-            "default 4) and of one random direction over all parameters with central finite\n"
-            "differences, dropout off. Prints a table and exits 1 when any row fails.\n"
-            "Defaults: B 3, T min(16, phase 0 seq_len), P min(4, T-1); vocabulary model.vocab_size or\n"
-            "128 when it is 0. The tolerances are set for fp32 on small models (see cmd_model.c):\n"
-            "use a tiny config (e.g. --set model.layers=2 --set model.hidden=16 ...).\n");
+static long gc_batch = 3, gc_seq = -1, gc_predictions = -1, gc_samples = 4;
+static const CliOption GRADCHECK_OPTIONS[] = {
+    {"--batch", CLI_LONG, &gc_batch, "B", "examples in the random batch (default 3)", 1, 64},
+    {"--seq", CLI_LONG, &gc_seq, "T", "sequence length (default min(16, phase 0 seq_len))", 1, 4096},
+    {"--predictions", CLI_LONG, &gc_predictions, "P", "prediction slots per example (default min(4, T-1))", 0,
+     4096},
+    {"--samples", CLI_LONG, &gc_samples, "N", "elements checked per tensor besides its largest (default 4)", 1,
+     100000},
+};
+static const CliCommand GRADCHECK = {
+    .name = "gradcheck",
+    .usage = "gradcheck CONFIG.yaml [--set section.key=value ...] [--batch B] [--seq T] [--predictions P]\n"
+             "                               [--samples N]",
+    .description = "Builds the config's model with random weights (non-trivial LayerNorm gains and biases)\n"
+                   "and a random batch with padded examples and unused prediction slots, and compares the\n"
+                   "analytic gradient of every parameter tensor (N sampled elements plus its largest one)\n"
+                   "and of one random direction over all parameters with central finite differences,\n"
+                   "dropout off. Prints a table and exits 1 when any row fails. Vocabulary:\n"
+                   "model.vocab_size, or 128 when it is 0. The tolerances are set for fp32 on small models\n"
+                   "(see gradcheck.c): use a tiny config (e.g. --set model.layers=2 --set model.hidden=16).\n",
+    .positional = "CONFIG.yaml",
+    .min_positional = 1,
+    .max_positional = 1,
+    .takes_sets = true,
+    .options = GRADCHECK_OPTIONS,
+    .n_options = (int)BP_ARRAY_LEN(GRADCHECK_OPTIONS),
+};
+
+static void print_gradcheck(const char *path, const GradcheckRun *r) {
+    const ModelConfig *mc = &r->model;
+    const GradcheckOpts *o = &r->opts;
+    const GradcheckReport *rep = &r->report;
+    printf("gradcheck: %s: L=%d H=%d A=%d I=%d V=%d gelu=%s; batch B=%d T=%d P=%d (%ld padded tokens, %ld of %ld "
+           "prediction slots used); dropout off\n",
+           path, mc->layers, mc->hidden, mc->heads, mc->intermediate, mc->vocab_size,
+           mc->gelu == GELU_TANH ? "tanh" : "erf", r->B, r->T, r->P, r->padded_tokens, r->used_slots,
+           (long)r->B * r->P);
+    printf("gradcheck: loss %.6f (mlm %.6f, nsp %.6f), eps %g, pass when |num - ana| <= %g + %g * max(|num|, |ana|)\n",
+           rep->loss, rep->mlm_loss, rep->nsp_loss, o->eps, o->atol, o->rtol);
+    printf("%-60s %7s %12s %12s  %s\n", "tensor", "checked", "max abs err", "max rel err", "result");
+    for (int i = 0; i < rep->n_rows; i++) {
+        const GradcheckRow *row = &rep->rows[i];
+        printf("%-60s %7d %12.3e %12.3e  %s\n", row->name, row->checked, row->max_abs, row->max_rel,
+               row->pass ? "PASS" : "FAIL");
+    }
+    if (rep->fails)
+        printf("gradcheck: FAILED: %d row(s) outside tolerance\n", rep->fails);
+    else
+        printf("gradcheck: all tensors PASS\n");
 }
 
 int cmd_gradcheck(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        gradcheck_usage(stdout);
-        return 0;
-    }
-    SetList sets = {.n_sets = 0};
-    const char *path = NULL;
-    long B = 3, T = -1, P = -1, samples = 4;
-    for (int i = 1; i < argc; i++) {
-        int r = take_set(argc, argv, &i, &sets, "gradcheck");
-        if (r < 0) return 2;
-        if (r) continue;
-        bool missing = false;
-        const char *v;
-        long *dst = NULL;
-        long hi = 0;
-        if ((v = take_opt(argc, argv, &i, "--batch", &missing))) dst = &B, hi = 64;
-        else if ((v = take_opt(argc, argv, &i, "--seq", &missing))) dst = &T, hi = 4096;
-        else if ((v = take_opt(argc, argv, &i, "--predictions", &missing))) dst = &P, hi = 4096;
-        else if ((v = take_opt(argc, argv, &i, "--samples", &missing))) dst = &samples, hi = 100000;
-        if (missing) {
-            fprintf(stderr, "bert_pretrain gradcheck: %s needs a value\n", argv[i]);
-            return 2;
-        }
-        if (dst) {
-            if (!parse_int(v, dst == &P ? 0 : 1, hi, dst)) {
-                fprintf(stderr, "bert_pretrain gradcheck: '%s' is not a valid count for %s\n", v, argv[i - 1]);
-                return 2;
-            }
-            continue;
-        }
-        if (argv[i][0] == '-' || path) {
-            fprintf(stderr, "bert_pretrain gradcheck: unexpected argument '%s'\n", argv[i]);
-            gradcheck_usage(stderr);
-            return 2;
-        }
-        path = argv[i];
-    }
-    if (!path) {
-        gradcheck_usage(stderr);
-        return 2;
-    }
-    Config cfg;
+    CliArgs a;
+    int rc = cli_parse(&GRADCHECK, argc, argv, &a);
+    if (rc != CLI_OK) return rc;
     BpError err = {0};
-    if (config_load_cli(&cfg, path, sets.sets, sets.n_sets, 1, &err)) return report(&err, "gradcheck");
-    int V = cfg.model.vocab_size > 0 ? cfg.model.vocab_size : 128;
-    if (T < 0) T = cfg.phases[0].seq_len < 16 ? cfg.phases[0].seq_len : 16;
-    if (T > cfg.model.max_position) T = cfg.model.max_position;
-    if (T < 2) {
-        fprintf(stderr, "bert_pretrain gradcheck: sequence length %ld is too short (need 2)\n", T);
-        return 2;
+    Config *cfg = cli_config_load(a.positional[0], &a, &err);
+    if (!cfg) return cli_fail(&GRADCHECK, &err);
+    cli_set_threads(cfg->training.threads);
+    GradcheckRequest req = {(int)gc_batch, (int)gc_seq, (int)gc_predictions, (int)gc_samples};
+    GradcheckRun run;
+    int fails = model_gradcheck_run(cfg, &req, &run, &err);
+    if (fails < 0) {
+        rc = cli_fail(&GRADCHECK, &err);
+    } else {
+        print_gradcheck(a.positional[0], &run);
+        rc = fails ? 1 : 0;
     }
-    if (P < 0) P = T - 1 < 4 ? T - 1 : 4;
-    if (P > T - 1) P = T - 1;
-    Model *m = model_create(&cfg, V, &err);
-    if (!m) return report(&err, "gradcheck");
-    Batch b;
-    if (batch_alloc(&b, (int)B, (int)T, (int)P, &err)) {
-        model_free(m);
-        return report(&err, "gradcheck");
-    }
-    model_fill_random_batch(&b, V, cfg.model.type_vocab_size, true, false, cfg.training.seed, 0);
-    int padded = 0;
-    for (long i = 0; i < B * T; i++) padded += !b.attention_mask[i];
-    long real = batch_count_predictions(&b);
-    printf("gradcheck: %s: L=%d H=%d A=%d I=%d V=%d gelu=%s; batch B=%ld T=%ld P=%ld (%d padded tokens, %ld of %ld "
-           "prediction slots used); dropout off\n",
-           path, cfg.model.layers, cfg.model.hidden, cfg.model.heads, cfg.model.intermediate, V,
-           cfg.model.gelu == GELU_TANH ? "tanh" : "erf", B, T, P, padded, real, B * P);
-    /* Tolerances honest for fp32. The loss is summed in double but every activation is float, so
-     * each loss evaluation carries rounding noise of roughly 1e-7 relative (~1e-6 absolute at
-     * loss ~5); a central difference divides it by 2*eps, giving ~5e-5 at eps = 1e-2. The
-     * truncation error eps^2 f'''/6 is ~2e-5 for O(1) third derivatives at this scale. A smaller
-     * eps would drown the check in rounding noise, a larger one in truncation, so: eps 1e-2,
-     * atol 1e-4 (the noise floor), rtol 1e-2 (truncation on large gradients). A wrong term in a
-     * backward pass shows as errors of the gradient's own size, far above both. */
-    GradcheckOpts o = {1e-2, 1e-4, 1e-2, (int)samples, true, cfg.training.seed, false};
-    model_init_weights(m, cfg.training.seed);
-    int fails = model_gradcheck(m, &b, &o, stdout, &err);
-    batch_free(&b);
-    model_free(m);
-    if (fails < 0) return report(&err, "gradcheck");
-    if (fails) {
-        printf("gradcheck: FAILED: %d row(s) outside tolerance\n", fails);
-        return 1;
-    }
-    printf("gradcheck: all tensors PASS\n");
-    return 0;
+    model_gradcheck_run_free(&run);
+    cli_config_free(cfg);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------
  * forward */
 
-static void forward_usage(FILE *out) {
-    fprintf(out,
-            "usage: bert_pretrain forward --weights W.safetensors --batch B.safetensors\n"
-            "                             [--grads G.safetensors] [--config C.yaml]\n"
-            "                             [--set model.key=value ...] [--heads A] [--gelu erf|tanh]\n"
-            "                             [--save-weights W2.safetensors] [--save-hf-config config.json]\n\n"
-            "Runs the model (dropout off) on the batch and prints loss, mlm_loss, nsp_loss, mlm_acc and\n"
-            "nsp_acc (then one JSON line). The model shape comes from the weights (heads: --heads or\n"
-            "--set model.heads, else hidden/64), or from --config; with --config and no --weights the\n"
-            "model is freshly initialised from training.seed (vocabulary: model.vocab_size). With\n"
-            "--grads it writes the gradient of every parameter under its name; --save-weights and\n"
-            "--save-hf-config write the model it ran (HF names) and its HF config.json.\n"
-            "Loss = mean MLM cross-entropy over the real predictions + mean NSP cross-entropy.\n"
-            "The batch file holds int32 input_ids, token_type_ids, attention_mask (B,T),\n"
-            "masked_lm_positions, masked_lm_ids, masked_lm_weights (B,P), next_sentence_labels (B)\n"
-            "(or (B,1)); an optional int64 example_index (B).\n");
+static const char *fw_weights, *fw_batch, *fw_grads, *fw_config, *fw_gelu, *fw_save_weights, *fw_save_config;
+static long fw_heads;
+static const CliOption FORWARD_OPTIONS[] = {
+    {"--weights", CLI_STRING, &fw_weights, "W.safetensors", "the weights (HF names); they fix the shape", 0, 0},
+    {"--batch", CLI_STRING, &fw_batch, "B.safetensors", "the batch (required)", 0, 0},
+    {"--grads", CLI_STRING, &fw_grads, "G.safetensors", "write the gradient of every parameter", 0, 0},
+    {"--config", CLI_STRING, &fw_config, "C.yaml", "the model from a config (without --weights: fresh weights)",
+     0, 0},
+    {"--heads", CLI_LONG, &fw_heads, "A", "attention heads (not stored in weights; default hidden/64)", 1, 4096},
+    {"--gelu", CLI_STRING, &fw_gelu, "erf|tanh", "the GELU form (default the config's: erf)", 0, 0},
+    {"--save-weights", CLI_STRING, &fw_save_weights, "W2.safetensors", "write the weights the model ran", 0, 0},
+    {"--save-hf-config", CLI_STRING, &fw_save_config, "config.json", "write their Hugging Face config.json", 0,
+     0},
+};
+static const CliCommand FORWARD = {
+    .name = "forward",
+    .usage = "forward --weights W.safetensors --batch B.safetensors [--grads G.safetensors] [--config C.yaml]\n"
+             "                             [--set model.key=value ...] [--heads A] [--gelu erf|tanh]\n"
+             "                             [--save-weights W2.safetensors] [--save-hf-config config.json]",
+    .description =
+        "Runs the model (dropout off) on the batch and prints loss, mlm_loss, nsp_loss, mlm_acc and\n"
+        "nsp_acc (then one JSON line). The model shape comes from the weights (heads: --heads or\n"
+        "--set model.heads, else hidden/64), or from --config; with --config and no --weights the\n"
+        "model is freshly initialised from training.seed (vocabulary: model.vocab_size). With\n"
+        "--grads it writes the gradient of every parameter under its name; --save-weights and\n"
+        "--save-hf-config write the model it ran (HF names) and its HF config.json.\n"
+        "Loss = mean MLM cross-entropy over the real predictions + mean NSP cross-entropy.\n"
+        "The batch file holds int32 input_ids, token_type_ids, attention_mask (B,T),\n"
+        "masked_lm_positions, masked_lm_ids, masked_lm_weights (B,P), next_sentence_labels (B)\n"
+        "(or (B,1)); an optional int64 example_index (B).\n",
+    .takes_sets = true,
+    .options = FORWARD_OPTIONS,
+    .n_options = (int)BP_ARRAY_LEN(FORWARD_OPTIONS),
+};
+
+static void print_forward(const ModelStats *st) {
+    double mlm_acc = st->mlm_count ? (double)st->mlm_correct / st->mlm_count : 0.0;
+    double nsp_acc = st->nsp_count ? (double)st->nsp_correct / st->nsp_count : 0.0;
+    printf("loss %.9g\nmlm_loss %.9g\nnsp_loss %.9g\nmlm_acc %.6f (%ld/%ld)\nnsp_acc %.6f (%ld/%ld)\n", st->loss,
+           st->mlm_loss, st->nsp_loss, mlm_acc, st->mlm_correct, st->mlm_count, nsp_acc, st->nsp_correct,
+           st->nsp_count);
+    printf("{\"loss\": %.9g, \"mlm_loss\": %.9g, \"nsp_loss\": %.9g, \"mlm_acc\": %.6f, \"nsp_acc\": %.6f}\n", st->loss,
+           st->mlm_loss, st->nsp_loss, mlm_acc, nsp_acc);
 }
 
 int cmd_forward(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        forward_usage(stdout);
-        return 0;
-    }
-    SetList sets = {.n_sets = 0};
-    const char *wpath = NULL, *bpath = NULL, *gpath = NULL, *cpath = NULL, *gelu = NULL;
-    const char *save_w = NULL, *save_c = NULL;
-    long heads = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = take_set(argc, argv, &i, &sets, "forward");
-        if (r < 0) return 2;
-        if (r) continue;
-        bool missing = false;
-        const char *v;
-        if ((v = take_opt(argc, argv, &i, "--weights", &missing))) wpath = v;
-        else if ((v = take_opt(argc, argv, &i, "--batch", &missing))) bpath = v;
-        else if ((v = take_opt(argc, argv, &i, "--grads", &missing))) gpath = v;
-        else if ((v = take_opt(argc, argv, &i, "--config", &missing))) cpath = v;
-        else if ((v = take_opt(argc, argv, &i, "--gelu", &missing))) gelu = v;
-        else if ((v = take_opt(argc, argv, &i, "--save-weights", &missing))) save_w = v;
-        else if ((v = take_opt(argc, argv, &i, "--save-hf-config", &missing))) save_c = v;
-        else if ((v = take_opt(argc, argv, &i, "--heads", &missing))) {
-            if (!parse_int(v, 1, 4096, &heads)) {
-                fprintf(stderr, "bert_pretrain forward: --heads '%s' is not a positive count\n", v);
-                return 2;
-            }
-        } else if (!missing) {
-            fprintf(stderr, "bert_pretrain forward: unexpected argument '%s'\n", argv[i]);
-            forward_usage(stderr);
-            return 2;
-        }
-        if (missing) {
-            fprintf(stderr, "bert_pretrain forward: %s needs a value\n", argv[i]);
-            return 2;
-        }
-    }
-    if ((!wpath && !cpath) || !bpath) {
-        fprintf(stderr, "bert_pretrain forward: --batch and --weights (or --config) are required\n");
-        forward_usage(stderr);
-        return 2;
-    }
-    if (gelu && strcmp(gelu, "erf") && strcmp(gelu, "tanh")) {
-        fprintf(stderr, "bert_pretrain forward: --gelu must be erf or tanh (got '%s')\n", gelu);
-        return 2;
-    }
+    CliArgs a;
+    int rc = cli_parse(&FORWARD, argc, argv, &a);
+    if (rc != CLI_OK) return rc;
+    if ((!fw_weights && !fw_config) || !fw_batch)
+        return cli_usage_error(&FORWARD, "--batch and --weights (or --config) are required");
+    if (fw_gelu && strcmp(fw_gelu, "erf") && strcmp(fw_gelu, "tanh"))
+        return cli_usage_error(&FORWARD, "--gelu must be erf or tanh (got '%s')", fw_gelu);
     BpError err = {0};
-    Config cfg;
-    ModelConfig inferred;
-    int V = 0;
-    memset(&inferred, 0, sizeof inferred);
-    if (wpath && model_config_from_safetensors(wpath, (int)heads, &inferred, &V, &err))
-        return report(&err, "forward");
-    if (cpath) {
-        if (config_load_cli(&cfg, cpath, sets.sets, sets.n_sets, 1, &err)) return report(&err, "forward");
-        if (heads) cfg.model.heads = (int)heads;
-        if (!wpath) V = cfg.model.vocab_size;
-        if (V < 1) {
-            fprintf(stderr, "bert_pretrain forward: without --weights, the config must set model.vocab_size\n");
-            return 2;
+    Config *cfg = NULL;
+    if (fw_config) {
+        cfg = cli_config_load(fw_config, &a, &err);
+        if (!cfg) return cli_fail(&FORWARD, &err);
+        if (!fw_weights && cfg->model.vocab_size < 1) {
+            cli_config_free(cfg);
+            return cli_usage_error(&FORWARD, "without --weights, the config must set model.vocab_size");
         }
-    } else {
-        config_defaults(&cfg);
-        bool heads_set = false;
-        for (int i = 0; i < sets.n_sets; i++) {
-            if (strncmp(sets.sets[i], "model.", 6)) {
-                fprintf(stderr, "bert_pretrain forward: --set %s: without --config only model.* keys apply\n",
-                        sets.sets[i]);
-                return 2;
-            }
-            if (config_apply_override(&cfg, sets.sets[i], &err)) return report(&err, "forward");
-            heads_set |= !strncmp(sets.sets[i], "model.heads=", 12);
-        }
-        /* the shape is the weights' (a model.* override re-applies the preset's sizes) */
-        int h = heads_set && !heads ? cfg.model.heads : inferred.heads;
-        cfg.model.layers = inferred.layers;
-        cfg.model.hidden = inferred.hidden;
-        cfg.model.heads = h;
-        cfg.model.intermediate = inferred.intermediate;
-        cfg.model.max_position = inferred.max_position;
-        cfg.model.type_vocab_size = inferred.type_vocab_size;
-        cfg.model.vocab_size = V;
     }
-    if (gelu) cfg.model.gelu = strcmp(gelu, "tanh") ? GELU_ERF : GELU_TANH;
-    Model *m = model_create(&cfg, V, &err);
-    if (!m) return report(&err, "forward");
-    Batch b = {0};
-    int rc = 0;
-    if (wpath ? model_load_safetensors(m, wpath, &err) : (model_init_weights(m, cfg.training.seed), 0)) {
-        rc = report(&err, "forward");
-        goto done;
-    }
-    if (model_batch_from_safetensors(&b, bpath, &err) ||
-        (save_w && model_save_safetensors(m, save_w, &err)) || (save_c && model_write_hf_config(m, save_c, &err))) {
-        rc = report(&err, "forward");
-        goto done;
-    }
-    ForwardArgs fa = {false, 0, 0, 0.0, 0.0};
+    /* without a config, the default policy (training.threads 0: every core) */
+    cli_set_threads(cfg ? cfg->training.threads : 0);
+    ModelForwardFiles f = {
+        .weights = fw_weights,
+        .batch = fw_batch,
+        .grads_out = fw_grads,
+        .weights_out = fw_save_weights,
+        .hf_config_out = fw_save_config,
+        .heads = (int)fw_heads,
+        .gelu = !fw_gelu ? -1 : strcmp(fw_gelu, "tanh") ? GELU_ERF : GELU_TANH,
+        .model_sets = a.sets,
+        .n_model_sets = cfg ? 0 : a.n_sets,
+    };
     ModelStats st;
-    model_zero_grad(m);
-    if (model_forward(m, &b, &fa, &st, &err)) {
-        rc = report(&err, "forward");
-        goto done;
-    }
-    double mlm_acc = st.mlm_count ? (double)st.mlm_correct / st.mlm_count : 0.0;
-    double nsp_acc = st.nsp_count ? (double)st.nsp_correct / st.nsp_count : 0.0;
-    printf("loss %.9g\nmlm_loss %.9g\nnsp_loss %.9g\nmlm_acc %.6f (%ld/%ld)\nnsp_acc %.6f (%ld/%ld)\n", st.loss,
-           st.mlm_loss, st.nsp_loss, mlm_acc, st.mlm_correct, st.mlm_count, nsp_acc, st.nsp_correct, st.nsp_count);
-    printf("{\"loss\": %.9g, \"mlm_loss\": %.9g, \"nsp_loss\": %.9g, \"mlm_acc\": %.6f, \"nsp_acc\": %.6f}\n", st.loss,
-           st.mlm_loss, st.nsp_loss, mlm_acc, nsp_acc);
-    if (gpath) {
-        model_backward(m);
-        if (model_save_grads_safetensors(m, gpath, &err)) rc = report(&err, "forward");
-    }
-done:
-    batch_free(&b);
-    model_free(m);
+    rc = model_forward_files(cfg, &f, &st, &err);
+    if (rc == 0)
+        print_forward(&st);
+    else
+        rc = cli_fail(&FORWARD, &err);
+    cli_config_free(cfg);
     return rc;
 }
 

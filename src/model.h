@@ -1,5 +1,6 @@
 /* model.h: BERT for pretraining (masked LM + next-sentence prediction) with hand-written forward
- * and backward passes: parameter table, init, activation plan, forward, backward, safetensors I/O.
+ * and backward passes: parameter table, init, activation plan, forward, backward (model.c); weight,
+ * batch and config files (model_io.c); the gradient check is gradcheck.h.
  *
  * The model (paper.md section 3, Google BERT's choices):
  *   embeddings  x0 = dropout(LN(word[id] + pos[t] + type[tt]))
@@ -43,22 +44,32 @@ typedef struct Model Model;
  * estimates). Hugging Face BertForPreTraining names; Linear weights (out, in); query, key and value
  * weights adjacent (so they form one (3H, H) matrix when H*H is a multiple of 16), then their
  * biases; no tensor for the tied decoder. Offsets 16-float aligned. vocab_size <= 0 takes
- * mc->vocab_size. Exclusion flags are all true (model_create applies the config's patterns). */
+ * mc->vocab_size. Exclusion flags are all true (model_create applies the config's patterns).
+ * Free with param_table_free (params.h). */
 int model_param_table(const ModelConfig *mc, int vocab_size, ParamTable *out, BpError *err);
-void param_table_free(ParamTable *t);
 
 /* Parameters and gradients (ParamTable.total floats each, 64-byte aligned, zeroed), exclusion flags
- * from cfg->optimizer; sets the thread count from cfg->training.threads (kern_init_threads). Weights
- * are zero until model_init_weights or model_load_safetensors. */
+ * from cfg->optimizer. Weights are zero until model_init_weights or model_load_safetensors. Sets no
+ * process-wide state: the caller owns the thread count (kern_init_threads; the commands call
+ * cli_set_threads). */
 Model *model_create(const Config *cfg, int vocab_size, BpError *err);
 void model_free(Model *m);
 const ParamTable *model_table(const Model *m);
-const ModelConfig *model_config(const Model *m);
-int model_vocab_size(const Model *m);
-float *model_params(Model *m);
-float *model_grads(Model *m);
+const ModelConfig *model_config(const Model *m); /* vocab_size is the model's V */
+/* the parameter and gradient buffers (ParamTable.total floats each) */
+float *model_params(const Model *m);
+float *model_grads(const Model *m);
 /* pointer to a named tensor in the parameter buffer, NULL when absent */
 float *model_param(Model *m, const char *name);
+
+/* What a tensor is, for initialisation and for the gradient check's random point. */
+typedef enum {
+    MODEL_TENSOR_WEIGHT, /* matrices and embeddings */
+    MODEL_TENSOR_GAIN,   /* LayerNorm gains */
+    MODEL_TENSOR_BIAS,   /* biases, LayerNorm shifts included */
+} ModelTensorKind;
+/* the kind of tensor i of model_table(m) */
+ModelTensorKind model_tensor_kind(const Model *m, int i);
 
 /* Truncated normal (|z| <= 2, resampled) with std initializer_range for weights and embeddings,
  * zero biases, unit LayerNorm gains; tensor i draws from rng_stream(seed, RNG_INIT, i). */
@@ -92,7 +103,9 @@ typedef struct { /* contributions of this micro-batch; summing over micro-batche
  * after it returns). A denominator <= 0 means "this micro-batch alone" (its own count). */
 int model_forward(Model *m, const Batch *b, const ForwardArgs *a, ModelStats *st, BpError *err);
 /* After model_forward: ADDS d(loss)/d(params) into the gradient buffer (loss as defined above), so
- * micro-batches accumulate by calling forward/backward in turn with one model_zero_grad per step. */
+ * micro-batches accumulate by calling forward/backward in turn with one model_zero_grad per step.
+ * Exactly one backward per forward: a backward without a forward before it (or a second one) is a
+ * programmer error (BP_ASSERT). */
 void model_backward(Model *m);
 void model_zero_grad(Model *m);
 
@@ -105,6 +118,8 @@ int model_mlm_rows(const Model *m);
 const int32_t *model_mlm_slots(const Model *m);
 /* the NSP logits of the last forward, (B, 2) */
 const float *model_nsp_logits(const Model *m);
+
+/* ---- files (model_io.c) ---- */
 
 /* Weights I/O in safetensors under the HF names (nothing written for the tied decoder). The loader
  * accepts cls.predictions.decoder.weight when it has the word embeddings' shape and equals them (a
@@ -125,6 +140,30 @@ int model_config_from_safetensors(const char *path, int heads, ModelConfig *mc, 
 int model_batch_from_safetensors(Batch *b, const char *path, BpError *err);
 /* config.json in Hugging Face BertConfig format (architectures BertForPreTraining). */
 int model_write_hf_config(const Model *m, const char *path, BpError *err);
+
+/* What model_forward_files reads and writes. */
+typedef struct {
+    const char *weights;       /* safetensors weights; NULL: fresh weights from training.seed */
+    const char *batch;         /* batch file (model_batch_from_safetensors); required */
+    const char *grads_out;     /* NULL, or where the gradient of every parameter goes */
+    const char *weights_out;   /* NULL, or where the weights the model ran go (HF names) */
+    const char *hf_config_out; /* NULL, or where their HF config.json goes */
+    int heads;                 /* > 0: model.heads (weights do not store it) */
+    int gelu;                  /* < 0: the config's model.gelu, else a GeluKind */
+    /* without a config: model.* assignments applied over the defaults before the shape is taken
+       from the weights (model.heads among them counts as the heads when heads is 0) */
+    char *const *model_sets;
+    int n_model_sets;
+} ModelForwardFiles;
+
+/* One forward (dropout off) of a model on a batch file, for cross-checks with PyTorch: the model
+ * is cfg's (its shape must fit the weights), or with cfg NULL the weights' shape (heads: f->heads,
+ * a model.heads assignment, else hidden / 64). With grads_out, one backward and the gradients
+ * written. Fills st; returns 0, or -1 with err set (usage errors for a bad assignment or a model
+ * without a vocabulary). */
+int model_forward_files(const Config *cfg, const ModelForwardFiles *f, ModelStats *st, BpError *err);
+
+/* ---- matrix products and FLOPs ---- */
 
 /* One matrix product of a training step: C (M,N) = op(A) (M,K) op(B) (K,N), `count` times per
  * micro-batch forward + backward. */
@@ -149,30 +188,14 @@ int model_gemm_shapes(const ModelConfig *mc, int vocab_size, int B, int T, int R
  * weight and the input gradient of each product). */
 double model_flops_per_example(const ModelConfig *mc, int vocab_size, int T, int P);
 
-/* ---- checks and benchmarks ---- */
+/* ---- random batches for checks and benchmarks ---- */
 
 /* Fills a batch (already allocated for b->B, b->T, b->P) with random tokens: example i has
  * T - (i * 3 % (T / 2)) real tokens when padding is on (so several examples are padded), segment
  * A/B token types, [CLS]-like id at position 0, about half the prediction slots real (distinct
- * non-zero positions of real tokens) and the rest unused (weight 0), random NSP labels,
- * example_index = first_example + i. Pure function of seed. */
+ * non-zero positions of real tokens; every slot with all_slots) and the rest unused (weight 0),
+ * random NSP labels, example_index = first_example + i. Pure function of seed. */
 void model_fill_random_batch(Batch *b, int vocab_size, int type_vocab_size, bool padding, bool all_slots,
                              uint64_t seed, int64_t first_example);
-
-typedef struct {
-    double eps;        /* central-difference step */
-    double atol, rtol; /* pass when |numeric - analytic| <= atol + rtol * max(|numeric|, |analytic|) */
-    int samples;       /* elements checked per tensor (plus the one with the largest gradient) */
-    bool randomize;    /* replace the weights by a random point with non-trivial gains and biases */
-    uint64_t seed;
-    bool dropout;      /* check with dropout on (fixed masks: seed, step 1), for the tests */
-} GradcheckOpts;
-
-/* Compares the analytic gradient of every parameter tensor (and a random direction over all of
- * them) with central finite differences of model_forward's loss on batch b (dropout off unless
- * o->dropout: the masks are a pure function of their key, so the loss stays smooth). Prints a
- * table (tensor, checked, max abs err, max rel err, PASS/FAIL) to out (may be NULL). Returns the
- * number of failing rows, or -1 with err set when a forward fails. */
-int model_gradcheck(Model *m, const Batch *b, const GradcheckOpts *o, FILE *out, BpError *err);
 
 #endif

@@ -1,7 +1,10 @@
 /* params.c: name lookups and exclusion flags over the parameter table (see params.h). */
 #include "params.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "common.h"
 
 static bool matches_any(const char *name, const char (*patterns)[64], int n) {
     for (int i = 0; i < n; i++)
@@ -21,4 +24,15 @@ int params_find(const ParamTable *t, const char *name) {
     for (int i = 0; i < t->n; i++)
         if (strcmp(t->params[i].name, name) == 0) return i;
     return -1;
+}
+
+const ParamInfo *params_get(const ParamTable *t, const char *name) {
+    int i = params_find(t, name);
+    BP_ASSERT(i >= 0, "tensor '%s' is not in the parameter table", name);
+    return &t->params[i];
+}
+
+void param_table_free(ParamTable *t) {
+    free(t->params);
+    memset(t, 0, sizeof *t);
 }

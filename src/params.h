@@ -1,7 +1,8 @@
 /* params.h: the parameter table. Parameters, gradients and every optimizer moment live in
  * contiguous float buffers of ParamTable.total floats; tensor i occupies [offset, offset + numel)
  * in each of them. The optimizer, clipping, checkpoints, export and the (future) allreduce all walk
- * this one table. model.c builds it; nobody else decides names or offsets. */
+ * this one table. model.c builds it (from its one tensor list); nobody else decides names or
+ * offsets. */
 #ifndef BP_PARAMS_H
 #define BP_PARAMS_H
 
@@ -33,6 +34,11 @@ typedef struct {
  * plain words like "bias" and "LayerNorm"). */
 void params_apply_exclusions(ParamTable *t, const char (*no_decay)[64], int n_no_decay,
                              const char (*no_adapt)[64], int n_no_adapt);
-int params_find(const ParamTable *t, const char *name); /* index or -1 */
+/* index of the tensor called name, or -1 (for names from outside: a file, a user) */
+int params_find(const ParamTable *t, const char *name);
+/* the tensor called name, for lookups that cannot miss (a name the table's builder put there):
+ * a missing name is a programmer error (BP_ASSERT) */
+const ParamInfo *params_get(const ParamTable *t, const char *name);
+void param_table_free(ParamTable *t);
 
 #endif

@@ -46,6 +46,10 @@ run "$BP_BIN" gradcheck
 check "gradcheck without a config exits 2 (rc $rc)" test "$rc" -eq 2
 run "$BP_BIN" gradcheck "$TMP/tiny.yaml" --batch zero
 check "gradcheck --batch zero exits 2 (rc $rc)" test "$rc" -eq 2
+check "gradcheck --batch zero names the option, prefixed" grep -q "^bert_pretrain gradcheck: --batch 'zero'" <<<"$err"
+run "$BP_BIN" gradcheck "$TMP/tiny.yaml" --seq 1
+check "gradcheck --seq 1 exits 2 (rc $rc)" test "$rc" -eq 2
+check "gradcheck --seq 1 says the sequence is too short" grep -q "^bert_pretrain gradcheck: sequence length 1 is too short" <<<"$err"
 run "$BP_BIN" gradcheck "$TMP/missing.yaml"
 check "gradcheck on a missing config exits 2 (rc $rc)" test "$rc" -eq 2
 check "missing config named" grep -q "missing.yaml" <<<"$err"

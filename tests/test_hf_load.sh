@@ -59,6 +59,9 @@ run "$BP_BIN" forward --batch $FIX/batch.safetensors
 check "forward without weights or config exits 2 (rc $rc)" test "$rc" -eq 2
 run "$BP_BIN" forward --weights "$TMP/model_erf.safetensors" --batch $FIX/batch.safetensors --gelu relu
 check "forward --gelu relu exits 2 (rc $rc)" test "$rc" -eq 2
+run "$BP_BIN" forward --weights "$TMP/model_erf.safetensors" --batch $FIX/batch.safetensors --set training.seed=3
+check "forward without a config refuses a non-model --set (rc $rc)" test "$rc" -eq 2
+check "the refused --set is named" grep -q "^bert_pretrain forward: --set training.seed=3: .*only model" <<<"$err"
 run "$BP_BIN" forward --help
 check "forward --help exits 0" test "$rc" -eq 0
 

@@ -1,7 +1,9 @@
-/* Unit tests for model.c: parameter table, init, gradient check (both GELU forms, dropout off and
- * on), the micro-batch / thread / padding invariants, activation planning, safetensors round trip
- * and load errors, the HF config. */
+/* Unit tests for model.c, model_io.c and gradcheck.c: parameter table and tensor kinds, init,
+ * gradient check (both GELU forms, dropout off and on), the micro-batch / thread / padding
+ * invariants, activation planning, backward without forward, safetensors round trip and load
+ * errors, the HF config. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,8 +11,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "gradcheck.h"
 #include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
@@ -108,6 +112,27 @@ static void test_param_table(void **state) {
         assert_int_equal(mt->params[i].weight_decay, !excluded);
         assert_int_equal(mt->params[i].layer_adaptation, !excluded);
     }
+    /* the kinds come from the same list as the names: gains are the LayerNorm weights, biases the
+       .bias tensors (LayerNorm shifts included), everything else a weight */
+    for (int i = 0; i < mt->n; i++) {
+        const char *name = mt->params[i].name;
+        size_t len = strlen(name);
+        ModelTensorKind want = strstr(name, "LayerNorm.weight")       ? MODEL_TENSOR_GAIN
+                               : !strcmp(name + len - 5, ".bias") ? MODEL_TENSOR_BIAS
+                                                                   : MODEL_TENSOR_WEIGHT;
+        assert_int_equal(model_tensor_kind(m, i), want);
+    }
+    /* the table of a model and model_param_table's are the same, entry for entry */
+    ParamTable again;
+    assert_int_equal(model_param_table(&cfg.model, TV, &again, &err), 0);
+    assert_int_equal(again.n, mt->n);
+    assert_int_equal(again.total, mt->total);
+    for (int i = 0; i < mt->n; i++) {
+        assert_string_equal(again.params[i].name, mt->params[i].name);
+        assert_int_equal(again.params[i].offset, mt->params[i].offset);
+        assert_int_equal(again.params[i].numel, mt->params[i].numel);
+    }
+    param_table_free(&again);
     model_free(m);
 
     /* invalid shapes are usage errors */
@@ -154,20 +179,28 @@ static void run_gradcheck(GeluKind gelu, bool dropout) {
     Batch b;
     random_batch(&b, 3, 8, 3, 7, 100);
     /* fp32 model: eps 1e-2 keeps the loss rounding noise (~1e-7 * loss / eps) near 1e-5 while the
-       O(eps^2) truncation stays below it (see cmd_model.c for the full argument) */
+       O(eps^2) truncation stays below it (see gradcheck.c for the full argument) */
     GradcheckOpts o = {1e-2, 1e-4, 1e-2, 4, true, 3, dropout};
     BpError err = {0};
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&buf, &len);
-    int fails = model_gradcheck(m, &b, &o, out, &err);
-    fclose(out);
-    if (fails != 0) fail_msg("gradcheck (%s, dropout %d): %d failures (%s)\n%s", gelu ? "tanh" : "erf", dropout,
-                             fails, err.msg, buf);
-    /* the table names every tensor */
-    assert_non_null(strstr(buf, "cls.predictions.transform.LayerNorm.bias"));
-    assert_non_null(strstr(buf, "random direction"));
-    free(buf);
+    GradcheckReport rep;
+    int fails = model_gradcheck(m, &b, &o, &rep, &err);
+    if (fails < 0) fail_msg("gradcheck (%s, dropout %d): %s", gelu ? "tanh" : "erf", dropout, err.msg);
+    for (int i = 0; i < rep.n_rows; i++)
+        if (!rep.rows[i].pass)
+            print_error("FAIL %s: %d checked, max abs err %.3e, max rel err %.3e\n", rep.rows[i].name,
+                        rep.rows[i].checked, rep.rows[i].max_abs, rep.rows[i].max_rel);
+    if (fails != 0) fail_msg("gradcheck (%s, dropout %d): %d failures", gelu ? "tanh" : "erf", dropout, fails);
+    /* a row per tensor in table order, each with its largest element and 4 samples (fewer only
+       for the 2-float NSP bias), then the random direction */
+    const ParamTable *t = model_table(m);
+    assert_int_equal(rep.n_rows, t->n + 1);
+    for (int i = 0; i < t->n; i++) {
+        assert_string_equal(rep.rows[i].name, t->params[i].name);
+        assert_int_equal(rep.rows[i].checked, 1 + (t->params[i].numel < 4 ? (int)t->params[i].numel : 4));
+    }
+    assert_non_null(strstr(rep.rows[t->n].name, "random direction"));
+    assert_int_equal(rep.rows[t->n].checked, 1);
+    model_gradcheck_report_free(&rep);
     batch_free(&b);
     model_free(m);
 }
@@ -480,6 +513,43 @@ static void test_safetensors_roundtrip(void **state) {
     model_free(b);
 }
 
+/* model_backward without a model_forward before it (and a second backward after one) is a
+ * programmer error: the process aborts instead of returning a wrong gradient silently */
+static void expect_abort(void (*what)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        what();
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
+static void backward_without_forward(void) {
+    Model *m = tiny_model(GELU_ERF, 0.0, 1);
+    model_backward(m);
+}
+
+static void second_backward(void) {
+    Model *m = tiny_model(GELU_ERF, 0.0, 1);
+    Batch b;
+    random_batch(&b, 2, 8, 3, 1, 0);
+    ModelStats st;
+    fwd_bwd(m, &b, false, 0, 0, &st);
+    model_backward(m);
+}
+
+static void test_backward_needs_forward(void **state) {
+    (void)state;
+    expect_abort(backward_without_forward);
+    expect_abort(second_backward);
+}
+
 static void test_flops(void **state) {
     (void)state;
     Config cfg;
@@ -509,6 +579,7 @@ int main(void) {
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_stats_and_logits),
         cmocka_unit_test(test_safetensors_roundtrip),
+        cmocka_unit_test(test_backward_needs_forward),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
