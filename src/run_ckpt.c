@@ -67,7 +67,7 @@ int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optim
     st.step = meta->step;
     st.total_floats = (int64_t)t->total;
     st.n_tensors = t->n;
-    st.vocab_size = model_vocab_size(model);
+    st.vocab_size = model_config(model)->vocab_size;
     st.seed = cfg->training.seed;
     st.elapsed_s = meta->elapsed_s;
     st.optimizer_bytes = optim_state_bytes(opt);
@@ -292,7 +292,7 @@ static int same_shape(const RunCkpt *ck, const Model *model, BpError *err) {
                         "%s: the checkpoint's model (%d tensors, %zu floats, vocab %d) differs from this "
                         "run's (%d tensors, %zu floats, vocab %d)%s%s",
                         ck->path, a->n, a->total, (int)ck->state.vocab_size, b->n, b->total,
-                        model_vocab_size(model), a->n == b->n ? " at tensor " : "",
+                        model_config(model)->vocab_size, a->n == b->n ? " at tensor " : "",
                         a->n == b->n ? a->params[differ].name : "");
 }
 
