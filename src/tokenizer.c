@@ -10,12 +10,10 @@
  * written against. */
 #include "tokenizer.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-
+#include "textfile.h"
 #include "unicode_tables.h"
 
 #define TOK_MAX_INPUT_CHARS 100 /* tokenization.py's max_input_chars_per_word */
@@ -569,6 +567,47 @@ int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t
     return tokenizer_basic(text, len, tok->lowercase, wordpiece_word, &c, err);
 }
 
+/* one id as decimal digits, without printf's format parsing (the stream loop writes millions) */
+static void put_id(uint32_t v, FILE *out) {
+    char num[16];
+    int k = 0;
+    do num[k++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (k) putc(num[--k], out);
+}
+
+int tokenizer_encode_stream(const Tokenizer *tok, FILE *in, FILE *out, bool pieces,
+                            TokenizeStreamCounts *counts, BpError *err) {
+    memset(counts, 0, sizeof *counts);
+    char *line = NULL;
+    size_t line_cap = 0, n = 0, cap = 0;
+    int32_t *ids = NULL;
+    ssize_t len;
+    int rc = 0;
+    while ((len = getline(&line, &line_cap, in)) >= 0) {
+        n = 0;
+        if (tokenizer_encode(tok, line, (size_t)len, &ids, &n, &cap, err)) {
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (i) putc(' ', out);
+            if (pieces) fputs(tok->tokens[ids[i]], out);
+            else put_id((uint32_t)ids[i], out);
+            counts->unk += ids[i] == tok->sp.unk;
+        }
+        putc('\n', out);
+        counts->lines++;
+        counts->tokens += n;
+    }
+    if (rc == 0 && ferror(in)) rc = bp_fail_kind(err, BP_ERR_IO, "error reading the input text");
+    if (fflush(out) != 0 || ferror(out))
+        rc = rc ? rc : bp_fail_kind(err, BP_ERR_IO, "error writing the tokens");
+    free(line);
+    free(ids);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Vocab builder                                                                               */
 /*
@@ -709,74 +748,31 @@ static int count_word(void *ctx, const char *word, size_t nbytes, size_t nchars)
     return 0;
 }
 
-/* Reads one .txt or .gz file (gzread passes plain files through) and counts its words. */
-static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError *err) {
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) return bp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1 << 20);
-    size_t cap = 1 << 20, have = 0, lines = 0, bytes = 0, n_bad = 0, first_bad = 0;
+/* Counts the words of one .txt or .gz file, read line by line by the reader prepare uses. */
+static int count_file(WordCounter *wc, const char *path, bool lowercase, FILE *progress, BpError *err) {
+    TextFile *tf = textfile_open(path, err);
+    if (!tf) return -1;
     uint64_t words_before = wc->n_words;
-    char *buf = malloc(cap);
-    int rc = buf ? 0 : bp_fail(err, "%s: out of memory", path);
-    bool eof = false;
-    while (rc == 0 && !eof) {
-        if (have == cap) { /* one line longer than the buffer */
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                rc = bp_fail(err, "%s: out of memory (a line over %zu bytes)", path, cap);
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        unsigned want = (unsigned)(cap - have > (1u << 30) ? (1u << 30) : cap - have);
-        int got = gzread(gz, buf + have, want);
-        if (got < 0) {
-            int zerr;
-            const char *msg = gzerror(gz, &zerr);
-            rc = bp_fail(err, "%s: read error: %s", path, zerr == Z_ERRNO ? strerror(errno) : msg);
-            break;
-        }
-        eof = got == 0;
-        size_t start = have;
-        have += (size_t)got;
-        for (size_t i = start; i < have; i++) lines += buf[i] == '\n';
-        /* tokenize up to the last line break; the rest waits for more text (a line break always
-         * ends a word and is never inside a UTF-8 sequence) */
-        size_t cut = have;
-        if (!eof) {
-            while (cut > 0 && buf[cut - 1] != '\n') cut--;
-            if (cut == 0) continue;
-        }
-        size_t first = 0, bad = tokenizer_utf8_invalid(buf, cut, &first);
-        if (bad && !n_bad) first_bad = bytes + first;
-        n_bad += bad;
-        bytes += cut;
-        if (tokenizer_basic(buf, cut, lowercase, count_word, wc, err)) {
+    char *line;
+    size_t len;
+    int got;
+    while ((got = textfile_next(tf, &line, &len, err)) > 0) {
+        if (tokenizer_basic(line, len, lowercase, count_word, wc, err)) {
             bp_err_prefix(err, "%s", path);
-            rc = -1;
+            got = -1;
             break;
         }
-        memmove(buf, buf + cut, have - cut);
-        have -= cut;
     }
-    free(buf);
-    int zrc = gzclose(gz);
-    if (rc == 0 && zrc != Z_OK) rc = bp_fail(err, "%s: read error (truncated or corrupt .gz?)", path);
-    /* a few stray bytes are dropped as BERT drops them; mostly-invalid text is the wrong file or
-     * the wrong encoding, and would only teach the vocab noise */
-    if (rc == 0 && n_bad > 0 && n_bad * 100 > bytes)
-        rc = bp_fail(err,
-                     "%s: not UTF-8 text: %zu of %zu bytes are invalid UTF-8 (the first at byte "
-                     "%zu); HINT: convert it, e.g. iconv -f LATIN1 -t UTF-8",
-                     path, n_bad, bytes, first_bad);
-    else if (rc == 0 && n_bad > 0)
-        fprintf(stderr, "vocab: %s: warning: %zu invalid UTF-8 bytes dropped (the first at byte %zu)\n",
-                path, n_bad, first_bad);
-    if (rc == 0)
-        fprintf(stderr, "vocab: %s: %zu lines, %llu words\n", path, lines + (have > 0),
+    const TextFileStats *st = textfile_stats(tf);
+    if (got == 0 && progress) {
+        char note[256];
+        if (st->bad_bytes)
+            fprintf(progress, "vocab: warning: %s: %s\n", path, textfile_invalid_note(st, note, sizeof note));
+        fprintf(progress, "vocab: %s: %zu lines, %llu words\n", path, st->lines,
                 (unsigned long long)(wc->n_words - words_before));
-    return rc;
+    }
+    textfile_close(tf);
+    return got;
 }
 
 typedef struct {
@@ -960,7 +956,7 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
     AtomicFile af = {0};
     int rc = -1;
     for (int f = 0; f < n_inputs; f++)
-        if (count_file(&wc, inputs[f], opt->lowercase, err)) goto done;
+        if (count_file(&wc, inputs[f], opt->lowercase, opt->progress, err)) goto done;
     size_t n_uniq = wc.words.n;
     if (n_uniq == 0) {
         bp_fail(err, "no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");
@@ -1108,15 +1104,16 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
     for (size_t k = 0; k < n_merged; k++) fprintf(af.fp, "%s\n", strtab_str(&m.syms, order[k]));
     if (bp_atomic_commit(&af, err)) goto done;
     size_t total = 5 + n_alpha + n_merged;
-    fprintf(stderr,
+    if (opt->progress)
+        fprintf(opt->progress,
             "vocab: %llu words (%zu distinct, %llu over %d characters skipped) from %d file%s; "
             "%zu characters and ## forms, %zu merges (last pair count %lld); %zu tokens written to "
             "%s in %.2f s\n",
             (unsigned long long)wc.n_words, n_uniq, (unsigned long long)wc.n_long,
             TOK_MAX_INPUT_CHARS, n_inputs, n_inputs > 1 ? "s" : "", n_alpha, n_merged,
             (long long)last_count, total, out_path, bp_now() - t0);
-    if (total < (size_t)opt->size)
-        fprintf(stderr,
+    if (opt->progress && total < (size_t)opt->size)
+        fprintf(opt->progress,
                 "vocab: note: %zu < --size %d: no more pairs occur at least %d times (--min-count)\n",
                 total, opt->size, opt->min_count);
     rc = 0;
@@ -1132,10 +1129,4 @@ done:
     free(wc.counts);
     merger_free(&m);
     return rc;
-}
-
-int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
-                const char *out_path, BpError *err) {
-    VocabBuildOptions opt = {.size = size, .lowercase = lowercase, .min_count = 2};
-    return vocab_build_opts(inputs, n_inputs, &opt, out_path, err);
 }
