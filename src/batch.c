@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "rng.h"
+#include "safetensors.h"
 #include "shard.h"
 
 int batch_alloc(Batch *b, int B, int T, int P, BpError *err) {
@@ -50,6 +51,20 @@ long batch_count_predictions(const Batch *b) {
     long n = 0;
     for (size_t i = 0; i < (size_t)b->B * (size_t)b->P; i++) n += b->masked_lm_weights[i] != 0;
     return n;
+}
+
+int batch_save_safetensors(const Batch *b, const char *path, BpError *err) {
+    size_t B = (size_t)b->B, T = (size_t)b->T, P = (size_t)b->P;
+    StEntry e[7] = {
+        {"input_ids", ST_I32, 2, {B, T}, b->input_ids},
+        {"token_type_ids", ST_I32, 2, {B, T}, b->token_type_ids},
+        {"attention_mask", ST_I32, 2, {B, T}, b->attention_mask},
+        {"masked_lm_positions", ST_I32, 2, {B, P}, b->masked_lm_positions},
+        {"masked_lm_ids", ST_I32, 2, {B, P}, b->masked_lm_ids},
+        {"masked_lm_weights", ST_I32, 2, {B, P}, b->masked_lm_weights},
+        {"next_sentence_labels", ST_I32, 1, {B}, b->next_sentence_labels},
+    };
+    return st_write(path, e, (int)BP_ARRAY_LEN(e), err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -375,4 +390,64 @@ int64_t dataset_step_first_example(const Config *cfg, long global_step) {
     for (int p = 0; p < phase; p++)
         first += (int64_t)cfg->phases[p].steps * cfg->phases[p].batch_size;
     return first + (int64_t)(global_step - cfg->phases[phase].first_step) * cfg->phases[phase].batch_size;
+}
+
+ExampleArgs dataset_example_args(const Config *cfg, const PhaseConfig *phase) {
+    return (ExampleArgs){.seed = cfg->training.seed,
+                         .seq_len = phase->seq_len,
+                         .max_predictions = phase->max_predictions_per_seq,
+                         .masked_lm_prob = cfg->data.masked_lm_prob,
+                         .short_seq_prob = cfg->data.short_seq_prob,
+                         .whole_word_mask = cfg->data.whole_word_mask};
+}
+
+/* the global step a request names, refused when it lies outside the run */
+static int request_global_step(const Config *cfg, const StepExamplesRequest *req, long *global, BpError *err) {
+    if (req->step < 0) return bp_fail_usage(err, "step %ld is negative", req->step);
+    if (req->phase < 0) {
+        if (req->step >= cfg->total_steps)
+            return bp_fail_usage(err, "--step %ld: the run has %ld steps (0..%ld)", req->step,
+                                 cfg->total_steps, cfg->total_steps - 1);
+        *global = req->step;
+        return 0;
+    }
+    if (req->phase >= cfg->n_phases)
+        return bp_fail_usage(err, "--phase %ld: the config has %d phase(s) (0..%d)", req->phase,
+                             cfg->n_phases, cfg->n_phases - 1);
+    const PhaseConfig *ph = &cfg->phases[req->phase];
+    if (req->step >= ph->steps)
+        return bp_fail_usage(err, "--step %ld: phase %ld has %d steps (0..%d)", req->step, req->phase,
+                             ph->steps, ph->steps - 1);
+    *global = ph->first_step + req->step;
+    return 0;
+}
+
+int dataset_step_examples(const Config *cfg, const StepExamplesRequest *req, StepExamples *out, BpError *err) {
+    memset(out, 0, sizeof *out);
+    long global = 0;
+    if (request_global_step(cfg, req, &global, err)) return -1;
+    int phase = config_phase_of(cfg, global);
+    const PhaseConfig *ph = &cfg->phases[phase];
+    long n = req->n >= 0 ? req->n : (ph->batch_size < 4 ? ph->batch_size : 4);
+    if (n < 1 || n > ph->batch_size)
+        return bp_fail_usage(err, "--n %ld: step %ld has %d examples (phase %d batch_size)", n, global,
+                             ph->batch_size, phase);
+    out->global_step = global;
+    out->phase = phase;
+    out->phase_step = global - ph->first_step;
+    out->first_example = dataset_step_first_example(cfg, global);
+    out->batch_size = ph->batch_size;
+    out->args = dataset_example_args(cfg, ph);
+    out->dataset = dataset_open(cfg->data.train, cfg->data.vocab, cfg->data.lowercase, err);
+    if (!out->dataset) return -1;
+    out->tok = dataset_tokenizer(out->dataset);
+    out->examples_per_epoch = dataset_examples_per_epoch(out->dataset, out->args.seq_len);
+    if (batch_alloc(&out->batch, (int)n, out->args.seq_len, out->args.max_predictions, err)) return -1;
+    return dataset_build_batch(out->dataset, &out->args, out->first_example, (int)n, &out->batch, err);
+}
+
+void dataset_step_examples_free(StepExamples *s) {
+    batch_free(&s->batch);
+    dataset_free(s->dataset);
+    memset(s, 0, sizeof *s);
 }

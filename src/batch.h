@@ -35,6 +35,11 @@ int batch_alloc(Batch *b, int B, int T, int P, BpError *err);
 void batch_free(Batch *b);
 /* Number of real predictions (sum of masked_lm_weights). */
 long batch_count_predictions(const Batch *b);
+/* Writes the b->B examples' tensors (input_ids, token_type_ids, attention_mask,
+ * masked_lm_positions, masked_lm_ids, masked_lm_weights: (B, T) or (B, P); next_sentence_labels:
+ * (B); all I32) atomically to a safetensors file: the batch format model_batch_from_safetensors
+ * reads (`bert_pretrain forward --batch`). */
+int batch_save_safetensors(const Batch *b, const char *path, BpError *err);
 
 /* ---------------------------------------------------------------------------------------------
  * The example builder: masked-LM + next-sentence examples cut from a token shard, as BERT's
@@ -99,9 +104,39 @@ long dataset_examples_per_epoch(const Dataset *d, int seq_len);
  * [0, n) for each (seed, epoch)). */
 uint64_t dataset_epoch_perm(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t j);
 
+/* The example arguments of a phase of cfg: seed, its seq_len and max_predictions, data's masking. */
+ExampleArgs dataset_example_args(const Config *cfg, const PhaseConfig *phase);
+
 /* Index of the first example of a global optimizer step: the steps * batch_size examples of every
  * earlier phase, plus (step - phase.first_step) * batch_size. A step past the last phase continues
  * the last phase's stream. The trainer and show-batch both use it. -1 for a negative step. */
 int64_t dataset_step_first_example(const Config *cfg, long global_step);
+
+/* The examples of one optimizer step exactly as the trainer builds them from data.train
+ * (`show-batch`): step S counts from step 0, or from the start of phase P when phase >= 0; the
+ * first n examples of it (n < 0: min(4, batch_size)). */
+typedef struct {
+    long step;
+    long phase; /* -1: step is a global step */
+    long n;
+} StepExamplesRequest;
+
+typedef struct {
+    Batch batch;       /* the n examples (batch.B = n, batch.example_index their stream indices) */
+    Dataset *dataset;  /* data.train, open */
+    const Tokenizer *tok; /* the dataset's, to decode the ids */
+    long global_step;
+    int phase;
+    long phase_step;        /* global_step - the phase's first step */
+    int64_t first_example;  /* the step's first example in the stream */
+    int batch_size;         /* the step's examples (the phase's batch_size) */
+    long examples_per_epoch; /* at the phase's seq_len */
+    ExampleArgs args;
+} StepExamples;
+
+/* Fills *out (free with dataset_step_examples_free, also after a failure). Usage errors for a step,
+ * phase or n outside the config's run; the dataset's errors for missing or damaged shards. */
+int dataset_step_examples(const Config *cfg, const StepExamplesRequest *req, StepExamples *out, BpError *err);
+void dataset_step_examples_free(StepExamples *s);
 
 #endif

@@ -1,179 +1,102 @@
 /* cmd_text.c: `bert_pretrain vocab` (train a WordPiece vocab) and `bert_pretrain tokenize`
- * (text on stdin -> ids or pieces on stdout), thin command-line layers over tokenizer.h. */
+ * (text on stdin -> ids or pieces on stdout): parse with cli_parse, call tokenizer.h, report. */
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "tokenizer.h"
 
-static void vocab_usage(FILE *out) {
-    fprintf(out,
-            "usage: bert_pretrain vocab --input FILE... --size N --out vocab.txt [--cased]\n"
-            "                           [--min-count C]\n\n"
-            "Trains a WordPiece vocabulary from text files (.txt, or .gz through zlib).\n"
-            "The text goes through BERT's BasicTokenizer (lower-cased and accent-stripped unless\n"
-            "--cased); the vocab lists [PAD] [UNK] [CLS] [SEP] [MASK], then every character seen\n"
-            "(and its ## continuation form when it occurs inside a word), then merged pieces.\n\n"
-            "Merge criterion: pair frequency (BPE), as Hugging Face's WordPieceTrainer: each step\n"
-            "merges the adjacent pair of pieces that occurs most often in the word counts (ties\n"
-            "broken by the pieces' strings, so the result is deterministic), not the likelihood\n"
-            "score count(ab)/(count(a)*count(b)), which favours rare pairs.\n\n"
-            "options:\n"
-            "  --input FILE...   one or more text files (or repeat --input)\n"
-            "  --size N          number of vocab entries (specials included); the vocab is smaller\n"
-            "                    when no pair is left that occurs --min-count times\n"
-            "  --out PATH        where to write vocab.txt (atomically)\n"
-            "  --cased           keep case and accents (for a cased model)\n"
-            "  --min-count C     stop merging below C occurrences (default 2)\n\n"
-            "Exit status: 0 success, 1 runtime failure, 2 usage error.\n");
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > 1000000000) {
-        fprintf(stderr, "bert_pretrain vocab: %s '%s' must be an integer >= %d\n", opt, s, lo);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
+static CliList vocab_inputs;
+static long vocab_size, vocab_min_count;
+static const char *vocab_out;
+static bool vocab_cased;
+static const CliOption VOCAB_OPTIONS[] = {
+    {"--input", CLI_LIST, &vocab_inputs, "FILE", "text files, .txt or .gz (one or more; --input repeats)", 0, 0},
+    {"--size", CLI_LONG, &vocab_size, "N",
+     "vocab entries, specials included (required); fewer when no pair occurs --min-count times",
+     5, 1000000000},
+    {"--out", CLI_STRING, &vocab_out, "PATH", "where to write vocab.txt, atomically (required)", 0, 0},
+    {"--cased", CLI_FLAG, &vocab_cased, NULL, "keep case and accents (for a cased model)", 0, 0},
+    {"--min-count", CLI_LONG, &vocab_min_count, "C", "stop merging below C occurrences (default 2)", 1,
+     1000000000},
+};
+static const CliCommand VOCAB = {
+    .name = "vocab",
+    .usage = "vocab --input FILE... --size N --out vocab.txt [--cased] [--min-count C]",
+    .description =
+        "Trains a WordPiece vocabulary from text files (.txt, or .gz through zlib), read line by line\n"
+        "exactly as `prepare` reads them: a file with more than 1% invalid UTF-8 bytes is refused,\n"
+        "fewer are dropped with a warning.\n"
+        "The text goes through BERT's BasicTokenizer (lower-cased and accent-stripped unless\n"
+        "--cased); the vocab lists [PAD] [UNK] [CLS] [SEP] [MASK], then every character seen\n"
+        "(and its ## continuation form when it occurs inside a word), then merged pieces.\n\n"
+        "Merge criterion: pair frequency (BPE), as Hugging Face's WordPieceTrainer: each step\n"
+        "merges the adjacent pair of pieces that occurs most often in the word counts (ties\n"
+        "broken by the pieces' strings, so the result is deterministic), not the likelihood\n"
+        "score count(ab)/(count(a)*count(b)), which favours rare pairs.\n"
+        "Progress and a summary go to stderr.\n",
+    .options = VOCAB_OPTIONS,
+    .n_options = (int)BP_ARRAY_LEN(VOCAB_OPTIONS),
+};
 
 int cmd_vocab(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        vocab_usage(stdout);
-        return 0;
-    }
-    const char **inputs = calloc((size_t)argc, sizeof *inputs);
-    if (!inputs) return 1;
-    int n_inputs = 0, size = 0, rc = 2;
-    const char *out = NULL;
-    VocabBuildOptions opt = {.lowercase = true, .min_count = 2};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--input")) {
-            int before = n_inputs;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) inputs[n_inputs++] = argv[++i];
-            if (n_inputs == before) {
-                fprintf(stderr, "bert_pretrain vocab: --input needs at least one file\n");
-                goto usage;
-            }
-        } else if (!strcmp(a, "--size") && i + 1 < argc) {
-            if (parse_int("--size", argv[++i], 5, &size)) goto usage;
-        } else if (!strcmp(a, "--min-count") && i + 1 < argc) {
-            if (parse_int("--min-count", argv[++i], 1, &opt.min_count)) goto usage;
-        } else if (!strcmp(a, "--out") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--cased")) {
-            opt.lowercase = false;
-        } else {
-            fprintf(stderr, "bert_pretrain vocab: unknown or incomplete option '%s'\n", a);
-            goto usage;
-        }
-    }
-    if (!n_inputs || !size || !out) {
-        fprintf(stderr, "bert_pretrain vocab: --input, --size and --out are required\n");
-        goto usage;
-    }
-    opt.size = size;
-    BpError err = {0};
-    if (vocab_build_opts(inputs, n_inputs, &opt, out, &err)) {
-        fprintf(stderr, "bert_pretrain vocab: %s\n", err.msg);
-        rc = bp_error_status(&err);
+    vocab_size = 0;
+    vocab_min_count = 2;
+    vocab_out = NULL;
+    vocab_cased = false;
+    CliArgs a;
+    int rc = cli_parse(&VOCAB, argc, argv, &a);
+    if (rc != CLI_OK) return rc;
+    if (!vocab_inputs.n || !vocab_size || !vocab_out) {
+        rc = cli_usage_error(&VOCAB, "--input, --size and --out are required");
     } else {
-        rc = 0;
+        VocabBuildOptions opt = {.size = (int)vocab_size,
+                                 .lowercase = !vocab_cased,
+                                 .min_count = (int)vocab_min_count,
+                                 .progress = stderr};
+        BpError err = {0};
+        rc = vocab_build_opts(vocab_inputs.items, vocab_inputs.n, &opt, vocab_out, &err) == 0
+                 ? 0
+                 : cli_fail(&VOCAB, &err);
     }
-    free(inputs);
+    cli_args_free(&VOCAB);
     return rc;
-usage:
-    vocab_usage(stderr);
-    free(inputs);
-    return 2;
 }
 
-static void tokenize_usage(FILE *out) {
-    fprintf(out,
-            "usage: bert_pretrain tokenize --vocab V [--ids|--pieces] [--cased]\n\n"
-            "Reads UTF-8 text on stdin and writes one line per input line: its BERT tokens\n"
-            "(BasicTokenizer, then WordPiece with vocab V), space-separated, as ids (default) or\n"
-            "as pieces. Lower-cases and strips accents unless --cased. Invalid UTF-8 bytes are\n"
-            "dropped.\n\n"
-            "Exit status: 0 success, 1 runtime failure (unreadable or invalid vocab), 2 usage error.\n");
-}
+static const char *tok_vocab;
+static bool tok_ids, tok_pieces, tok_cased;
+static const CliOption TOKENIZE_OPTIONS[] = {
+    {"--vocab", CLI_STRING, &tok_vocab, "V", "the vocab.txt to tokenize with (required)", 0, 0},
+    {"--ids", CLI_FLAG, &tok_ids, NULL, "write token ids (the default)", 0, 0},
+    {"--pieces", CLI_FLAG, &tok_pieces, NULL, "write the pieces instead of their ids", 0, 0},
+    {"--cased", CLI_FLAG, &tok_cased, NULL, "keep case and accents (a cased vocab)", 0, 0},
+};
+static const CliCommand TOKENIZE = {
+    .name = "tokenize",
+    .usage = "tokenize --vocab V [--ids|--pieces] [--cased]",
+    .description = "Reads UTF-8 text on stdin and writes one line per input line: its BERT tokens\n"
+                   "(BasicTokenizer, then WordPiece with vocab V), space-separated, as ids (default) or\n"
+                   "as pieces. Lower-cases and strips accents unless --cased. Invalid UTF-8 bytes are\n"
+                   "dropped.\n",
+    .options = TOKENIZE_OPTIONS,
+    .n_options = (int)BP_ARRAY_LEN(TOKENIZE_OPTIONS),
+};
 
 int cmd_tokenize(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        tokenize_usage(stdout);
-        return 0;
-    }
-    const char *vocab = NULL;
-    bool pieces = false, lowercase = true;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
-            vocab = argv[++i];
-        } else if (!strcmp(argv[i], "--ids")) {
-            pieces = false;
-        } else if (!strcmp(argv[i], "--pieces")) {
-            pieces = true;
-        } else if (!strcmp(argv[i], "--cased")) {
-            lowercase = false;
-        } else {
-            fprintf(stderr, "bert_pretrain tokenize: unknown or incomplete option '%s'\n", argv[i]);
-            tokenize_usage(stderr);
-            return 2;
-        }
-    }
-    if (!vocab) {
-        fprintf(stderr, "bert_pretrain tokenize: --vocab is required\n");
-        tokenize_usage(stderr);
-        return 2;
-    }
+    tok_vocab = NULL;
+    tok_ids = tok_pieces = tok_cased = false;
+    CliArgs a;
+    int rc = cli_parse(&TOKENIZE, argc, argv, &a);
+    if (rc != CLI_OK) return rc;
+    if (!tok_vocab) return cli_usage_error(&TOKENIZE, "--vocab is required");
+    if (tok_ids && tok_pieces) return cli_usage_error(&TOKENIZE, "--ids and --pieces exclude each other");
     BpError err = {0};
-    Tokenizer *tok = tokenizer_load(vocab, lowercase, &err);
-    if (!tok) {
-        fprintf(stderr, "bert_pretrain tokenize: %s\n", err.msg);
-        return bp_error_status(&err);
-    }
-    static char outbuf[1 << 16];
+    Tokenizer *tok = tokenizer_load(tok_vocab, !tok_cased, &err);
+    if (!tok) return cli_fail(&TOKENIZE, &err);
+    static char outbuf[1 << 16]; /* one write per 64 KiB, not per line */
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    char *line = NULL;
-    size_t line_cap = 0, n = 0, cap = 0;
-    int32_t *ids = NULL;
-    ssize_t len;
-    int rc = 0;
-    while ((len = getline(&line, &line_cap, stdin)) >= 0) {
-        n = 0;
-        if (tokenizer_encode(tok, line, (size_t)len, &ids, &n, &cap, &err)) {
-            fprintf(stderr, "bert_pretrain tokenize: %s\n", err.msg);
-            rc = 1;
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (i) putchar(' ');
-            if (pieces) {
-                fputs(tokenizer_token(tok, ids[i]), stdout);
-            } else {
-                char num[16];
-                int k = 0;
-                uint32_t v = (uint32_t)ids[i];
-                do num[k++] = (char)('0' + v % 10);
-                while (v /= 10);
-                while (k) putchar(num[--k]);
-            }
-        }
-        putchar('\n');
-    }
-    if (rc == 0 && ferror(stdin)) {
-        fprintf(stderr, "bert_pretrain tokenize: error reading stdin\n");
-        rc = 1;
-    }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "bert_pretrain tokenize: error writing stdout\n");
-        rc = 1;
-    }
-    free(line);
-    free(ids);
+    TokenizeStreamCounts counts;
+    rc = tokenizer_encode_stream(tok, stdin, stdout, tok_pieces, &counts, &err) == 0 ? 0 : cli_fail(&TOKENIZE, &err);
     tokenizer_free(tok);
     return rc;
 }

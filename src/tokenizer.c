@@ -10,12 +10,10 @@
  * written against. */
 #include "tokenizer.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-
+#include "textfile.h"
 #include "unicode_tables.h"
 
 #define TOK_MAX_INPUT_CHARS 100 /* tokenization.py's max_input_chars_per_word */
@@ -569,6 +567,47 @@ int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t
     return tokenizer_basic(text, len, tok->lowercase, wordpiece_word, &c, err);
 }
 
+/* one id as decimal digits, without printf's format parsing (the stream loop writes millions) */
+static void put_id(uint32_t v, FILE *out) {
+    char num[16];
+    int k = 0;
+    do num[k++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (k) putc(num[--k], out);
+}
+
+int tokenizer_encode_stream(const Tokenizer *tok, FILE *in, FILE *out, bool pieces,
+                            TokenizeStreamCounts *counts, BpError *err) {
+    memset(counts, 0, sizeof *counts);
+    char *line = NULL;
+    size_t line_cap = 0, n = 0, cap = 0;
+    int32_t *ids = NULL;
+    ssize_t len;
+    int rc = 0;
+    while ((len = getline(&line, &line_cap, in)) >= 0) {
+        n = 0;
+        if (tokenizer_encode(tok, line, (size_t)len, &ids, &n, &cap, err)) {
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (i) putc(' ', out);
+            if (pieces) fputs(tok->tokens[ids[i]], out);
+            else put_id((uint32_t)ids[i], out);
+            counts->unk += ids[i] == tok->sp.unk;
+        }
+        putc('\n', out);
+        counts->lines++;
+        counts->tokens += n;
+    }
+    if (rc == 0 && ferror(in)) rc = bp_fail_kind(err, BP_ERR_IO, "error reading the input text");
+    if (fflush(out) != 0 || ferror(out))
+        rc = rc ? rc : bp_fail_kind(err, BP_ERR_IO, "error writing the tokens");
+    free(line);
+    free(ids);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Vocab builder                                                                               */
 /*
@@ -709,74 +748,31 @@ static int count_word(void *ctx, const char *word, size_t nbytes, size_t nchars)
     return 0;
 }
 
-/* Reads one .txt or .gz file (gzread passes plain files through) and counts its words. */
-static int count_file(WordCounter *wc, const char *path, bool lowercase, BpError *err) {
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) return bp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1 << 20);
-    size_t cap = 1 << 20, have = 0, lines = 0, bytes = 0, n_bad = 0, first_bad = 0;
+/* Counts the words of one .txt or .gz file, read line by line by the reader prepare uses. */
+static int count_file(WordCounter *wc, const char *path, bool lowercase, FILE *progress, BpError *err) {
+    TextFile *tf = textfile_open(path, err);
+    if (!tf) return -1;
     uint64_t words_before = wc->n_words;
-    char *buf = malloc(cap);
-    int rc = buf ? 0 : bp_fail(err, "%s: out of memory", path);
-    bool eof = false;
-    while (rc == 0 && !eof) {
-        if (have == cap) { /* one line longer than the buffer */
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                rc = bp_fail(err, "%s: out of memory (a line over %zu bytes)", path, cap);
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        unsigned want = (unsigned)(cap - have > (1u << 30) ? (1u << 30) : cap - have);
-        int got = gzread(gz, buf + have, want);
-        if (got < 0) {
-            int zerr;
-            const char *msg = gzerror(gz, &zerr);
-            rc = bp_fail(err, "%s: read error: %s", path, zerr == Z_ERRNO ? strerror(errno) : msg);
-            break;
-        }
-        eof = got == 0;
-        size_t start = have;
-        have += (size_t)got;
-        for (size_t i = start; i < have; i++) lines += buf[i] == '\n';
-        /* tokenize up to the last line break; the rest waits for more text (a line break always
-         * ends a word and is never inside a UTF-8 sequence) */
-        size_t cut = have;
-        if (!eof) {
-            while (cut > 0 && buf[cut - 1] != '\n') cut--;
-            if (cut == 0) continue;
-        }
-        size_t first = 0, bad = tokenizer_utf8_invalid(buf, cut, &first);
-        if (bad && !n_bad) first_bad = bytes + first;
-        n_bad += bad;
-        bytes += cut;
-        if (tokenizer_basic(buf, cut, lowercase, count_word, wc, err)) {
+    char *line;
+    size_t len;
+    int got;
+    while ((got = textfile_next(tf, &line, &len, err)) > 0) {
+        if (tokenizer_basic(line, len, lowercase, count_word, wc, err)) {
             bp_err_prefix(err, "%s", path);
-            rc = -1;
+            got = -1;
             break;
         }
-        memmove(buf, buf + cut, have - cut);
-        have -= cut;
     }
-    free(buf);
-    int zrc = gzclose(gz);
-    if (rc == 0 && zrc != Z_OK) rc = bp_fail(err, "%s: read error (truncated or corrupt .gz?)", path);
-    /* a few stray bytes are dropped as BERT drops them; mostly-invalid text is the wrong file or
-     * the wrong encoding, and would only teach the vocab noise */
-    if (rc == 0 && n_bad > 0 && n_bad * 100 > bytes)
-        rc = bp_fail(err,
-                     "%s: not UTF-8 text: %zu of %zu bytes are invalid UTF-8 (the first at byte "
-                     "%zu); HINT: convert it, e.g. iconv -f LATIN1 -t UTF-8",
-                     path, n_bad, bytes, first_bad);
-    else if (rc == 0 && n_bad > 0)
-        fprintf(stderr, "vocab: %s: warning: %zu invalid UTF-8 bytes dropped (the first at byte %zu)\n",
-                path, n_bad, first_bad);
-    if (rc == 0)
-        fprintf(stderr, "vocab: %s: %zu lines, %llu words\n", path, lines + (have > 0),
+    const TextFileStats *st = textfile_stats(tf);
+    if (got == 0 && progress) {
+        char note[256];
+        if (st->bad_bytes)
+            fprintf(progress, "vocab: warning: %s: %s\n", path, textfile_invalid_note(st, note, sizeof note));
+        fprintf(progress, "vocab: %s: %zu lines, %llu words\n", path, st->lines,
                 (unsigned long long)(wc->n_words - words_before));
-    return rc;
+    }
+    textfile_close(tf);
+    return got;
 }
 
 typedef struct {
@@ -941,9 +937,189 @@ static int32_t merged_symbol(StrTable *syms, int32_t a, int32_t b, BpError *err)
     return c;
 }
 
+/* The words as symbol sequences: word w is seq[start[w] .. start[w] + len[w]), weighted by
+ * counts[w]; queue holds the pairs a merge made to push on the heap again. */
+typedef struct {
+    int32_t *seq, *start, *len;
+    const uint64_t *counts;
+    int32_t *queue;
+    size_t n_queue, cap_queue;
+} MergeWork;
+
+static void merge_work_free(MergeWork *mw) {
+    free(mw->seq);
+    free(mw->start);
+    free(mw->len);
+    free(mw->queue);
+}
+
+/* (2) each distinct word as symbols, its first character "c", the others "##c"; both forms of a
+ * character are interned as it is first seen, so the alphabet gets the low symbol ids. */
+static int build_sequences(const WordCounter *wc, Merger *m, MergeWork *mw, BpError *err) {
+    size_t n_uniq = wc->words.n, total_chars = 0;
+    for (size_t w = 0; w < n_uniq; w++) {
+        const unsigned char *s = (const unsigned char *)strtab_str(&wc->words, (int32_t)w);
+        for (size_t i = 0; i < wc->words.len[w]; i++) total_chars += (s[i] & 0xC0) != 0x80;
+    }
+    mw->counts = wc->counts;
+    mw->seq = bp_malloc(total_chars * sizeof *mw->seq, "vocab builder symbols", err);
+    mw->start = bp_malloc(n_uniq * sizeof *mw->start, "vocab builder words", err);
+    mw->len = bp_malloc(n_uniq * sizeof *mw->len, "vocab builder words", err);
+    if (!mw->seq || !mw->start || !mw->len) return -1;
+    if (total_chars > INT32_MAX) return bp_fail(err, "too much distinct text (%zu characters)", total_chars);
+    size_t pos = 0;
+    for (size_t w = 0; w < n_uniq; w++) {
+        const char *s = strtab_str(&wc->words, (int32_t)w);
+        size_t nb = wc->words.len[w];
+        mw->start[w] = (int32_t)pos;
+        for (size_t i = 0; i < nb;) {
+            size_t j = i + 1;
+            while (j < nb && ((unsigned char)s[j] & 0xC0) == 0x80) j++;
+            bool created;
+            int32_t id = strtab_intern(&m->syms, i ? "##" : "", s + i, j - i, &created, err);
+            if (id < 0 || (i && strtab_intern(&m->syms, "", s + i, j - i, &created, err) < 0)) return -1;
+            mw->seq[pos++] = id;
+            i = j;
+        }
+        mw->len[w] = (int32_t)(pos - (size_t)mw->start[w]);
+    }
+    return 0;
+}
+
+/* The initial pair counts, the pair -> words index, and the heap. */
+static int count_pairs(Merger *m, const MergeWork *mw, size_t n_words) {
+    if (pairs_rehash(m, 1 << 16)) return -1;
+    for (size_t w = 0; w < n_words; w++) {
+        const int32_t *s = mw->seq + mw->start[w];
+        for (int32_t i = 0; i + 1 < mw->len[w]; i++) {
+            int32_t p = pair_get(m, s[i], s[i + 1]);
+            if (p < 0 || pair_add_word(m, &m->pairs[p], (int32_t)w)) return -1;
+            m->pairs[p].count += (int64_t)mw->counts[w];
+        }
+    }
+    for (size_t p = 0; p < m->n_pairs; p++)
+        if (heap_push(m, m->pairs[p].count, (int32_t)p)) return -1;
+    return 0;
+}
+
+static int queue_pair(MergeWork *mw, int32_t p, BpError *err) {
+    if (mw->n_queue == mw->cap_queue) {
+        size_t qc = mw->cap_queue ? 2 * mw->cap_queue : 1024;
+        int32_t *nq = realloc(mw->queue, qc * sizeof *nq);
+        if (!nq) return bp_fail(err, "vocab builder: out of memory (merge queue)");
+        mw->queue = nq;
+        mw->cap_queue = qc;
+    }
+    mw->queue[mw->n_queue++] = p;
+    return 0;
+}
+
+/* a b -> c in word w (when it still has the pair): retract the word's old pairs, rewrite it, add
+ * its new pairs. Only pairs with c can grow, so only they are queued again (once per merge). */
+static int merge_in_word(Merger *m, MergeWork *mw, int32_t w, int32_t a, int32_t b, int32_t c, uint32_t epoch,
+                         BpError *err) {
+    int32_t *s = mw->seq + mw->start[w], n = mw->len[w];
+    bool has = false;
+    for (int32_t i = 0; i + 1 < n && !has; i++) has = s[i] == a && s[i + 1] == b;
+    if (!has) return 0; /* merged away by an earlier merge */
+    int64_t cnt = (int64_t)mw->counts[w];
+    for (int32_t i = 0; i + 1 < n; i++) {
+        int32_t p = pair_get(m, s[i], s[i + 1]);
+        if (p < 0) return -1;
+        m->pairs[p].count -= cnt;
+    }
+    int32_t o = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+            s[o++] = c;
+            i++;
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    mw->len[w] = n = o;
+    for (int32_t i = 0; i + 1 < n; i++) {
+        int32_t p = pair_get(m, s[i], s[i + 1]);
+        if (p < 0) return -1;
+        Pair *q = &m->pairs[p];
+        q->count += cnt;
+        if (s[i] != c && s[i + 1] != c) continue;
+        if (pair_add_word(m, q, w)) return -1;
+        if (q->epoch != epoch) {
+            q->epoch = epoch;
+            if (queue_pair(mw, p, err)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* Applies the merge of `pair` into symbol c in every word that has it, then re-pushes the pairs
+ * whose counts grew. */
+static int apply_merge(Merger *m, MergeWork *mw, int32_t pair, int32_t c, uint32_t epoch, BpError *err) {
+    int32_t a = m->pairs[pair].a, b = m->pairs[pair].b;
+    mw->n_queue = 0;
+    uint32_t n_where = m->pairs[pair].n_where;
+    for (uint32_t k = 0; k < n_where; k++) /* m->pairs may move as pairs are added: index anew */
+        if (merge_in_word(m, mw, m->pairs[pair].where[k], a, b, c, epoch, err)) return -1;
+    Pair *done_pair = &m->pairs[pair]; /* its count is now 0: drop its index */
+    free(done_pair->where);
+    done_pair->where = NULL;
+    done_pair->n_where = done_pair->cap_where = 0;
+    for (size_t k = 0; k < mw->n_queue; k++) {
+        int32_t q = mw->queue[k];
+        if (m->pairs[q].count > 0 && heap_push(m, m->pairs[q].count, q)) return -1;
+    }
+    return 0;
+}
+
+/* (3) merges until `target` new pieces or no pair occurs min_count times; order gets the new
+ * pieces in merge order. */
+static int run_merges(Merger *m, MergeWork *mw, size_t n_alpha, size_t target, int min_count, int32_t *order,
+                      size_t *n_merged, int64_t *last_count, BpError *err) {
+    uint32_t epoch = 0;
+    *n_merged = 0;
+    *last_count = 0;
+    while (*n_merged < target && m->n_heap > 0) {
+        HeapEntry top = heap_pop(m);
+        Pair *pp = &m->pairs[top.pair];
+        if (top.count != pp->count) { /* stale: its count fell since it was pushed */
+            if (pp->count > 0 && heap_push(m, pp->count, top.pair)) return -1;
+            continue;
+        }
+        if (top.count < min_count) break;
+        *last_count = top.count;
+        int32_t c = merged_symbol(&m->syms, pp->a, pp->b, err);
+        if (c < 0) return -1;
+        if ((size_t)c == n_alpha + *n_merged) order[(*n_merged)++] = c; /* a new piece, not a string
+                                                                           another pair made */
+        if (apply_merge(m, mw, top.pair, c, ++epoch, err)) return -1;
+    }
+    return 0;
+}
+
+/* (4) write: specials, characters, ## characters (each in byte order), merges in order */
+static int write_vocab(const char *out_path, const StrTable *syms, size_t n_alpha, const int32_t *order,
+                       size_t n_merged, BpError *err) {
+    static const char *const specials[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    const char **alpha = bp_malloc((n_alpha + 1) * sizeof *alpha, "vocab builder alphabet", err);
+    if (!alpha) return -1;
+    for (size_t k = 0; k < n_alpha; k++) alpha[k] = strtab_str(syms, (int32_t)k);
+    qsort(alpha, n_alpha, sizeof *alpha, cmp_alpha);
+    AtomicFile af = {0};
+    int rc = bp_atomic_open(&af, out_path, err);
+    if (rc == 0) {
+        for (int k = 0; k < 5; k++) fprintf(af.fp, "%s\n", specials[k]);
+        for (size_t k = 0; k < n_alpha; k++) fprintf(af.fp, "%s\n", alpha[k]);
+        for (size_t k = 0; k < n_merged; k++) fprintf(af.fp, "%s\n", strtab_str(syms, order[k]));
+        rc = bp_atomic_commit(&af, err);
+    }
+    if (af.fp) bp_atomic_abort(&af);
+    free(alpha);
+    return rc;
+}
+
 int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
                      const char *out_path, BpError *err) {
-    static const char *const specials[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     double t0 = bp_now();
     if (n_inputs < 1) return bp_fail_usage(err, "no input files");
     if (opt->size < 5 || opt->size > INT32_MAX / 2)
@@ -953,50 +1129,17 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
 
     WordCounter wc = {.err = err};
     Merger m = {.err = err};
-    int32_t *seq = NULL, *start = NULL, *len = NULL, *order = NULL;
-    const char **alpha = NULL;
-    int32_t *queue = NULL;
-    size_t cap_queue = 0;
-    AtomicFile af = {0};
+    MergeWork mw = {0};
+    int32_t *order = NULL;
     int rc = -1;
-    for (int f = 0; f < n_inputs; f++)
-        if (count_file(&wc, inputs[f], opt->lowercase, err)) goto done;
+    for (int f = 0; f < n_inputs; f++) /* (1) */
+        if (count_file(&wc, inputs[f], opt->lowercase, opt->progress, err)) goto done;
     size_t n_uniq = wc.words.n;
     if (n_uniq == 0) {
         bp_fail(err, "no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");
         goto done;
     }
-
-    /* (2) symbol sequences; the alphabet is interned first so it gets the low symbol ids */
-    size_t total_chars = 0;
-    for (size_t w = 0; w < n_uniq; w++) {
-        const unsigned char *s = (const unsigned char *)strtab_str(&wc.words, (int32_t)w);
-        for (size_t i = 0; i < wc.words.len[w]; i++) total_chars += (s[i] & 0xC0) != 0x80;
-    }
-    seq = bp_malloc(total_chars * sizeof *seq, "vocab builder symbols", err);
-    start = bp_malloc(n_uniq * sizeof *start, "vocab builder words", err);
-    len = bp_malloc(n_uniq * sizeof *len, "vocab builder words", err);
-    if (!seq || !start || !len) goto done;
-    if (total_chars > INT32_MAX) {
-        bp_fail(err, "too much distinct text (%zu characters)", total_chars);
-        goto done;
-    }
-    size_t pos = 0;
-    for (size_t w = 0; w < n_uniq; w++) {
-        const char *s = strtab_str(&wc.words, (int32_t)w);
-        size_t nb = wc.words.len[w];
-        start[w] = (int32_t)pos;
-        for (size_t i = 0; i < nb;) {
-            size_t j = i + 1;
-            while (j < nb && ((unsigned char)s[j] & 0xC0) == 0x80) j++;
-            bool created;
-            int32_t id = strtab_intern(&m.syms, i ? "##" : "", s + i, j - i, &created, err);
-            if (id < 0 || (i && strtab_intern(&m.syms, "", s + i, j - i, &created, err) < 0)) goto done;
-            seq[pos++] = id;
-            i = j;
-        }
-        len[w] = (int32_t)(pos - (size_t)start[w]);
-    }
+    if (build_sequences(&wc, &m, &mw, err)) goto done;
     size_t n_alpha = m.syms.n;
     if (5 + n_alpha > (size_t)opt->size) {
         bp_fail_usage(err,
@@ -1005,137 +1148,32 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
                       opt->size, n_alpha, 5 + n_alpha);
         goto done;
     }
-
-    /* initial pair counts and the pair -> words index */
-    if (pairs_rehash(&m, 1 << 16)) goto done;
-    for (size_t w = 0; w < n_uniq; w++) {
-        for (int32_t i = 0; i + 1 < len[w]; i++) {
-            int32_t p = pair_get(&m, seq[start[w] + i], seq[start[w] + i + 1]);
-            if (p < 0 || pair_add_word(&m, &m.pairs[p], (int32_t)w)) goto done;
-            m.pairs[p].count += (int64_t)wc.counts[w];
-        }
-    }
-    for (size_t p = 0; p < m.n_pairs; p++)
-        if (heap_push(&m, m.pairs[p].count, (int32_t)p)) goto done;
-
-    /* (3) merges */
-    size_t n_merged = 0, target = (size_t)opt->size - 5 - n_alpha;
+    if (count_pairs(&m, &mw, n_uniq)) goto done;
+    size_t n_merged, target = (size_t)opt->size - 5 - n_alpha;
+    int64_t last_count;
     order = bp_malloc((target + 1) * sizeof *order, "vocab builder merges", err);
-    if (!order) goto done;
-    uint32_t epoch = 0;
-    int64_t last_count = 0;
-    while (n_merged < target && m.n_heap > 0) {
-        HeapEntry top = heap_pop(&m);
-        Pair *pp = &m.pairs[top.pair];
-        if (top.count != pp->count) { /* stale: its count fell since it was pushed */
-            if (pp->count > 0 && heap_push(&m, pp->count, top.pair)) goto done;
-            continue;
-        }
-        if (top.count < opt->min_count) break;
-        last_count = top.count;
-        int32_t a = pp->a, b = pp->b;
-        int32_t c = merged_symbol(&m.syms, a, b, err);
-        if (c < 0) goto done;
-        if ((size_t)c == n_alpha + n_merged) order[n_merged++] = c; /* a new piece, not a string
-                                                                        another pair made */
-        epoch++;
-        size_t n_queue = 0;
-        /* apply the merge in every word that has the pair: retract the word's old pairs, rewrite
-         * it, add its new pairs. Only pairs with c can grow, so only they are queued again. */
-        uint32_t n_where = pp->n_where;
-        for (uint32_t k = 0; k < n_where; k++) {
-            int32_t w = m.pairs[top.pair].where[k]; /* m.pairs may move as pairs are added */
-            int32_t *s = seq + start[w], n = len[w];
-            bool has = false;
-            for (int32_t i = 0; i + 1 < n && !has; i++) has = s[i] == a && s[i + 1] == b;
-            if (!has) continue; /* merged away by an earlier merge */
-            int64_t cnt = (int64_t)wc.counts[w];
-            for (int32_t i = 0; i + 1 < n; i++) {
-                int32_t p = pair_get(&m, s[i], s[i + 1]);
-                if (p < 0) goto done;
-                m.pairs[p].count -= cnt;
-            }
-            int32_t o = 0;
-            for (int32_t i = 0; i < n; i++) {
-                if (i + 1 < n && s[i] == a && s[i + 1] == b) {
-                    s[o++] = c;
-                    i++;
-                } else {
-                    s[o++] = s[i];
-                }
-            }
-            len[w] = n = o;
-            for (int32_t i = 0; i + 1 < n; i++) {
-                int32_t p = pair_get(&m, s[i], s[i + 1]);
-                if (p < 0) goto done;
-                Pair *q = &m.pairs[p];
-                q->count += cnt;
-                if (s[i] != c && s[i + 1] != c) continue;
-                if (pair_add_word(&m, q, w)) goto done;
-                if (q->epoch != epoch) {
-                    q->epoch = epoch;
-                    if (n_queue == cap_queue) {
-                        size_t qc = cap_queue ? 2 * cap_queue : 1024;
-                        int32_t *nq = realloc(queue, qc * sizeof *nq);
-                        if (!nq) {
-                            bp_fail(err, "vocab builder: out of memory (merge queue)");
-                            goto done;
-                        }
-                        queue = nq;
-                        cap_queue = qc;
-                    }
-                    queue[n_queue++] = p;
-                }
-            }
-        }
-        Pair *done_pair = &m.pairs[top.pair]; /* its count is now 0: drop its index */
-        free(done_pair->where);
-        done_pair->where = NULL;
-        done_pair->n_where = done_pair->cap_where = 0;
-        for (size_t k = 0; k < n_queue; k++)
-            if (m.pairs[queue[k]].count > 0 && heap_push(&m, m.pairs[queue[k]].count, queue[k]))
-                goto done;
-    }
-
-    /* (4) write: specials, characters, ## characters (each in byte order), merges in order */
-    alpha = bp_malloc((n_alpha + 1) * sizeof *alpha, "vocab builder alphabet", err);
-    if (!alpha) goto done;
-    for (size_t k = 0; k < n_alpha; k++) alpha[k] = strtab_str(&m.syms, (int32_t)k);
-    qsort(alpha, n_alpha, sizeof *alpha, cmp_alpha);
-    if (bp_atomic_open(&af, out_path, err)) goto done;
-    for (int k = 0; k < 5; k++) fprintf(af.fp, "%s\n", specials[k]);
-    for (size_t k = 0; k < n_alpha; k++) fprintf(af.fp, "%s\n", alpha[k]);
-    for (size_t k = 0; k < n_merged; k++) fprintf(af.fp, "%s\n", strtab_str(&m.syms, order[k]));
-    if (bp_atomic_commit(&af, err)) goto done;
+    if (!order || run_merges(&m, &mw, n_alpha, target, opt->min_count, order, &n_merged, &last_count, err))
+        goto done;
+    if (write_vocab(out_path, &m.syms, n_alpha, order, n_merged, err)) goto done;
     size_t total = 5 + n_alpha + n_merged;
-    fprintf(stderr,
-            "vocab: %llu words (%zu distinct, %llu over %d characters skipped) from %d file%s; "
-            "%zu characters and ## forms, %zu merges (last pair count %lld); %zu tokens written to "
-            "%s in %.2f s\n",
-            (unsigned long long)wc.n_words, n_uniq, (unsigned long long)wc.n_long,
-            TOK_MAX_INPUT_CHARS, n_inputs, n_inputs > 1 ? "s" : "", n_alpha, n_merged,
-            (long long)last_count, total, out_path, bp_now() - t0);
-    if (total < (size_t)opt->size)
-        fprintf(stderr,
+    if (opt->progress)
+        fprintf(opt->progress,
+                "vocab: %llu words (%zu distinct, %llu over %d characters skipped) from %d file%s; "
+                "%zu characters and ## forms, %zu merges (last pair count %lld); %zu tokens written to "
+                "%s in %.2f s\n",
+                (unsigned long long)wc.n_words, n_uniq, (unsigned long long)wc.n_long,
+                TOK_MAX_INPUT_CHARS, n_inputs, n_inputs > 1 ? "s" : "", n_alpha, n_merged,
+                (long long)last_count, total, out_path, bp_now() - t0);
+    if (opt->progress && total < (size_t)opt->size)
+        fprintf(opt->progress,
                 "vocab: note: %zu < --size %d: no more pairs occur at least %d times (--min-count)\n",
                 total, opt->size, opt->min_count);
     rc = 0;
 done:
-    if (af.fp) bp_atomic_abort(&af);
-    free(seq);
-    free(start);
-    free(len);
+    merge_work_free(&mw);
     free(order);
-    free(alpha);
-    free(queue);
     strtab_free(&wc.words);
     free(wc.counts);
     merger_free(&m);
     return rc;
-}
-
-int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
-                const char *out_path, BpError *err) {
-    VocabBuildOptions opt = {.size = size, .lowercase = lowercase, .min_count = 2};
-    return vocab_build_opts(inputs, n_inputs, &opt, out_path, err);
 }

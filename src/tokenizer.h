@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common.h"
 
@@ -39,6 +40,15 @@ SpecialIds tokenizer_specials(const Tokenizer *tok);
 int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n,
                      size_t *cap, BpError *err);
 
+/* Tokenizes `in` line by line and writes one line per input line to `out`: the line's ids (decimal)
+ * or pieces, space-separated (an empty line for a line without tokens). `tokenize` is this loop.
+ * Returns 0, or -1 on a read or write error (BP_ERR_IO) or out of memory. */
+typedef struct {
+    size_t lines, tokens, unk;
+} TokenizeStreamCounts;
+int tokenizer_encode_stream(const Tokenizer *tok, FILE *in, FILE *out, bool pieces,
+                            TokenizeStreamCounts *counts, BpError *err);
+
 /* Whether the tokenizer lower-cases and strips accents (the `lowercase` it was loaded with). */
 bool tokenizer_lowercase(const Tokenizer *tok);
 
@@ -58,18 +68,16 @@ size_t tokenizer_utf8_encode(uint32_t cp, char *out);
  * a stray byte from a file in the wrong encoding. */
 size_t tokenizer_utf8_invalid(const char *text, size_t len, size_t *first_bad);
 
-/* Trains a WordPiece vocab of `size` entries from text files (.txt or .gz) and writes it
- * atomically to out_path: special tokens first ([PAD] [UNK] [CLS] [SEP] [MASK]), deterministic. */
-int vocab_build(const char *const *inputs, int n_inputs, int size, bool lowercase,
-                const char *out_path, BpError *err);
-
-/* vocab_build with every option. min_count: merging stops when the most frequent pair occurs
- * fewer times (vocab_build uses 2), so the vocab can end below `size`. Progress and a summary go
- * to stderr. */
+/* Trains a WordPiece vocab from text files (.txt or .gz, read by textfile.h: the same lines, the
+ * same UTF-8 rule as prepare) and writes it atomically to out_path: special tokens first ([PAD]
+ * [UNK] [CLS] [SEP] [MASK]), then the alphabet, then the merges; deterministic. min_count: merging
+ * stops when the most frequent pair occurs fewer times, so the vocab can end below `size`.
+ * progress (NULL: quiet) receives a line per file, warnings and the summary. */
 typedef struct {
     int size;
     bool lowercase;
-    int min_count;
+    int min_count; /* 2 is the usual choice */
+    FILE *progress;
 } VocabBuildOptions;
 int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
                      const char *out_path, BpError *err);

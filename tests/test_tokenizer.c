@@ -488,6 +488,46 @@ static void test_vocab_build_errors(void **state) {
     rmdir(dir);
 }
 
+/* tokenize's loop: one output line per input line (CRLF and an empty line included), pieces or
+ * decimal ids, and the counts. */
+static void test_encode_stream(void **state) {
+    (void)state;
+    Tokenizer *tok = load_small(true);
+    static const char in_text[] = "H\xc3\xa9llo, WORLD! unaffable\n\nzq running\r\n";
+    const char *want_pieces[] = {"hello", ",", "world", "!", "un", "##affa", "##ble"};
+    for (int as_pieces = 0; as_pieces < 2; as_pieces++) {
+        FILE *in = fmemopen((void *)in_text, sizeof in_text - 1, "r");
+        char *out_text = NULL;
+        size_t out_len = 0;
+        FILE *out = open_memstream(&out_text, &out_len);
+        assert_non_null(in);
+        assert_non_null(out);
+        TokenizeStreamCounts c;
+        BpError err = {0};
+        assert_int_equal(tokenizer_encode_stream(tok, in, out, as_pieces, &c, &err), 0);
+        fclose(in);
+        fclose(out);
+        assert_int_equal(c.lines, 3);
+        assert_int_equal(c.tokens, 9);
+        assert_int_equal(c.unk, 1);
+        char want[256] = "";
+        for (size_t i = 0; i < BP_ARRAY_LEN(want_pieces); i++) {
+            char id[16];
+            snprintf(id, sizeof id, "%d", tokenizer_id(tok, want_pieces[i]));
+            assert_true(tokenizer_id(tok, want_pieces[i]) >= 0);
+            strcat(want, i ? " " : "");
+            strcat(want, as_pieces ? want_pieces[i] : id);
+        }
+        char tail[64];
+        if (as_pieces) snprintf(tail, sizeof tail, "\n\n[UNK] running\n");
+        else snprintf(tail, sizeof tail, "\n\n%d %d\n", tokenizer_specials(tok).unk, tokenizer_id(tok, "running"));
+        strcat(want, tail);
+        assert_string_equal(out_text, want);
+        free(out_text);
+    }
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_lookup),  cmocka_unit_test(test_vocab_errors),
@@ -497,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_vocab_build_reference),
         cmocka_unit_test(test_vocab_build_covers_training_text),
         cmocka_unit_test(test_vocab_build_errors),
+        cmocka_unit_test(test_encode_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,601 @@
+/* Unit tests for prepare_run (prepare.c) and the text-file line reader it shares with the vocab
+ * builder (textfile.c): the eval split and its guarantees, dropped sentences and documents, gzip
+ * input byte-identical to plain text, a truncated .gz refused with nothing written, the 1% invalid
+ * UTF-8 rule on both sides of the line, a vocab built by a failing run removed again, and the
+ * reader and the vocab trainer agreeing on what a line is (CRLF, no final newline, a line longer
+ * than the reader's buffer).
+ *
+ * The vocab: [PAD] [UNK] [CLS] [SEP] [MASK] (ids 0-4), then words "a0".."a999" (ids 5..1004), so
+ * every word "aK" of the test text is exactly one token. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "common.h"
+#include "config.h"
+#include "prepare.h"
+#include "rng.h"
+#include "textfile.h"
+#include "tokenizer.h"
+
+#define N_WORDS 1000
+
+static char g_dir[64], g_vocab[128];
+static Config g_cfg;
+static PrepareReport g_rep;
+
+static int group_setup(void **state) {
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/bp_prepare_XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    snprintf(g_vocab, sizeof g_vocab, "%s/vocab.txt", g_dir);
+    FILE *f = fopen(g_vocab, "w");
+    if (!f) return -1;
+    fputs("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", f);
+    for (int i = 0; i < N_WORDS; i++) fprintf(f, "a%d\n", i);
+    return fclose(f);
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* helpers                                                                                     */
+
+static const char *path_in(const char *name) {
+    static char paths[16][192];
+    static int next;
+    char *p = paths[next++ % 16];
+    snprintf(p, 192, "%s/%s", g_dir, name);
+    return p;
+}
+
+static void write_file(const char *path, const char *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_gz(const char *path, const char *data, size_t len) {
+    gzFile g = gzopen(path, "wb");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, data, (unsigned)len), (int)len);
+    assert_int_equal(gzclose(g), Z_OK);
+}
+
+static bool exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* no "*.tmp.*" file left in the test directory */
+static bool no_temporaries(void) {
+    DIR *d = opendir(g_dir);
+    assert_non_null(d);
+    bool clean = true;
+    for (struct dirent *e; (e = readdir(d));) clean &= strstr(e->d_name, ".tmp.") == NULL;
+    closedir(d);
+    return clean;
+}
+
+static bool same_bytes(const char *a, const char *b) {
+    BpError err = {0};
+    size_t na, nb;
+    char *x = bp_read_file(a, &na, &err), *y = bp_read_file(b, &nb, &err);
+    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A config for prepare: the given inputs, shards "<tag>.train" / "<tag>.eval", the test vocab. */
+static Config *cfg_for(const char *tag, double eval_fraction, int n_inputs, const char *const *inputs) {
+    Config *c = &g_cfg;
+    config_defaults(c);
+    snprintf(c->data.vocab, CFG_PATH_MAX, "%s", g_vocab);
+    for (int i = 0; i < n_inputs; i++) snprintf(c->data.input[i], CFG_PATH_MAX, "%s", inputs[i]);
+    c->data.n_input = n_inputs;
+    snprintf(c->data.train, CFG_PATH_MAX, "%s/%s.train", g_dir, tag);
+    snprintf(c->data.eval, CFG_PATH_MAX, "%s/%s.eval", g_dir, tag);
+    c->data.eval_fraction = eval_fraction;
+    c->data.lowercase = true;
+    c->training.seed = 1234;
+    return c;
+}
+
+static int run_prepare(const Config *c, BpError *err) {
+    PrepareOptions opt = {.progress = NULL};
+    memset(err, 0, sizeof *err);
+    return prepare_run(c, &opt, &g_rep, err);
+}
+
+/* A corpus of n_docs documents: document d has d % 3 + 1 sentences of d % 4 + 2 words "aK"; blank
+ * lines between documents. *doc_tokens (if non-NULL) gets each document's token count. */
+static size_t make_corpus(char *buf, size_t cap, int n_docs, size_t *doc_tokens) {
+    size_t n = 0;
+    int w = 0;
+    for (int d = 0; d < n_docs; d++) {
+        size_t toks = 0;
+        for (int s = 0; s < d % 3 + 1; s++) {
+            for (int k = 0; k < d % 4 + 2; k++, toks++)
+                n += (size_t)snprintf(buf + n, cap - n, "%sa%d", k ? " " : "", w++ % N_WORDS);
+            n += (size_t)snprintf(buf + n, cap - n, ".\n"); /* '.' is not in the vocab: one [UNK] */
+            toks++;
+        }
+        if (doc_tokens) doc_tokens[d] = toks;
+        n += (size_t)snprintf(buf + n, cap - n, "\n");
+        assert_true(n < cap);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the eval split                                                                              */
+
+/* Document k goes to eval exactly when rng_u01d(rng_hash(seed, RNG_SPLIT, k, 0)) < fraction: the
+ * shard's counts match that rule computed here. */
+static void test_eval_split_follows_the_hash(void **state) {
+    (void)state;
+    static char text[1 << 16];
+    const int n_docs = 60;
+    size_t doc_tokens[60], total = 0;
+    size_t len = make_corpus(text, sizeof text, n_docs, doc_tokens);
+    const char *in = path_in("split.txt");
+    write_file(in, text, len);
+    const double frac = 0.3;
+    Config *c = cfg_for("split", frac, 1, &in);
+    BpError err;
+    assert_int_equal(run_prepare(c, &err), 0);
+
+    long want_eval = 0;
+    size_t want_eval_tokens = 0;
+    for (int k = 0; k < n_docs; k++) {
+        total += doc_tokens[k];
+        if (rng_u01d(rng_hash(c->training.seed, RNG_SPLIT, (uint64_t)k, 0)) < frac) {
+            want_eval++;
+            want_eval_tokens += doc_tokens[k];
+        }
+    }
+    assert_true(want_eval > 0 && want_eval < n_docs); /* the rule itself picked some: no fallback */
+    assert_int_equal(g_rep.documents, n_docs);
+    assert_int_equal(g_rep.eval.documents, want_eval);
+    assert_int_equal(g_rep.train.documents, n_docs - want_eval);
+    assert_int_equal(g_rep.eval.tokens, want_eval_tokens);
+    assert_int_equal(g_rep.train.tokens + g_rep.eval.tokens, total);
+    assert_int_equal(g_rep.tokens, total);
+    assert_int_equal(g_rep.train.sentences + g_rep.eval.sentences, (size_t)g_rep.sentences);
+    assert_true(g_rep.train.bytes > 0 && g_rep.eval.bytes > 0);
+    assert_true(exists(c->data.train) && exists(c->data.eval));
+    assert_false(g_rep.vocab_built);
+    assert_int_equal(g_rep.vocab_size, 5 + N_WORDS);
+}
+
+/* A fraction so small that no hash falls below it still holds out one document: the last one,
+ * which was held back from the train shard. */
+static void test_tiny_fraction_holds_out_the_last_document(void **state) {
+    (void)state;
+    static char text[1 << 14];
+    size_t doc_tokens[7];
+    size_t len = make_corpus(text, sizeof text, 7, doc_tokens);
+    const char *in = path_in("tiny.txt");
+    write_file(in, text, len);
+    Config *c = cfg_for("tiny", 1e-12, 1, &in);
+    for (int k = 0; k < 7; k++) /* the premise: the rule picks none */
+        assert_false(rng_u01d(rng_hash(c->training.seed, RNG_SPLIT, (uint64_t)k, 0)) < 1e-12);
+    BpError err;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.eval.documents, 1);
+    assert_int_equal(g_rep.train.documents, 6);
+    assert_int_equal(g_rep.eval.tokens, doc_tokens[6]);
+    assert_int_equal(g_rep.eval.sentences, 6 % 3 + 1);
+}
+
+/* Refused with a usage error and nothing written: one document cannot be split; a fraction that
+ * sends every document to eval leaves no train shard. */
+static void test_split_refusals(void **state) {
+    (void)state;
+    static char text[1 << 14];
+    size_t len = make_corpus(text, sizeof text, 1, NULL);
+    const char *one = path_in("one.txt");
+    write_file(one, text, len);
+    Config *c = cfg_for("one", 0.5, 1, &one);
+    BpError err;
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_int_equal(err.kind, BP_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "the inputs hold 1 document(s)"));
+    assert_non_null(strstr(err.msg, "needs at least 2"));
+    assert_false(exists(c->data.train));
+    assert_false(exists(c->data.eval));
+
+    len = make_corpus(text, sizeof text, 5, NULL);
+    const char *five = path_in("five.txt");
+    write_file(five, text, len);
+    c = cfg_for("all", 1.0, 1, &five); /* every u01 draw is below 1 */
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_int_equal(err.kind, BP_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "all 5 documents fell to the eval share"));
+    assert_false(exists(c->data.train));
+    assert_false(exists(c->data.eval));
+    assert_true(no_temporaries());
+
+    /* fraction 0: everything to train, no eval shard */
+    c = cfg_for("none", 0.0, 1, &one);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.train.documents, 1);
+    assert_int_equal(g_rep.eval.path[0], '\0');
+    assert_false(exists(c->data.eval));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* counting                                                                                    */
+
+/* A line of control characters tokenizes to nothing (a dropped sentence); a document of only such
+ * lines is a dropped document; whitespace-only lines end documents; a file's end ends one too. */
+static void test_dropped_sentences_and_documents(void **state) {
+    (void)state;
+    const char a[] = "a1 a2\n\x01\x02\n a3 \n\n\x03\x04\n\x05\n \t \na4 a5 a6\n";
+    const char b[] = "a7\n\x06";
+    const char *in[2] = {path_in("drop_a.txt"), path_in("drop_b.txt")};
+    write_file(in[0], a, sizeof a - 1);
+    write_file(in[1], b, sizeof b - 1);
+    Config *c = cfg_for("drop", 0.0, 2, in);
+    BpError err;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.files, 2);
+    assert_int_equal(g_rep.lines, 8);             /* non-blank lines */
+    assert_int_equal(g_rep.sentences, 4);         /* "a1 a2", "a3", "a4 a5 a6", "a7" */
+    assert_int_equal(g_rep.sentences_dropped, 4); /* \x01\x02, \x03\x04, \x05, \x06 */
+    assert_int_equal(g_rep.documents, 3);
+    assert_int_equal(g_rep.documents_dropped, 1); /* \x03\x04 \x05 */
+    assert_int_equal(g_rep.tokens, 7);
+    assert_int_equal(g_rep.unk_tokens, 0);
+    assert_int_equal(g_rep.text_bytes, sizeof a - 1 + sizeof b - 1);
+    assert_int_equal(g_rep.train.documents, 3);
+    assert_int_equal(g_rep.train.sentences, 4);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* gzip                                                                                        */
+
+static void test_gzip_equals_plain_text(void **state) {
+    (void)state;
+    static char text[1 << 16];
+    size_t len = make_corpus(text, sizeof text, 40, NULL);
+    const char *txt = path_in("g.txt"), *gz = path_in("g.txt.gz");
+    write_file(txt, text, len);
+    write_gz(gz, text, len);
+    BpError err;
+    Config *c = cfg_for("plain", 0.25, 1, &txt);
+    assert_int_equal(run_prepare(c, &err), 0);
+    PrepareReport plain = g_rep;
+    c = cfg_for("gz", 0.25, 1, &gz);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_true(same_bytes(path_in("plain.train"), path_in("gz.train")));
+    assert_true(same_bytes(path_in("plain.eval"), path_in("gz.eval")));
+    assert_int_equal(g_rep.text_bytes, plain.text_bytes);
+    assert_int_equal(g_rep.text_bytes, len);
+    assert_int_equal(g_rep.tokens, plain.tokens);
+    assert_int_equal(g_rep.eval.documents, plain.eval.documents);
+}
+
+/* A gzip stream cut short: an error naming the file and the offsets, nothing written, and shards of
+ * an earlier run left as they were. */
+static void test_truncated_gz_refused(void **state) {
+    (void)state;
+    static char text[1 << 16];
+    size_t len = make_corpus(text, sizeof text, 40, NULL);
+    const char *full = path_in("cut_full.gz"), *cut = path_in("cut.gz");
+    write_gz(full, text, len);
+    size_t n;
+    BpError err = {0};
+    char *z = bp_read_file(full, &n, &err);
+    assert_non_null(z);
+    write_file(cut, z, n / 2);
+    free(z);
+
+    const char *good = path_in("cut_good.txt");
+    write_file(good, text, len);
+    Config *c = cfg_for("cut", 0.25, 1, &good);
+    assert_int_equal(run_prepare(c, &err), 0); /* an earlier run's shards */
+    const char *keep = path_in("cut_keep.train");
+    assert_int_equal(rename(c->data.train, keep), 0);
+    assert_int_equal(link(keep, c->data.train), 0);
+
+    const char *in[2] = {good, cut};
+    c = cfg_for("cut", 0.25, 2, in);
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, cut));
+    assert_non_null(strstr(err.msg, "read error after"));
+    assert_non_null(strstr(err.msg, "of the file"));
+    assert_true(same_bytes(c->data.train, keep));
+    assert_true(no_temporaries());
+
+    c = cfg_for("cut_only", 0.0, 1, &cut); /* no earlier run: nothing at all */
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_false(exists(c->data.train));
+    assert_true(no_temporaries());
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the 1% invalid UTF-8 rule                                                                   */
+
+/* A 1000-byte file of lines "a1 a2 a3\xff\n" (bad of them with the \xff) padded with valid lines. */
+static void write_with_invalid(const char *path, int bad) {
+    char text[1000];
+    size_t n = 0;
+    for (int i = 0; i < bad; i++) n += (size_t)snprintf(text + n, sizeof text - n, "a1 a2 a3\xff\n");
+    while (sizeof text - n > 12) n += (size_t)snprintf(text + n, sizeof text - n, "a4 a5 a6 a7\n");
+    memset(text + n, ' ', sizeof text - n); /* a last line of spaces without a newline */
+    write_file(path, text, sizeof text);
+}
+
+static void test_invalid_utf8_rule(void **state) {
+    (void)state;
+    const char *under = path_in("utf_under.txt"), *over = path_in("utf_over.txt");
+    write_with_invalid(under, 10); /* 10 of 1000 bytes: exactly 1%, accepted */
+    write_with_invalid(over, 11);
+    BpError err;
+    Config *c = cfg_for("utf_under", 0.0, 1, &under);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.invalid_utf8_lines, 10);
+    assert_int_equal(g_rep.text_bytes, 1000);
+    assert_int_equal(g_rep.tokens, 10 * 3 + (size_t)(g_rep.sentences - 10) * 4);
+
+    c = cfg_for("utf_over", 0.0, 1, &over);
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, over));
+    assert_non_null(strstr(err.msg, "not UTF-8 text: 11 of 1000 bytes (in 11 of"));
+    assert_non_null(strstr(err.msg, "the first at line 1. HINT: convert it, e.g. iconv"));
+    assert_false(exists(c->data.train));
+
+    /* the vocab builder applies the same rule through the same reader */
+    const char *v = path_in("utf_vocab.txt");
+    VocabBuildOptions vo = {.size = 100, .lowercase = true, .min_count = 2};
+    assert_int_equal(vocab_build_opts(&under, 1, &vo, v, &err), 0);
+    assert_int_equal(vocab_build_opts(&over, 1, &vo, path_in("utf_vocab2.txt"), &err), -1);
+    assert_non_null(strstr(err.msg, "not UTF-8 text: 11 of 1000 bytes"));
+    assert_false(exists(path_in("utf_vocab2.txt")));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the vocab                                                                                   */
+
+/* Built when missing (and kept on success); removed again when the run fails after building it. */
+static void test_vocab_built_and_removed(void **state) {
+    (void)state;
+    static char text[1 << 16];
+    size_t len = make_corpus(text, sizeof text, 20, NULL);
+    const char *good = path_in("v_good.txt"), *blank = path_in("v_blank.txt");
+    write_file(good, text, len);
+    write_file(blank, "\n  \n\t\n", 6);
+    const char *new_vocab = path_in("v_new_vocab.txt");
+
+    const char *in[2] = {good, blank};
+    Config *c = cfg_for("v_fail", 0.25, 2, in);
+    snprintf(c->data.vocab, CFG_PATH_MAX, "%s", new_vocab);
+    c->data.vocab_size = 60;
+    BpError err;
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, blank));
+    assert_non_null(strstr(err.msg, "no text"));
+    assert_false(exists(new_vocab)); /* built, then removed */
+    assert_false(exists(c->data.train));
+    assert_true(no_temporaries());
+
+    c = cfg_for("v_ok", 0.25, 1, &good);
+    snprintf(c->data.vocab, CFG_PATH_MAX, "%s", new_vocab);
+    c->data.vocab_size = 60;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_true(g_rep.vocab_built);
+    assert_true(exists(new_vocab));
+    assert_true(g_rep.vocab_size > 5 && g_rep.vocab_size <= 60);
+    assert_string_equal(g_rep.vocab, new_vocab);
+
+    /* a failing run with the vocab present leaves it alone */
+    c = cfg_for("v_keep", 0.25, 2, in);
+    snprintf(c->data.vocab, CFG_PATH_MAX, "%s", new_vocab);
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_true(exists(new_vocab));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the line reader                                                                             */
+
+typedef struct {
+    char **lines;
+    size_t n;
+} Lines;
+
+static Lines read_lines(const char *path, TextFileStats *st) {
+    BpError err = {0};
+    TextFile *tf = textfile_open(path, &err);
+    assert_non_null(tf);
+    Lines l = {calloc(64, sizeof(char *)), 0};
+    char *line;
+    size_t len;
+    int got;
+    while ((got = textfile_next(tf, &line, &len, &err)) > 0) {
+        assert_true(l.n < 64);
+        assert_int_equal(strlen(line), len); /* NUL-terminated, no NUL inside in these files */
+        l.lines[l.n++] = strdup(line);
+    }
+    assert_int_equal(got, 0);
+    assert_int_equal(textfile_next(tf, &line, &len, &err), 0); /* the end stays the end */
+    assert_true(textfile_fraction_read(tf) == 1.0);
+    *st = *textfile_stats(tf);
+    textfile_close(tf);
+    return l;
+}
+
+static void lines_free(Lines *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->lines[i]);
+    free(l->lines);
+}
+
+static void test_reader_lines(void **state) {
+    (void)state;
+    const char *p = path_in("r_lines.txt");
+    const char text[] = "one\r\ntwo\n\r\n\nthree\rx\nlast";
+    write_file(p, text, sizeof text - 1);
+    TextFileStats st;
+    Lines l = read_lines(p, &st);
+    const char *want[] = {"one", "two", "", "", "three\rx", "last"};
+    assert_int_equal(l.n, 6);
+    for (size_t i = 0; i < 6; i++) assert_string_equal(l.lines[i], want[i]);
+    assert_int_equal(st.lines, 6);
+    assert_int_equal(st.bytes, sizeof text - 1);
+    assert_int_equal(st.bad_bytes, 0);
+    assert_int_equal(st.first_bad_line, 0);
+    lines_free(&l);
+
+    write_file(p, "\n", 1); /* one empty line; an empty file has none */
+    l = read_lines(p, &st);
+    assert_int_equal(l.n, 1);
+    lines_free(&l);
+    write_file(p, "", 0);
+    l = read_lines(p, &st);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(st.bytes, 0);
+    lines_free(&l);
+}
+
+/* 3 invalid bytes in 18: counted per line (the first line and byte recorded), then refused. */
+static void test_reader_refuses_and_counts(void **state) {
+    (void)state;
+    const char *p = path_in("r_bad.txt");
+    const char bad[] = "ok\ncaf\xe9 \xff\nfine\nx\xc3\n";
+    write_file(p, bad, sizeof bad - 1);
+    BpError err = {0};
+    TextFile *tf = textfile_open(p, &err);
+    assert_non_null(tf);
+    char *line;
+    size_t len;
+    int got, lines = 0;
+    while ((got = textfile_next(tf, &line, &len, &err)) > 0) lines++;
+    assert_int_equal(got, -1);
+    assert_int_equal(lines, 4);
+    const TextFileStats *st = textfile_stats(tf);
+    assert_int_equal(st->bad_bytes, 3);
+    assert_int_equal(st->bad_lines, 2);
+    assert_int_equal(st->first_bad_line, 2);
+    assert_int_equal(st->first_bad_byte, 6); /* "ok\ncaf" */
+    assert_non_null(strstr(err.msg, "not UTF-8 text: 3 of 18 bytes (in 2 of 4 lines)"));
+    assert_non_null(strstr(err.msg, "the first at line 2"));
+    char note[128];
+    assert_string_equal(textfile_invalid_note(st, note, sizeof note),
+                        "3 invalid UTF-8 byte(s) in 2 line(s) (the first at line 2) are dropped");
+    textfile_close(tf);
+
+    tf = textfile_open(g_dir, &err); /* a directory */
+    assert_null(tf);
+    assert_non_null(strstr(err.msg, "input is not a regular file"));
+    assert_null(textfile_open(path_in("r_missing.txt"), &err));
+    assert_non_null(strstr(err.msg, "r_missing.txt: cannot open input: No such file"));
+}
+
+/* The same text written three ways (LF with a final newline; CRLF without one; gzip) gives the same
+ * lines to the reader, the same vocab to the trainer and the same shards to prepare, also with a
+ * line of 3 MB (several times the reader's buffer) whose last word carries a character seen nowhere
+ * else: the vocab has it, so the trainer read the line to its end. */
+static void test_reader_and_vocab_trainer_agree(void **state) {
+    (void)state;
+    const size_t long_words = 600000; /* "a12 " x 600000 = 2.4 MB, + "a7 zz\xc3\x9f" */
+    size_t cap = long_words * 4 + 4096;
+    char *lf = malloc(cap), *crlf = malloc(cap + 64);
+    assert_non_null(lf);
+    assert_non_null(crlf);
+    const char *lines[] = {"a1 a2 a3", "a4 a5", "", "a6 a6 a6", NULL /* the long line */, "a8 a9 tail"};
+    size_t n_lf = 0, n_crlf = 0;
+    for (size_t i = 0; i < BP_ARRAY_LEN(lines); i++) {
+        if (lines[i]) {
+            n_lf += (size_t)sprintf(lf + n_lf, "%s\n", lines[i]);
+            n_crlf += (size_t)sprintf(crlf + n_crlf, "%s%s", lines[i], i + 1 < BP_ARRAY_LEN(lines) ? "\r\n" : "");
+            continue;
+        }
+        for (size_t k = 0; k < long_words; k++) {
+            memcpy(lf + n_lf, "a12 ", 4);
+            memcpy(crlf + n_crlf, "a12 ", 4);
+            n_lf += 4;
+            n_crlf += 4;
+        }
+        n_lf += (size_t)sprintf(lf + n_lf, "a7 zz\xc3\x9f\n");
+        n_crlf += (size_t)sprintf(crlf + n_crlf, "a7 zz\xc3\x9f\r\n");
+    }
+    const char *p_lf = path_in("agree_lf.txt"), *p_crlf = path_in("agree_crlf.txt"),
+               *p_gz = path_in("agree_crlf.txt.gz");
+    write_file(p_lf, lf, n_lf);
+    write_file(p_crlf, crlf, n_crlf);
+    write_gz(p_gz, crlf, n_crlf);
+
+    TextFileStats s1, s2, s3;
+    Lines l1 = read_lines(p_lf, &s1), l2 = read_lines(p_crlf, &s2), l3 = read_lines(p_gz, &s3);
+    assert_int_equal(l1.n, BP_ARRAY_LEN(lines));
+    assert_int_equal(l2.n, l1.n);
+    assert_int_equal(l3.n, l1.n);
+    for (size_t i = 0; i < l1.n; i++) {
+        assert_string_equal(l1.lines[i], l2.lines[i]);
+        assert_string_equal(l1.lines[i], l3.lines[i]);
+    }
+    assert_int_equal(strlen(l1.lines[4]), long_words * 4 + strlen("a7 zz\xc3\x9f"));
+    assert_string_equal(l1.lines[5], "a8 a9 tail");
+    assert_int_equal(s1.bytes, n_lf);
+    assert_int_equal(s2.bytes, n_crlf);
+    assert_int_equal(s3.bytes, n_crlf);
+    lines_free(&l1);
+    lines_free(&l2);
+    lines_free(&l3);
+
+    BpError err;
+    const char *v1 = path_in("agree_v1.txt"), *v2 = path_in("agree_v2.txt"), *v3 = path_in("agree_v3.txt");
+    VocabBuildOptions vo = {.size = 200, .lowercase = true, .min_count = 1};
+    assert_int_equal(vocab_build_opts(&p_lf, 1, &vo, v1, &err), 0);
+    assert_int_equal(vocab_build_opts(&p_crlf, 1, &vo, v2, &err), 0);
+    assert_int_equal(vocab_build_opts(&p_gz, 1, &vo, v3, &err), 0);
+    assert_true(same_bytes(v1, v2));
+    assert_true(same_bytes(v1, v3));
+    BpError e2 = {0};
+    Tokenizer *t = tokenizer_load(v1, true, &e2);
+    assert_non_null(t);
+    assert_true(tokenizer_id(t, "##\xc3\x9f") >= 0); /* the long line's last character */
+    assert_true(tokenizer_id(t, "##l") >= 0);          /* only in the unterminated last line */
+    tokenizer_free(t);
+
+    Config *c = cfg_for("agree_lf", 0.0, 1, &p_lf);
+    assert_int_equal(run_prepare(c, &err), 0);
+    size_t tokens = g_rep.tokens;
+    assert_int_equal(g_rep.sentences, 5);
+    assert_int_equal(g_rep.documents, 2);
+    c = cfg_for("agree_crlf", 0.0, 1, &p_crlf);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.tokens, tokens);
+    assert_true(same_bytes(path_in("agree_lf.train"), path_in("agree_crlf.train")));
+    free(lf);
+    free(crlf);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eval_split_follows_the_hash),
+        cmocka_unit_test(test_tiny_fraction_holds_out_the_last_document),
+        cmocka_unit_test(test_split_refusals),
+        cmocka_unit_test(test_dropped_sentences_and_documents),
+        cmocka_unit_test(test_gzip_equals_plain_text),
+        cmocka_unit_test(test_truncated_gz_refused),
+        cmocka_unit_test(test_invalid_utf8_rule),
+        cmocka_unit_test(test_vocab_built_and_removed),
+        cmocka_unit_test(test_reader_lines),
+        cmocka_unit_test(test_reader_refuses_and_counts),
+        cmocka_unit_test(test_reader_and_vocab_trainer_agree),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
