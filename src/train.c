@@ -115,18 +115,6 @@ static double machine_memory_bytes(void) {
     return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
 }
 
-static ExampleArgs example_args(const Config *cfg, const PhaseConfig *p) {
-    ExampleArgs a;
-    memset(&a, 0, sizeof a);
-    a.seed = cfg->training.seed;
-    a.seq_len = p->seq_len;
-    a.max_predictions = p->max_predictions_per_seq;
-    a.masked_lm_prob = cfg->data.masked_lm_prob;
-    a.short_seq_prob = cfg->data.short_seq_prob;
-    a.whole_word_mask = cfg->data.whole_word_mask;
-    return a;
-}
-
 /* ---- checkpoints ----------------------------------------------------------------------------- */
 
 static int save_checkpoint(Trainer *tr, BpError *err) {
@@ -201,7 +189,7 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
     int vocab = tokenizer_vocab_size(dataset_tokenizer(ds));
     long *label_counts = bp_calloc((size_t)vocab, sizeof(long), "eval label counts", err);
     if (!label_counts) return -1;
-    ExampleArgs ea = example_args(cfg, phase);
+    ExampleArgs ea = dataset_example_args(cfg, phase);
     int micro = phase->micro_batch, n = cfg->data.eval_examples;
     double mlm_sum = 0, nsp_sum = 0;
     long correct = 0, count = 0, nsp_correct = 0, nsp_count = 0;
@@ -327,7 +315,7 @@ static long env_step(const char *name) {
  * that count (all ranks), or -1. */
 static double build_step_batches(Trainer *tr, const PhaseConfig *phase, BpError *err) {
     const Config *cfg = tr->cfg;
-    ExampleArgs ea = example_args(cfg, phase);
+    ExampleArgs ea = dataset_example_args(cfg, phase);
     int micro = phase->micro_batch, world = cfg->world_size, rank = dist_rank();
     int64_t first = dataset_step_first_example(cfg, tr->step);
     double counts[1] = {0};
