@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,18 +54,90 @@ long batch_count_predictions(const Batch *b) {
     return n;
 }
 
+/* The batch file's int32 tensors in file order, the one list the writer and the reader walk: each
+ * is (B, T), (B, P) or (B) (the reader also takes next_sentence_labels as (B, 1)). */
+typedef enum { BATCH_ROWS_OF_T, BATCH_ROWS_OF_P, BATCH_ONE_PER_EXAMPLE } BatchTensorShape;
+static const struct {
+    const char *name;
+    size_t field; /* offsetof the int32_t * in Batch */
+    BatchTensorShape shape;
+} BATCH_TENSORS[] = {
+    {"input_ids", offsetof(Batch, input_ids), BATCH_ROWS_OF_T},
+    {"token_type_ids", offsetof(Batch, token_type_ids), BATCH_ROWS_OF_T},
+    {"attention_mask", offsetof(Batch, attention_mask), BATCH_ROWS_OF_T},
+    {"masked_lm_positions", offsetof(Batch, masked_lm_positions), BATCH_ROWS_OF_P},
+    {"masked_lm_ids", offsetof(Batch, masked_lm_ids), BATCH_ROWS_OF_P},
+    {"masked_lm_weights", offsetof(Batch, masked_lm_weights), BATCH_ROWS_OF_P},
+    {"next_sentence_labels", offsetof(Batch, next_sentence_labels), BATCH_ONE_PER_EXAMPLE},
+};
+#define BATCH_N_TENSORS ((int)BP_ARRAY_LEN(BATCH_TENSORS))
+
+static int32_t **batch_tensor(const Batch *b, int i) { return (int32_t **)((char *)b + BATCH_TENSORS[i].field); }
+
 int batch_save_safetensors(const Batch *b, const char *path, BpError *err) {
     size_t B = (size_t)b->B, T = (size_t)b->T, P = (size_t)b->P;
-    StEntry e[7] = {
-        {"input_ids", ST_I32, 2, {B, T}, b->input_ids},
-        {"token_type_ids", ST_I32, 2, {B, T}, b->token_type_ids},
-        {"attention_mask", ST_I32, 2, {B, T}, b->attention_mask},
-        {"masked_lm_positions", ST_I32, 2, {B, P}, b->masked_lm_positions},
-        {"masked_lm_ids", ST_I32, 2, {B, P}, b->masked_lm_ids},
-        {"masked_lm_weights", ST_I32, 2, {B, P}, b->masked_lm_weights},
-        {"next_sentence_labels", ST_I32, 1, {B}, b->next_sentence_labels},
-    };
-    return st_write(path, e, (int)BP_ARRAY_LEN(e), err);
+    StEntry e[BATCH_N_TENSORS];
+    for (int i = 0; i < BATCH_N_TENSORS; i++) {
+        BatchTensorShape sh = BATCH_TENSORS[i].shape;
+        e[i] = (StEntry){BATCH_TENSORS[i].name, ST_I32, sh == BATCH_ONE_PER_EXAMPLE ? 1 : 2,
+                         {B, sh == BATCH_ROWS_OF_T ? T : P}, *batch_tensor(b, i)};
+    }
+    return st_write(path, e, BATCH_N_TENSORS, err);
+}
+
+/* the tensors of a batch file, each present, int32 and of its rank; NULL with err filled */
+static int find_batch_tensors(const StFile *f, const char *path, const StTensor **t, BpError *err) {
+    for (int i = 0; i < BATCH_N_TENSORS; i++) {
+        const char *nm = BATCH_TENSORS[i].name;
+        t[i] = st_find(f, nm);
+        if (!t[i]) return bp_fail(err, "%s: tensor '%s' is missing", path, nm);
+        if (t[i]->dtype != ST_I32)
+            return bp_fail(err, "%s: tensor '%s' has dtype %s, expected I32", path, nm, st_dtype_name(t[i]->dtype));
+        bool per_example = BATCH_TENSORS[i].shape == BATCH_ONE_PER_EXAMPLE;
+        bool ok = per_example ? t[i]->ndim == 1 || (t[i]->ndim == 2 && t[i]->shape[1] == 1) : t[i]->ndim == 2;
+        if (!ok)
+            return bp_fail(err, "%s: tensor '%s' has %d dimensions, expected %s", path, nm, t[i]->ndim,
+                           per_example ? "1 (or (B, 1))" : "2");
+    }
+    return 0;
+}
+
+int batch_load_safetensors(Batch *b, const char *path, BpError *err) {
+    StFile f;
+    if (st_open(&f, path, err)) return -1;
+    const StTensor *t[BATCH_N_TENSORS];
+    if (find_batch_tensors(&f, path, t, err)) goto fail;
+    size_t B = t[0]->shape[0], T = t[0]->shape[1], P = 0;
+    for (int i = 0; i < BATCH_N_TENSORS; i++)
+        if (BATCH_TENSORS[i].shape == BATCH_ROWS_OF_P) P = t[i]->shape[1];
+    for (int i = 0; i < BATCH_N_TENSORS; i++) {
+        BatchTensorShape sh = BATCH_TENSORS[i].shape;
+        size_t want1 = sh == BATCH_ROWS_OF_T ? T : sh == BATCH_ROWS_OF_P ? P : 1;
+        size_t got1 = t[i]->ndim > 1 ? t[i]->shape[1] : 1;
+        if (t[i]->shape[0] != B || got1 != want1) {
+            bp_fail(err, "%s: tensor '%s' has shape (%zu, %zu), expected (%zu, %zu)", path, t[i]->name,
+                    t[i]->shape[0], got1, B, want1);
+            goto fail;
+        }
+    }
+    if (B < 1 || T < 1 || B > (1u << 20) || T > (1u << 16) || P > T) {
+        bp_fail(err, "%s: batch sizes B=%zu T=%zu P=%zu out of range", path, B, T, P);
+        goto fail;
+    }
+    if (batch_alloc(b, (int)B, (int)T, (int)P, err)) goto fail;
+    for (int i = 0; i < BATCH_N_TENSORS; i++)
+        memcpy(*batch_tensor(b, i), st_data(&f, t[i]), st_numel(t[i]) * sizeof(int32_t));
+    const StTensor *ex = st_find(&f, "example_index");
+    if (ex && ex->dtype == ST_I64 && st_numel(ex) == B) {
+        memcpy(b->example_index, st_data(&f, ex), B * sizeof(int64_t));
+    } else {
+        for (size_t i = 0; i < B; i++) b->example_index[i] = (int64_t)i;
+    }
+    st_close(&f);
+    return 0;
+fail:
+    st_close(&f);
+    return -1;
 }
 
 /* ------------------------------------------------------------------------------------------ */

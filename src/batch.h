@@ -37,9 +37,12 @@ void batch_free(Batch *b);
 long batch_count_predictions(const Batch *b);
 /* Writes the b->B examples' tensors (input_ids, token_type_ids, attention_mask,
  * masked_lm_positions, masked_lm_ids, masked_lm_weights: (B, T) or (B, P); next_sentence_labels:
- * (B); all I32) atomically to a safetensors file: the batch format model_batch_from_safetensors
- * reads (`bert_pretrain forward --batch`). */
+ * (B); all I32) atomically to a safetensors file: the batch format batch_load_safetensors reads
+ * (`bert_pretrain forward --batch`). */
 int batch_save_safetensors(const Batch *b, const char *path, BpError *err);
+/* Reads a batch file: those tensors (next_sentence_labels (B) or (B, 1)) and an optional int64
+ * example_index (B) (else 0..B-1). Allocates b (batch_free it). */
+int batch_load_safetensors(Batch *b, const char *path, BpError *err);
 
 /* ---------------------------------------------------------------------------------------------
  * The example builder: masked-LM + next-sentence examples cut from a token shard, as BERT's

@@ -134,17 +134,13 @@ int model_save_grads_safetensors(const Model *m, const char *path, BpError *err)
  * positions, types); heads are not stored in weights: pass them (0 = hidden / 64, at least 1). */
 int model_config_from_safetensors(const char *path, int heads, ModelConfig *mc, int *vocab_size,
                                   BpError *err);
-/* Reads a batch file: int32 input_ids, token_type_ids, attention_mask (B,T), masked_lm_positions,
- * masked_lm_ids, masked_lm_weights (B,P), next_sentence_labels (B) or (B,1), optional int64
- * example_index (B) (else 0..B-1). Allocates b (batch_free it). */
-int model_batch_from_safetensors(Batch *b, const char *path, BpError *err);
 /* config.json in Hugging Face BertConfig format (architectures BertForPreTraining). */
 int model_write_hf_config(const Model *m, const char *path, BpError *err);
 
 /* What model_forward_files reads and writes. */
 typedef struct {
     const char *weights;       /* safetensors weights; NULL: fresh weights from training.seed */
-    const char *batch;         /* batch file (model_batch_from_safetensors); required */
+    const char *batch;         /* batch file (batch_load_safetensors); required */
     const char *grads_out;     /* NULL, or where the gradient of every parameter goes */
     const char *weights_out;   /* NULL, or where the weights the model ran go (HF names) */
     const char *hf_config_out; /* NULL, or where their HF config.json goes */

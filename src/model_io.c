@@ -126,58 +126,6 @@ done:
     return rc;
 }
 
-int model_batch_from_safetensors(Batch *b, const char *path, BpError *err) {
-    StFile f;
-    if (st_open(&f, path, err)) return -1;
-    static const char *names[] = {"input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-                                   "masked_lm_ids", "masked_lm_weights"};
-    const StTensor *t[7];
-    for (int i = 0; i < 7; i++) {
-        const char *nm = i < 6 ? names[i] : "next_sentence_labels";
-        t[i] = st_find(&f, nm);
-        if (!t[i]) {
-            bp_fail(err, "%s: tensor '%s' is missing", path, nm);
-            goto fail;
-        }
-        if (t[i]->dtype != ST_I32) {
-            bp_fail(err, "%s: tensor '%s' has dtype %s, expected I32", path, nm, st_dtype_name(t[i]->dtype));
-            goto fail;
-        }
-        bool ok = i < 6 ? t[i]->ndim == 2 : (t[i]->ndim == 1 || (t[i]->ndim == 2 && t[i]->shape[1] == 1));
-        if (!ok) {
-            bp_fail(err, "%s: tensor '%s' has %d dimensions, expected %s", path, nm, t[i]->ndim,
-                    i < 6 ? "2" : "1 (or (B, 1))");
-            goto fail;
-        }
-    }
-    size_t B = t[0]->shape[0], T = t[0]->shape[1], P = t[3]->shape[1];
-    for (int i = 0; i < 7; i++) {
-        size_t want1 = i < 3 ? T : P;
-        if (t[i]->shape[0] != B || (i < 6 && t[i]->shape[1] != want1)) {
-            bp_fail(err, "%s: tensor '%s' has shape (%zu, %zu), expected (%zu, %zu)", path, t[i]->name,
-                    t[i]->shape[0], t[i]->ndim > 1 ? t[i]->shape[1] : 1, B, i < 6 ? want1 : 1);
-            goto fail;
-        }
-    }
-    if (B < 1 || T < 1 || B > (1u << 20) || T > (1u << 16) || P > T) {
-        bp_fail(err, "%s: batch sizes B=%zu T=%zu P=%zu out of range", path, B, T, P);
-        goto fail;
-    }
-    if (batch_alloc(b, (int)B, (int)T, (int)P, err)) goto fail;
-    int32_t *dst[7] = {b->input_ids, b->token_type_ids, b->attention_mask, b->masked_lm_positions,
-                       b->masked_lm_ids, b->masked_lm_weights, b->next_sentence_labels};
-    for (int i = 0; i < 7; i++) memcpy(dst[i], st_data(&f, t[i]), st_numel(t[i]) * sizeof(int32_t));
-    const StTensor *ex = st_find(&f, "example_index");
-    if (ex && ex->dtype == ST_I64 && st_numel(ex) == B) memcpy(b->example_index, st_data(&f, ex), B * sizeof(int64_t));
-    else
-        for (size_t i = 0; i < B; i++) b->example_index[i] = (int64_t)i;
-    st_close(&f);
-    return 0;
-fail:
-    st_close(&f);
-    return -1;
-}
-
 int model_config_from_safetensors(const char *path, int heads, ModelConfig *mc, int *vocab_size,
                                   BpError *err) {
     StFile f;
@@ -297,7 +245,7 @@ static int forward_inputs(Model *m, const Config *c, const ModelForwardFiles *f,
     } else {
         model_init_weights(m, c->training.seed);
     }
-    if (model_batch_from_safetensors(b, f->batch, err)) return -1;
+    if (batch_load_safetensors(b, f->batch, err)) return -1;
     if (f->weights_out && model_save_safetensors(m, f->weights_out, err)) return -1;
     if (f->hf_config_out && model_write_hf_config(m, f->hf_config_out, err)) return -1;
     return 0;

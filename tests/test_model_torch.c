@@ -68,7 +68,7 @@ static void run_fixture(GeluKind gelu, const char *expected_path) {
     if (!m) fail_msg("%s", err.msg);
     if (model_load_safetensors(m, FIX "weights.safetensors", &err)) fail_msg("%s", err.msg);
     Batch b;
-    if (model_batch_from_safetensors(&b, FIX "batch.safetensors", &err)) fail_msg("%s", err.msg);
+    if (batch_load_safetensors(&b, FIX "batch.safetensors", &err)) fail_msg("%s", err.msg);
     /* the fixture exercises padding and unused slots */
     int padded = 0, unused = 0;
     for (int i = 0; i < b.B * b.T; i++) padded += !b.attention_mask[i];
