@@ -20,7 +20,8 @@ trap 'rm -rf "$LOGS"' EXIT
 run_one() {
     local cmd=("$1")
     [[ "$1" == *.sh ]] && cmd=(bash "$1")
-    ( "${cmd[@]}" 2>&1 1>&3 3>&- | tee "$LOGS/err" >&2; exit "${PIPESTATUS[0]}" ) 3>&1 | tee "$LOGS/out"
+    ( "${cmd[@]}" 2>&1 1>&3 3>&- | tee "$LOGS/err" >&2; exit "${PIPESTATUS[0]}" ) 3>&1 |
+        tee "$LOGS/out"
     return "${PIPESTATUS[0]}"
 }
 
@@ -31,9 +32,12 @@ case_counts() {
         /^\[==========\] [0-9]+ test\(s\) run\.$/ { run += $2; cmocka = 1 }
         /^\[  PASSED  \] [0-9]+ test\(s\)\.$/ { passed += $4 }
         /^\[  SKIPPED \] [0-9]+ test\(s\)/ { skipped += $4 }
-        index($0, name ": ") == 1 && substr($0, length(name) + 3) ~ /^[0-9]+ passed, [0-9]+ failed$/ {
-            split(substr($0, length(name) + 3), f, " ")
-            script_passed += f[1]; script_failed += f[3]; script = 1
+        index($0, name ": ") == 1 {
+            rest = substr($0, length(name) + 3)
+            if (rest ~ /^[0-9]+ passed, [0-9]+ failed$/) {
+                split(rest, f, " ")
+                script_passed += f[1]; script_failed += f[3]; script = 1
+            }
         }
         END {
             if (cmocka) print run, passed + 0, run - passed - skipped, skipped + 0

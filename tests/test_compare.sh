@@ -83,7 +83,8 @@ check "a config the trainer refuses stops the comparison before any run" test ! 
 compare_to first
 check "an interrupted trainer stops the comparison with exit 130 (exit $rc): $(tail -n 5 "$log")" \
     test $rc -eq 130
-check "... saying the same command continues" grep -q "interrupted; the same command continues" "$log"
+check "... saying the same command continues" \
+    grep -q "interrupted; the same command continues" "$log"
 check "... after the runs before it" test -s "$OUT/lamb_b4_lr0.01/metrics.jsonl"
 check "... and none after it" test ! -e "$OUT/lamb_b8_lr0.0141"
 
@@ -102,13 +103,16 @@ check "run directories: got '$got', wanted '$want'" test "$got" = "$want"
 for d in lamb_b4_lr0.01:4 lamb_b8_lr0.0141:2 adam_b8_lr0.00141:2 adamw_b4_lr0.001:4; do
     rd=${d%%:*}
     n=${d##*:}
-    last=$(grep -E '"type": ?"step"' "$OUT/$rd/metrics.jsonl" | tail -n 1 | sed 's/.*"step": \?\([0-9]*\).*/\1/')
+    last=$(grep -E '"type": ?"step"' "$OUT/$rd/metrics.jsonl" | tail -n 1 |
+        sed 's/.*"step": \?\([0-9]*\).*/\1/')
     evals=$(grep -cE '"type": ?"eval"' "$OUT/$rd/metrics.jsonl")
     check "$rd: last step '$last', wanted $n" test "$last" = "$n"
     check "$rd: $evals eval records, wanted some" test "$evals" -ge 1
 done
-check "trust ratios logged for LAMB" grep -qE '"type": ?"trust"' "$OUT/lamb_b8_lr0.0141/metrics.jsonl"
-check "no trust ratios for Adam" not grep -qE '"type": ?"trust"' "$OUT/adam_b8_lr0.00141/metrics.jsonl"
+check "trust ratios logged for LAMB" \
+    grep -qE '"type": ?"trust"' "$OUT/lamb_b8_lr0.0141/metrics.jsonl"
+check "no trust ratios for Adam" \
+    not grep -qE '"type": ?"trust"' "$OUT/adam_b8_lr0.00141/metrics.jsonl"
 
 # the pictures and the table
 for png in loss.png trust_ratios.png; do
@@ -151,7 +155,8 @@ check "... and trains nothing" not grep -q '^+ ' "$log"
 compare_to sb_dry --sweep-at base --lr-sweep 1,2 --dry-run
 n=$(grep -c -- "--resume auto" "$log")
 check "--sweep-at base --dry-run exits 0 (exit $rc)" test $rc -eq 0
-check "--sweep-at base --dry-run: 8 sweep runs at batch 4, 4 runs at batch 8 ($n commands)" test "$n" -eq 12
+check "--sweep-at base --dry-run: 8 sweep runs at batch 4, 4 runs at batch 8 ($n commands)" \
+    test "$n" -eq 12
 compare_to sb_bad --sweep-at base --lr-sweep 1,2 --batch-sizes 8
 check "--sweep-at base without the base batch: exit 2 (exit $rc)" test $rc -eq 2
 check "... refused: $(tail -n 1 "$log")" grep -q "base batch 4 must be one of --batch-sizes" "$log"
@@ -177,7 +182,8 @@ print("; ".join(problems) if problems else "ok")
 PYEOF
 )
 check "--sweep-at base exits 0 (exit $rc): $(tail -n 3 "$log")" test $rc -eq 0
-check "--sweep-at base: batch 8 runs at the best batch-4 lr x sqrt(2): $verdict" test "$verdict" = ok
+check "--sweep-at base: batch 8 runs at the best batch-4 lr x sqrt(2): $verdict" \
+    test "$verdict" = ok
 check "--sweep-at base: finished runs reused" grep -q "lamb_b4_lr0.01: finished before" "$log"
 
 finish
