@@ -2,10 +2,12 @@
 """Float64 reference for src/optim.c: several steps of LAMB, LARS (paper and classic forms), Adam
 and AdamW on a small parameter table, written to tests/fixtures/optim/ for tests/test_optim.c.
 
-The math follows ../shared/paper.md section 2 and docs/optimizers.md, written here independently of
-the C code: plain numpy, one tensor at a time, float64 throughout (the C code is float32 element-
-wise with double norms). Inputs (parameters, gradients) are float32 values so both sides start from
-exactly the same numbers.
+The math follows the LAMB paper (You et al., "Large Batch Optimization for Deep Learning: Training
+BERT in 76 minutes", ICLR 2020, arXiv:1904.00962: Section 3, Algorithm 1 for LARS and Algorithm 2
+for LAMB), You, Gitman, Ginsburg 2017 (arXiv:1708.03888) for classic LARS, and docs/optimizers.md
+for every choice the papers leave open, written here independently of the C code: plain numpy, one
+tensor at a time, float64 throughout (the C code is float32 element-wise with double norms). Inputs
+(parameters, gradients) are float32 values so both sides start from exactly the same numbers.
 
 The table covers the special cases: a zero parameter tensor (||x|| = 0 at step 1), a tensor with
 zero gradients and no weight decay (||u|| = 0), one with both zero, a bias/LayerNorm-like tensor

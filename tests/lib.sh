@@ -1,8 +1,10 @@
 # tests/lib.sh: what the CLI test scripts share. Source it first thing; it gives
-#   $TMP            a scratch directory, removed on exit
-#   check NAME CMD  runs CMD; counts a pass, or prints "FAIL: NAME" and counts a failure
-#   run CMD         runs CMD with its output captured: sets $rc, $out, $err (files $TMP/out, $TMP/err)
-#   finish          prints "NAME: N passed, N failed" and returns non-zero on any failure
+#   $TMP              a scratch directory, removed on exit
+#   check NAME CMD    runs CMD; counts a pass, or prints "FAIL: NAME" and counts a failure
+#   require NAME CMD  check, and on a failure finish at once (what follows would only fail after it)
+#   not CMD           succeeds when CMD fails: check "no FAIL row" not grep -q FAIL <<<"$out"
+#   run CMD           runs CMD with its output captured: sets $rc, $out, $err ($TMP/out, $TMP/err)
+#   finish            prints "NAME: N passed, N failed" and returns non-zero on any failure
 set -u
 : "${BP_BIN:?set BP_BIN to the bert_pretrain binary}"
 TEST_NAME=$(basename "$0")
@@ -20,6 +22,16 @@ check() { # NAME CONDITION...
         fail=$((fail + 1))
         echo "FAIL: $name"
     fi
+}
+
+require() { # NAME CONDITION...
+    local before=$fail
+    check "$@"
+    [ "$fail" -eq "$before" ] || { finish; exit 1; }
+}
+
+not() { # CMD...
+    ! "$@"
 }
 
 run() { # CMD...: sets $rc, $out, $err

@@ -1,15 +1,18 @@
-/* Unit tests for common.c and rng.h: error messages, atomic files, CRC32, counter-based RNG. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+/* Unit tests for common.c and rng.h: error messages, atomic files, CRC32, counter-based RNG; and
+ * the rm -rf of tests/testutil.h, which must not reach outside its directory. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "rng.h"
+#include "testutil.h"
+
+static int setup(void **state) {
+    (void)state;
+    return tu_dir_create("common", "out.txt");
+}
 
 static void test_error_prefix(void **state) {
     (void)state;
@@ -22,27 +25,21 @@ static void test_error_prefix(void **state) {
 
 static void test_atomic_file(void **state) {
     (void)state;
-    char dir[] = "/tmp/bp_test_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/out.txt", dir);
     BpError err = {0};
     AtomicFile af;
-    assert_int_equal(bp_atomic_open(&af, path, &err), 0);
+    assert_int_equal(bp_atomic_open(&af, g_path, &err), 0);
     fputs("first", af.fp);
     assert_int_equal(bp_atomic_commit(&af, &err), 0);
     /* an aborted rewrite leaves the old content and no temporary behind */
-    assert_int_equal(bp_atomic_open(&af, path, &err), 0);
+    assert_int_equal(bp_atomic_open(&af, g_path, &err), 0);
     fputs("second", af.fp);
     bp_atomic_abort(&af);
     size_t len = 0;
-    char *text = bp_read_file(path, &len, &err);
+    char *text = bp_read_file(g_path, &len, &err);
     assert_non_null(text);
     assert_string_equal(text, "first");
     assert_int_equal(access(af.tmp_path, F_OK), -1);
     free(text);
-    unlink(path);
-    rmdir(dir);
 }
 
 static void test_read_missing_file(void **state) {
@@ -81,13 +78,34 @@ static void test_rng_is_pure_and_uniform(void **state) {
     assert_true(sumsq / n > 0.98 && sumsq / n < 1.02);
 }
 
+/* The fixtures' rm -rf empties nested directories and removes a link without following it. */
+static void test_rm_rf_stays_inside(void **state) {
+    (void)state;
+    char outside[] = "/tmp/bp_common_outside_XXXXXX", kept[64];
+    assert_non_null(mkdtemp(outside));
+    snprintf(kept, sizeof kept, "%s/kept", outside);
+    tu_write_bytes(kept, "k", 1);
+    assert_int_equal(mkdir(tu_path("a"), 0700), 0);
+    assert_int_equal(mkdir(tu_path("a/b"), 0700), 0);
+    tu_write_bytes(tu_path("a/b/f"), "f", 1);
+    assert_int_equal(symlink(outside, tu_path("a/link")), 0);
+    assert_int_equal(tu_rm_rf(tu_path("a")), 0);
+    assert_int_equal(access(tu_path("a"), F_OK), -1);
+    size_t len = 0;
+    uint8_t *k = tu_read_bytes(kept, &len);
+    assert_int_equal(len, 1);
+    free(k);
+    assert_int_equal(tu_rm_rf(outside), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_prefix),
-        cmocka_unit_test(test_atomic_file),
+        cmocka_unit_test_setup_teardown(test_atomic_file, setup, tu_dir_teardown),
         cmocka_unit_test(test_read_missing_file),
         cmocka_unit_test(test_crc32_known_value),
         cmocka_unit_test(test_rng_is_pure_and_uniform),
+        cmocka_unit_test_setup_teardown(test_rm_rf_stays_inside, setup, tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

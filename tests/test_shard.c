@@ -1,11 +1,6 @@
 /* Unit tests for shard.c: round trip in both token widths, and every kind of damage a shard can
  * suffer (truncation, a flipped bit in each section, wrong magic or version, a mismatched vocab),
  * each refused with a message naming the file. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,35 +10,11 @@
 #include "common.h"
 #include "rng.h"
 #include "shard.h"
-
-typedef struct {
-    char dir[64];
-    char path[128];
-} Tmp;
+#include "testutil.h"
 
 static int setup(void **state) {
-    Tmp *t = calloc(1, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/bp_shard_XXXXXX");
-    if (!mkdtemp(t->dir)) return -1;
-    snprintf(t->path, sizeof t->path, "%s/train", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state) {
-    Tmp *t = *state;
-    DIR *d = opendir(t->dir);
-    struct dirent *e;
-    char p[400];
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(t->dir);
-    free(t);
-    return 0;
+    (void)state;
+    return tu_dir_create("shard", "train");
 }
 
 static int count_files(const char *dir) {
@@ -92,6 +63,16 @@ static void write_random_shard(const char *path, int vocab, int n_docs, uint64_t
     shard_writer_free(w);
 }
 
+/* A random shard of n_docs documents and vocab 8192, for a test that needs only the file. */
+static void write_any_shard(const char *path, int n_docs, uint64_t seed) {
+    int32_t *ids;
+    size_t n_ids, *sents, n_sents, *docs;
+    write_random_shard(path, 8192, n_docs, seed, &ids, &n_ids, &sents, &n_sents, &docs);
+    free(ids);
+    free(sents);
+    free(docs);
+}
+
 static void round_trip(const char *path, int vocab, int expect_bytes) {
     int32_t *ids;
     size_t n_ids, *sents, n_sents, *docs;
@@ -117,22 +98,22 @@ static void round_trip(const char *path, int vocab, int expect_bytes) {
 }
 
 static void test_round_trip_uint16(void **state) {
-    Tmp *t = *state;
-    round_trip(t->path, 8192, 2);
-    round_trip(t->path, 65536, 2); /* the largest vocab that still fits 16 bits */
+    (void)state;
+    round_trip(g_path, 8192, 2);
+    round_trip(g_path, 65536, 2); /* the largest vocab that still fits 16 bits */
     /* nothing but the shard itself is left in the directory */
-    assert_int_equal(count_files(t->dir), 1);
+    assert_int_equal(count_files(g_dir), 1);
 }
 
 static void test_round_trip_int32(void **state) {
-    Tmp *t = *state;
-    round_trip(t->path, 70000, 4);
+    (void)state;
+    round_trip(g_path, 70000, 4);
 }
 
 static void test_writer_rejects_bad_ids_and_abort_leaves_nothing(void **state) {
-    Tmp *t = *state;
+    (void)state;
     BpError err = {0};
-    ShardWriter *w = shard_writer_open(t->path, 100, 1, &err);
+    ShardWriter *w = shard_writer_open(g_path, 100, 1, &err);
     assert_non_null(w);
     int32_t ok[3] = {1, 2, 99}, bad[2] = {5, 100}, neg[1] = {-1};
     assert_int_equal(shard_writer_add_sentence(w, ok, 3, &err), 0);
@@ -140,28 +121,23 @@ static void test_writer_rejects_bad_ids_and_abort_leaves_nothing(void **state) {
     assert_non_null(strstr(err.msg, "token id 100 outside the vocab of 100"));
     assert_int_equal(shard_writer_add_sentence(w, neg, 1, &err), -1);
     shard_writer_free(w); /* no commit: the temporary goes away and no shard appears */
-    assert_int_equal(count_files(t->dir), 0);
+    assert_int_equal(count_files(g_dir), 0);
 }
 
 /* Writes a good shard, applies `damage`, and expects shard_open to fail with `want` in the message
  * (and the path). */
-static void expect_damage(const Tmp *t, void (*damage)(const char *path, void *arg), void *arg,
+static void expect_damage(void (*damage)(const char *path, void *arg), void *arg,
                           const char *want) {
-    int32_t *ids;
-    size_t n_ids, *sents, n_sents, *docs;
-    write_random_shard(t->path, 8192, 20, 7, &ids, &n_ids, &sents, &n_sents, &docs);
-    free(ids);
-    free(sents);
-    free(docs);
-    damage(t->path, arg);
+    write_any_shard(g_path, 20, 7);
+    damage(g_path, arg);
     Shard s;
     BpError err = {0};
-    int rc = shard_open(&s, t->path, &err);
+    int rc = shard_open(&s, g_path, &err);
     if (rc == 0) {
         shard_close(&s);
         fail_msg("damaged shard accepted (wanted \"%s\")", want);
     }
-    if (!strstr(err.msg, want) || !strstr(err.msg, t->path))
+    if (!strstr(err.msg, want) || !strstr(err.msg, g_path))
         fail_msg("message \"%s\" lacks \"%s\" or the path", err.msg, want);
     assert_null(s.map);
 }
@@ -196,44 +172,39 @@ static void append_bytes(const char *path, void *arg) {
 }
 
 static void test_truncated(void **state) {
-    Tmp *t = *state;
+    (void)state;
     long cut = -1;
-    expect_damage(t, truncate_to, &cut, "truncated shard");
+    expect_damage(truncate_to, &cut, "truncated shard");
     cut = 100;
-    expect_damage(t, truncate_to, &cut, "less than the 128-byte header");
+    expect_damage(truncate_to, &cut, "less than the 128-byte header");
     cut = 0;
-    expect_damage(t, truncate_to, &cut, "truncated shard: 0 bytes");
-    expect_damage(t, append_bytes, NULL, "extra");
+    expect_damage(truncate_to, &cut, "truncated shard: 0 bytes");
+    expect_damage(append_bytes, NULL, "extra");
 }
 
 static void test_bit_flips(void **state) {
-    Tmp *t = *state;
+    (void)state;
     long at = 0;
-    expect_damage(t, flip_bit, &at, "wrong magic");
+    expect_damage(flip_bit, &at, "wrong magic");
     at = 20; /* inside the header */
-    expect_damage(t, flip_bit, &at, "header CRC32 mismatch");
+    expect_damage(flip_bit, &at, "header CRC32 mismatch");
     at = SHARD_HEADER_BYTES + 3; /* a token */
-    expect_damage(t, flip_bit, &at, "token section CRC32 mismatch");
+    expect_damage(flip_bit, &at, "token section CRC32 mismatch");
     at = -3; /* the last document boundary */
-    expect_damage(t, flip_bit, &at, "document-boundary section CRC32 mismatch");
+    expect_damage(flip_bit, &at, "document-boundary section CRC32 mismatch");
 }
 
 static void test_bad_sentence_section(void **state) {
     /* flip a bit of the first sentence boundary: offset read from the header */
-    Tmp *t = *state;
-    int32_t *ids;
-    size_t n_ids, *sents, n_sents, *docs;
-    write_random_shard(t->path, 8192, 5, 3, &ids, &n_ids, &sents, &n_sents, &docs);
-    free(ids);
-    free(sents);
-    free(docs);
+    (void)state;
+    write_any_shard(g_path, 5, 3);
     Shard s;
     BpError err = {0};
-    assert_int_equal(shard_open(&s, t->path, &err), 0);
+    assert_int_equal(shard_open(&s, g_path, &err), 0);
     long at = (long)s.h.sents_offset + 8;
     shard_close(&s);
-    flip_bit(t->path, &at);
-    assert_int_equal(shard_open(&s, t->path, &err), -1);
+    flip_bit(g_path, &at);
+    assert_int_equal(shard_open(&s, g_path, &err), -1);
     assert_non_null(strstr(err.msg, "sentence-boundary section CRC32 mismatch"));
 }
 
@@ -241,9 +212,7 @@ static void test_bad_sentence_section(void **state) {
  * section and re-stamp every CRC as a careless tool would. */
 static void restamp(const char *path, void (*edit)(ShardHeader *h, uint8_t *file)) {
     size_t len = 0;
-    BpError err = {0};
-    uint8_t *buf = (uint8_t *)bp_read_file(path, &len, &err);
-    assert_non_null(buf);
+    uint8_t *buf = tu_read_bytes(path, &len);
     ShardHeader h;
     memcpy(&h, buf, sizeof h);
     ShardHeader o = h; /* the sections as they really are in the file */
@@ -253,9 +222,7 @@ static void restamp(const char *path, void (*edit)(ShardHeader *h, uint8_t *file
     h.docs_crc = bp_crc32(0, buf + o.docs_offset, (o.n_documents + 1) * 8);
     h.header_crc = bp_crc32(0, &h, offsetof(ShardHeader, header_crc));
     memcpy(buf, &h, sizeof h);
-    FILE *f = fopen(path, "wb");
-    fwrite(buf, 1, len, f);
-    fclose(f);
+    tu_write_bytes(path, buf, len);
     free(buf);
 }
 
@@ -277,7 +244,7 @@ static void edit_counts(ShardHeader *h, uint8_t *file) {
 }
 
 static void test_invariants_behind_valid_crcs(void **state) {
-    Tmp *t = *state;
+    (void)state;
     struct {
         void (*edit)(ShardHeader *, uint8_t *);
         const char *want;
@@ -288,42 +255,32 @@ static void test_invariants_behind_valid_crcs(void **state) {
         {edit_counts, "do not fit"},
     };
     for (size_t i = 0; i < BP_ARRAY_LEN(cases); i++) {
-        int32_t *ids;
-        size_t n_ids, *sents, n_sents, *docs;
-        write_random_shard(t->path, 8192, 5, 3, &ids, &n_ids, &sents, &n_sents, &docs);
-        free(ids);
-        free(sents);
-        free(docs);
-        restamp(t->path, cases[i].edit);
+        write_any_shard(g_path, 5, 3);
+        restamp(g_path, cases[i].edit);
         Shard s;
         BpError err = {0};
-        assert_int_equal(shard_open(&s, t->path, &err), -1);
+        assert_int_equal(shard_open(&s, g_path, &err), -1);
         if (!strstr(err.msg, cases[i].want)) fail_msg("case %zu: \"%s\"", i, err.msg);
     }
 }
 
 static void test_missing_and_vocab_mismatch(void **state) {
-    Tmp *t = *state;
+    (void)state;
     Shard s;
     BpError err = {0};
     assert_int_equal(shard_open(&s, "/nonexistent/shard", &err), -1);
     assert_non_null(strstr(err.msg, "/nonexistent/shard: cannot open shard"));
-    assert_int_equal(shard_open(&s, t->dir, &err), -1);
+    assert_int_equal(shard_open(&s, g_dir, &err), -1);
     assert_non_null(strstr(err.msg, "not a regular file"));
 
-    int32_t *ids;
-    size_t n_ids, *sents, n_sents, *docs;
-    write_random_shard(t->path, 8192, 3, 1, &ids, &n_ids, &sents, &n_sents, &docs);
-    free(ids);
-    free(sents);
-    free(docs);
-    assert_int_equal(shard_open(&s, t->path, &err), 0);
+    write_any_shard(g_path, 3, 1);
+    assert_int_equal(shard_open(&s, g_path, &err), 0);
     assert_int_equal(shard_check_vocab(&s, 30522, 0x1234abcdu, "data/vocab.txt", &err), -1);
     char want[512];
     snprintf(want, sizeof want,
              "%s: built with a vocab of 8192 tokens (crc 00c0ffee) but data/vocab.txt has 30522 "
              "(crc 1234abcd)",
-             t->path);
+             g_path);
     if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("got \"%s\"", err.msg);
     /* same size, other content */
     assert_int_equal(shard_check_vocab(&s, 8192, 0xC0FFEFu, "v.txt", &err), -1);
@@ -332,14 +289,14 @@ static void test_missing_and_vocab_mismatch(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip_uint16, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_round_trip_int32, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_writer_rejects_bad_ids_and_abort_leaves_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bit_flips, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_sentence_section, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invariants_behind_valid_crcs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_and_vocab_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_uint16, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_int32, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_writer_rejects_bad_ids_and_abort_leaves_nothing, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_bit_flips, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_sentence_section, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_invariants_behind_valid_crcs, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_and_vocab_mismatch, setup, tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
