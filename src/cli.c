@@ -9,14 +9,18 @@
 #include "dist.h"
 #include "kernels.h"
 
-void cli_message(const CliCommand *cmd, const char *fmt, ...) {
-    fflush(stdout);
+static void vmessage(const CliCommand *cmd, const char *fmt, va_list ap) {
+    fflush(stdout); /* what the command printed so far comes before its message */
     fprintf(stderr, "bert_pretrain %s: ", cmd->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void cli_message(const CliCommand *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vmessage(cmd, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 int cli_fail(const CliCommand *cmd, const BpError *err) {
@@ -29,13 +33,10 @@ static void print_usage_line(const CliCommand *cmd, FILE *out) {
 }
 
 int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) {
-    fflush(stdout);
-    fprintf(stderr, "bert_pretrain %s: ", cmd->name);
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vmessage(cmd, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     print_usage_line(cmd, stderr);
     fprintf(stderr, "(bert_pretrain %s --help for every option)\n", cmd->name);
     return BP_EXIT_USAGE;
