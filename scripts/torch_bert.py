@@ -33,6 +33,12 @@ from torch.nn import functional as F
 LN_EPS = 1e-12  # BERT's LayerNorm epsilon (model.layer_norm_eps in our configs)
 
 
+def norm(layer, x):
+    """LayerNorm in fp32: under CPU autocast torch 1.13 leaves layer_norm alone and refuses a bf16
+    input with fp32 weights, so the bf16 products' outputs are widened first."""
+    return layer(x.float())
+
+
 def parse_args():
     p = argparse.ArgumentParser(description="PyTorch BERT pretraining step speed (fp32 and bf16 autocast).")
     p.add_argument("--layers", type=int, default=4)
@@ -91,8 +97,8 @@ class EncoderLayer(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + key_bias
         probs = F.dropout(scores.softmax(dim=-1), self.p, self.training)
         ctx = (probs @ v).transpose(1, 2).flatten(2)
-        x = self.attn_norm(x + F.dropout(self.attn_out(ctx), self.p, self.training))
-        return self.ffn_norm(x + F.dropout(self.ffn_out(F.gelu(self.ffn_in(x))), self.p, self.training))
+        x = norm(self.attn_norm, x + F.dropout(self.attn_out(ctx), self.p, self.training))
+        return norm(self.ffn_norm, x + F.dropout(self.ffn_out(F.gelu(self.ffn_in(x))), self.p, self.training))
 
 
 class BertPretraining(nn.Module):
@@ -110,12 +116,12 @@ class BertPretraining(nn.Module):
     def forward(self, ids, types, mask, positions, labels, nsp_labels):
         T = ids.shape[1]
         x = self.word(ids) + self.position.weight[:T] + self.token_type(types)
-        x = F.dropout(self.embed_norm(x), self.p, self.training)
+        x = F.dropout(norm(self.embed_norm, x), self.p, self.training)
         key_bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * -10000.0  # BERT's additive mask
         for layer in self.layers:
             x = layer(x, key_bias)
         picked = x.gather(1, positions[:, :, None].expand(-1, -1, x.shape[-1]))
-        h = self.mlm_norm(F.gelu(self.mlm_dense(picked)))
+        h = norm(self.mlm_norm, F.gelu(self.mlm_dense(picked)))
         mlm_logits = h @ self.word.weight.t() + self.mlm_bias
         nsp_logits = self.nsp(torch.tanh(self.pooler(x[:, 0])))
         mlm = F.cross_entropy(mlm_logits.float().flatten(0, 1), labels.flatten())
