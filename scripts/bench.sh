@@ -2,8 +2,9 @@
 # `make bench`: the speed table of docs/performance.md, every figure measured in this one run on
 # this machine, the environment as it is set (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE and the thread
 # settings are read, never changed):
-#   1. training-step tokens/s, ours vs PyTorch (../shared/bench/torch_bert.py, the faster of its
-#      1- and 2-thread runs) at bert-mini (L4 H256 A4, T 128, B 32) and bert-base (T 128, B 16);
+#   1. training-step tokens/s, ours vs PyTorch (scripts/torch_bert.py in fp32, the fastest of its
+#      runs at 1 .. nproc threads; its bf16-autocast figure is reported beside) at bert-mini
+#      (L4 H256 A4, T 128, B 32) and bert-base (T 128, B 16);
 #   2. bert-base achieved matmul GFLOP/s over forward+backward vs the cblas_sgemm rate measured at
 #      the step's own product shapes in the same process;
 #   3. bert-base time per token at T 512 vs T 128 (same micro-batch 16);
@@ -18,10 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BP_BIN:-./bert_pretrain}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
-if [ -z "${TORCH_BERT:-}" ]; then
-    TORCH_BERT=../shared/bench/torch_bert.py
-    [ -f "$TORCH_BERT" ] || TORCH_BERT=/work/shared/bench/torch_bert.py
-fi
+TORCH_BERT=${TORCH_BERT:-scripts/torch_bert.py}
 OUT=${BENCH_OUT:-bench/latest.md}
 LOG=bench/run.log.tmp
 mkdir -p bench
@@ -106,6 +104,7 @@ mini_ratio=$(field ratio); threads=$(field threads)
 if [ $have_torch = 1 ]; then
     run "pytorch bert-mini" "$PY" "$TORCH_BERT" "${TMINI[@]}"
     tmini_tok=$(field tokens_per_s); tmini_th=$(field threads)
+    tmini_bf=$(field bf16_tokens_per_s); tmini_bfth=$(field bf16_threads)
 fi
 
 run "ours bert-base T128" "$BIN" bench "${BASE[@]}"
@@ -116,6 +115,7 @@ base_peak=$(field peak_rss_mib); base_growth=$(field rss_growth_mib)
 if [ $have_torch = 1 ]; then
     run "pytorch bert-base T128" "$PY" "$TORCH_BERT" "${TBASE[@]}"
     tbase_tok=$(field tokens_per_s); tbase_th=$(field threads)
+    tbase_bf=$(field bf16_tokens_per_s); tbase_bfth=$(field bf16_threads)
 fi
 
 run "ours bert-base T512" "$BIN" bench "${BASE512[@]}"
@@ -140,7 +140,7 @@ per_tok_ratio=$(calc "($b512_step / ($b512_T * $base_B)) / ($base_step / ($base_
     echo "load average (1/5/15 min) $load_start at the start, $load_end at the end; the whole run took $elapsed s."
     [ "${BENCH_QUICK:-0}" = 1 ] && echo "BENCH_QUICK=1: toy sizes (bert-tiny), the row names and targets do not apply."
     if [ $have_torch = 1 ]; then
-        echo "PyTorch $torch_version (torch_bert.py: AdamW, the faster of 1 and 2 threads); ours: LAMB, $threads threads."
+        echo "PyTorch $torch_version (scripts/torch_bert.py: AdamW, fp32, the fastest of 1 to $(nproc) threads); ours: LAMB, $threads threads."
     else
         echo "$torch_note"
     fi
@@ -166,6 +166,9 @@ per_tok_ratio=$(calc "($b512_step / ($b512_T * $base_B)) / ($base_step / ($base_
     echo "Other processes' share of the CPU during each run (0% = a quiet machine): $OTHERS."
     echo
     echo "Also measured: bert-mini $(calc "$mini_gf" %.1f) matmul GFLOP/s over forward+backward vs sgemm $(calc "$mini_sg" %.1f) at its shapes ($(calc "$mini_ratio")); bert-base T512 $(calc "$b512_gf" %.1f) vs $(calc "$b512_sg" %.1f) ($(calc "$b512_gf / $b512_sg")), $(calc "$b512_tok" %.0f) tokens/s; kern_gemm alone at the bert-base T128 shapes $(calc "$base_kg" %.1f) GFLOP/s."
+    if [ $have_torch = 1 ]; then
+        echo "PyTorch with bf16 autocast (torch.autocast(\"cpu\", dtype=torch.bfloat16), fp32 master weights; not in the table, which compares fp32 with fp32): bert-mini $(calc "$tmini_bf" %.0f) tokens/s ($tmini_bfth thr), bert-base T128 $(calc "$tbase_bf" %.0f) tokens/s ($tbase_bfth thr)."
+    fi
     echo "Method: docs/performance.md. Full output: $LOG."
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

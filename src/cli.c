@@ -204,9 +204,3 @@ void cli_config_free(Config *cfg) { free(cfg); }
 
 int cli_set_threads(int threads) { return kern_init_threads(threads); }
 
-/* TRANSITION: the hand-written parsers still call this until each becomes a CliCommand table. */
-int cli_wants_help(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
-    return 0;
-}

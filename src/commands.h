@@ -13,9 +13,7 @@ int cmd_vocab(int argc, char **argv);      /* cmd_text.c */
 int cmd_tokenize(int argc, char **argv);   /* cmd_text.c */
 int cmd_gradcheck(int argc, char **argv);  /* cmd_model.c */
 int cmd_forward(int argc, char **argv);    /* cmd_model.c */
-int cmd_bench(int argc, char **argv);      /* cmd_model.c */
+int cmd_bench(int argc, char **argv);      /* cmd_bench.c */
 
-/* TRANSITION (removed once every command uses cli_parse): true when argv holds -h or --help. */
-int cli_wants_help(int argc, char **argv);
 
 #endif

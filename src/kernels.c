@@ -10,6 +10,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -124,8 +125,22 @@ float kern_gelu_grad(float x, GeluKind kind) { return k_gelu_grad(x, kind, NULL)
 
 /* --------------------------------------------------------------------------------------------- */
 
+/* The FLOP counter (kernels.h). Every sgemm of the kernels goes through gemm1, so counting there
+ * sees what the GEMM is actually asked to do, block by block; the blocks of one product sum to its
+ * 2 M N K exactly (integers). Atomic, since gemm1 runs inside OpenMP loops; when off it costs one
+ * relaxed load per call (a few thousand calls per step). */
+static atomic_bool g_flops_on;
+static atomic_uint_fast64_t g_flops;
+
+void kern_flops_enable(bool on) { atomic_store(&g_flops_on, on); }
+uint64_t kern_flops_read(void) { return (uint64_t)atomic_load(&g_flops); }
+void kern_flops_reset(void) { atomic_store(&g_flops, 0); }
+
 static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                          const float *B, int ldb, float beta, float *C, int ldc) {
+    if (atomic_load_explicit(&g_flops_on, memory_order_relaxed))
+        atomic_fetch_add_explicit(&g_flops, 2 * (uint_fast64_t)M * (uint_fast64_t)N * (uint_fast64_t)K,
+                                  memory_order_relaxed);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -38,6 +38,13 @@ int kern_threads(void);
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* FLOP counter, for tests that check the FLOP count against the work actually done: while on,
+ * every sgemm call the kernels make (each block of kern_gemm and kern_gemm_many, each attention
+ * product) adds its 2 M N K. Off at start. Thread-safe; switch and reset outside parallel regions. */
+void kern_flops_enable(bool on);
+uint64_t kern_flops_read(void);
+void kern_flops_reset(void);
+
 /* One product for kern_gemm_many, the arguments of kern_gemm. */
 typedef struct {
     bool ta, tb;

@@ -675,17 +675,63 @@ static double time_copy(float *dst, const float *src, size_t n) {
 
 #define BENCH_REPS 5
 
-double optim_bench(size_t n_floats, FILE *out) {
-    BpError err = {0};
+/* the runs, with the bytes per element counted in the pass table at the top of this file (adapted
+   tensors; the bias/LayerNorm vectors, updated in one pass, are under 0.1% of the floats) */
+static const struct {
+    const char *name;
+    int kind; /* -2 axpy, -1 grad norm, else OptimizerKind */
+    LarsForm form;
+    int bpe;
+} BENCH_RUNS[OPTIM_BENCH_ROWS] = {{"axpy in place", -2, LARS_PAPER, 12},
+                                  {"grad norm", -1, LARS_PAPER, 4},
+                                  {"lamb", OPT_LAMB, LARS_PAPER, 40},
+                                  {"lars (paper)", OPT_LARS, LARS_PAPER, 28},
+                                  {"lars (classic)", OPT_LARS, LARS_CLASSIC, 28},
+                                  {"adam", OPT_ADAM, LARS_PAPER, 28},
+                                  {"adamw", OPT_ADAMW, LARS_PAPER, 28}};
+
+/* best of BENCH_REPS runs of BENCH_RUNS[r] (seconds); *best_copy takes the copy timed before each */
+static int bench_one(int r, const ParamTable *t, float *x, const float *g, float *scratch, double gn,
+                     double *best_copy, double *best, BpError *err) {
+    Optimizer *o = NULL;
+    if (BENCH_RUNS[r].kind >= 0) {
+        Config cfg;
+        config_defaults(&cfg);
+        OptimConfig oc = cfg.optimizer;
+        oc.name = (OptimizerKind)BENCH_RUNS[r].kind;
+        oc.lars_form = BENCH_RUNS[r].form;
+        o = optim_create(&oc, t, err);
+        if (!o) return -1;
+        optim_step(o, x, g, 1e-6, gn); /* first touch of the moments, untimed */
+    }
+    *best = 1e30;
+    for (int k = 0; k < BENCH_REPS; k++) {
+        double c = time_copy(scratch, g, t->total);
+        if (c < *best_copy) *best_copy = c;
+        double t0 = bp_now();
+        if (BENCH_RUNS[r].kind == -2) parallel_axpy(x, g, 1e-6f, t->total);
+        else if (BENCH_RUNS[r].kind == -1) {
+            volatile double nrm = optim_grad_norm(t, g, NULL);
+            (void)nrm;
+        } else optim_step(o, x, g, 1e-6, gn);
+        double dt = bp_now() - t0;
+        if (dt < *best) *best = dt;
+    }
+    optim_free(o);
+    return 0;
+}
+
+int optim_bench(size_t n_floats, OptimBench *out, BpError *err) {
     ParamTable t = {0};
     float *x = NULL, *g = NULL, *scratch = NULL;
-    double lamb_share = -1;
-    if (bench_table(&t, n_floats, &err)) goto done;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    if (bench_table(&t, n_floats, err)) goto done;
     size_t bytes = t.total * sizeof(float);
-    x = bp_aligned_calloc(bytes, "bench params", &err);
-    g = bp_aligned_calloc(bytes, "bench grads", &err);
-    scratch = bp_aligned_calloc(bytes, "bench copy target", &err);
-    if (!x || !g || !scratch) goto done;
+    x = bp_aligned_calloc(bytes, "bench params", err);
+    g = x ? bp_aligned_calloc(bytes, "bench grads", err) : NULL;
+    scratch = g ? bp_aligned_calloc(bytes, "bench copy target", err) : NULL;
+    if (!scratch) goto done;
     /* values of a plausible scale, no denormals; every page touched before timing */
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < t.total; i++) {
@@ -694,70 +740,46 @@ double optim_bench(size_t n_floats, FILE *out) {
         g[i] = 1e-3f * ((float)((h >> 4) & 0xffff) / 65536.0f - 0.5f);
         scratch[i] = 0;
     }
-    const double elem = (double)t.total;
-    fprintf(out,
-            "optimizer step at %zu floats (%d tensors), %d OpenMP threads; each figure the best of\n"
-            "%d runs, a copy timed before each run (the copy rate is the best of all of them)\n",
-            t.total, t.n, omp_get_max_threads(), BENCH_REPS);
-
-    /* bytes per element as counted in the pass table at the top of this file (adapted tensors;
-       the bias/LayerNorm vectors, updated in one pass, are under 0.1% of the floats) */
-    const struct {
-        const char *name;
-        int kind; /* -2 axpy, -1 grad norm, else OptimizerKind */
-        LarsForm form;
-        int bpe;
-    } runs[] = {{"axpy in place", -2, LARS_PAPER, 12},
-                {"grad norm", -1, LARS_PAPER, 4},
-                {"lamb", OPT_LAMB, LARS_PAPER, 40},
-                {"lars (paper)", OPT_LARS, LARS_PAPER, 28},
-                {"lars (classic)", OPT_LARS, LARS_CLASSIC, 28},
-                {"adam", OPT_ADAM, LARS_PAPER, 28},
-                {"adamw", OPT_ADAMW, LARS_PAPER, 28}};
-    double best_copy = 1e30, best[BP_ARRAY_LEN(runs)];
-    Config cfg;
-    config_defaults(&cfg);
+    out->floats = t.total;
+    out->tensors = t.n;
+    out->threads = omp_get_max_threads();
+    out->reps = BENCH_REPS;
+    double best_copy = 1e30, best[OPTIM_BENCH_ROWS];
     const double gn = optim_grad_norm(&t, g, NULL);
-    for (size_t r = 0; r < BP_ARRAY_LEN(runs); r++) {
-        Optimizer *o = NULL;
-        if (runs[r].kind >= 0) {
-            OptimConfig oc = cfg.optimizer;
-            oc.name = (OptimizerKind)runs[r].kind;
-            oc.lars_form = runs[r].form;
-            o = optim_create(&oc, &t, &err);
-            if (!o) goto done;
-            optim_step(o, x, g, 1e-6, gn); /* first touch of the moments, untimed */
-        }
-        best[r] = 1e30;
-        for (int k = 0; k < BENCH_REPS; k++) {
-            double c = time_copy(scratch, g, t.total);
-            if (c < best_copy) best_copy = c;
-            double t0 = bp_now();
-            if (runs[r].kind == -2) parallel_axpy(x, g, 1e-6f, t.total);
-            else if (runs[r].kind == -1) {
-                volatile double nrm = optim_grad_norm(&t, g, NULL);
-                (void)nrm;
-            } else optim_step(o, x, g, 1e-6, gn);
-            double dt = bp_now() - t0;
-            if (dt < best[r]) best[r] = dt;
-        }
-        optim_free(o);
-    }
+    for (int r = 0; r < OPTIM_BENCH_ROWS; r++)
+        if (bench_one(r, &t, x, g, scratch, gn, &best_copy, &best[r], err)) goto done;
     /* a copy moves each byte twice: read the source, write the target */
     double bw = 2.0 * (double)bytes / best_copy;
-    fprintf(out, "%-16s %9s %10s %9s %8s\n", "operation", "ms", "bytes/elem", "GB/s", "of copy");
-    fprintf(out, "%-16s %9.1f %10d %9.2f %7.0f%%\n", "memcpy", best_copy * 1e3, 8, bw / 1e9, 100.0);
-    for (size_t r = 0; r < BP_ARRAY_LEN(runs); r++) {
-        double rate = runs[r].bpe * elem / best[r];
-        fprintf(out, "%-16s %9.1f %10d %9.2f %7.0f%%\n", runs[r].name, best[r] * 1e3, runs[r].bpe,
-                rate / 1e9, 100.0 * rate / bw);
-        if (runs[r].kind == OPT_LAMB) lamb_share = rate / bw;
+    out->copy = (OptimBenchRow){"memcpy", best_copy * 1e3, 8, bw / 1e9, 1.0};
+    for (int r = 0; r < OPTIM_BENCH_ROWS; r++) {
+        double rate = BENCH_RUNS[r].bpe * (double)t.total / best[r];
+        out->rows[r] = (OptimBenchRow){BENCH_RUNS[r].name, best[r] * 1e3, BENCH_RUNS[r].bpe, rate / 1e9, rate / bw};
     }
+    rc = 0;
 done:
-    if (lamb_share < 0 && err.msg[0]) fprintf(out, "optim_bench: %s\n", err.msg);
     free(x);
     free(g);
     free(scratch);
     free(t.params);
-    return lamb_share;
+    return rc;
+}
+
+const OptimBenchRow *optim_bench_row(const OptimBench *b, const char *name) {
+    if (!strcmp(name, b->copy.name)) return &b->copy;
+    for (int r = 0; r < OPTIM_BENCH_ROWS; r++)
+        if (!strcmp(name, b->rows[r].name)) return &b->rows[r];
+    BP_ASSERT(false, "optim_bench has no row '%s'", name);
+}
+
+void optim_bench_print(const OptimBench *b, FILE *out) {
+    fprintf(out,
+            "optimizer step at %zu floats (%d tensors), %d OpenMP threads; each figure the best of\n"
+            "%d runs, a copy timed before each run (the copy rate is the best of all of them)\n",
+            b->floats, b->tensors, b->threads, b->reps);
+    fprintf(out, "%-16s %9s %10s %9s %8s\n", "operation", "ms", "bytes/elem", "GB/s", "of copy");
+    for (int r = -1; r < OPTIM_BENCH_ROWS; r++) {
+        const OptimBenchRow *w = r < 0 ? &b->copy : &b->rows[r];
+        fprintf(out, "%-16s %9.1f %10d %9.2f %7.0f%%\n", w->name, w->ms, w->bytes_per_elem, w->gb_s,
+                100.0 * w->share);
+    }
 }

@@ -67,8 +67,30 @@ int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err);
 /* Memory-bandwidth benchmark at a given size (bert-base: ~110e6 floats). Builds a table shaped like
  * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times
  * optim_grad_norm, an in-place axpy and one step of each optimizer (best of 5, a memcpy of the same
- * size timed before each run), and prints ms, bytes moved, GB/s and the share of the memcpy rate to
- * out. Returns LAMB's share of the memcpy rate, or -1 when the buffers cannot be allocated. */
-double optim_bench(size_t n_floats, FILE *out);
+ * size timed before each run). Rows: "axpy in place", "grad norm", "lamb", "lars (paper)",
+ * "lars (classic)", "adam", "adamw". */
+#define OPTIM_BENCH_ROWS 7
+
+typedef struct {
+    const char *name;   /* static string */
+    double ms;          /* best time */
+    int bytes_per_elem; /* bytes the operation must move per float */
+    double gb_s;        /* bytes_per_elem x floats / time */
+    double share;       /* gb_s over the copy's rate (2 x buffer bytes / copy time); can exceed 1 */
+} OptimBenchRow;
+
+typedef struct {
+    size_t floats; /* the table's total (n_floats rounded to its layout) */
+    int tensors, threads, reps;
+    OptimBenchRow copy; /* "memcpy": the reference rate (share 1) */
+    OptimBenchRow rows[OPTIM_BENCH_ROWS];
+} OptimBench;
+
+/* Fills out; returns 0, or -1 with err set when the buffers cannot be allocated. */
+int optim_bench(size_t n_floats, OptimBench *out, BpError *err);
+/* the row of that name ("memcpy" included); a name it does not have is a programmer error */
+const OptimBenchRow *optim_bench_row(const OptimBench *b, const char *name);
+/* the table: a header line, then operation, ms, bytes/elem, GB/s and share of copy per row */
+void optim_bench_print(const OptimBench *b, FILE *out);
 
 #endif
