@@ -12,10 +12,10 @@
  * such file). Passed to cmocka_run_group_tests instead, the two give one directory for the group.
  * tu_path("x") names another file in g_dir; tu_write_bytes and tu_read_bytes write and read a whole
  * file and fail the test on an error (tu_write_gz writes one gzip-compressed, tu_same_bytes compares
- * two). A test whose code under test must leave nothing behind in
- * g_dir but g_path (no temporary file of a failed write) tears down with tu_dir_teardown_clean, as
- * the test's own teardown: cmocka (1.1) fails a test whose teardown fails, but a failed group
- * teardown only prints an error, and the program still exits 0 with every test passed.
+ * two). A test whose code under test must leave nothing in g_dir but g_path (no temporary file
+ * of a failed write) tears down with tu_dir_teardown_clean, as the test's own teardown: cmocka
+ * (1.1) fails a test whose teardown fails, but a failed group teardown only prints an error, and
+ * the program still exits 0 with every test passed.
  *
  * Converting a test file: include this header, delete its own g_dir / g_path, setup / teardown,
  * write_bytes / read_bytes and rm -rf helper; setup becomes the one line above, teardown is
