@@ -20,6 +20,7 @@
 #include "config.h"
 #include "rng.h"
 #include "shard.h"
+#include "testutil.h"
 #include "tokenizer.h"
 
 #define N_WORDS 12000
@@ -32,13 +33,12 @@
 #define SEP 3
 #define MASK 4
 
-static char g_dir[64], g_vocab[128], g_vocab2[128];
+static char g_vocab[192], g_vocab2[192];
 static uint32_t g_crc;
 
 static int group_setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_batch_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (tu_dir_create("batch", NULL) != 0) return -1;
     snprintf(g_vocab, sizeof g_vocab, "%s/vocab.txt", g_dir);
     snprintf(g_vocab2, sizeof g_vocab2, "%s/vocab2.txt", g_dir);
     for (int v = 0; v < 2; v++) {
@@ -66,13 +66,6 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int group_teardown(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* shard builders                                                                              */
 
@@ -84,13 +77,10 @@ typedef struct {
                                1: random words of 1-4 pieces (for whole-word masking) */
 } ShardSpec;
 
-/* Writes the shard and returns its path (static buffer per name). doc_of[g] records the document of
+/* Writes the shard g_dir/name and returns its path (tu_path's). doc_of[g] records the document of
  * global token g when doc_of is non-NULL. */
 static const char *make_shard(const char *name, const ShardSpec *sp, uint64_t seed, int *doc_of) {
-    static char paths[8][160];
-    static int next;
-    char *path = paths[next++ % 8];
-    snprintf(path, 160, "%s/%s", g_dir, name);
+    const char *path = tu_path(name);
     BpError err = {0};
     ShardWriter *w = shard_writer_open(path, VOCAB, g_crc, &err);
     assert_non_null(w);
@@ -426,8 +416,7 @@ static void test_epoch_perm_and_chunks(void **state) {
     }
 
     /* chunking follows BERT's grouping: sentences until >= T - 3 tokens or the document's end */
-    char path[160];
-    snprintf(path, sizeof path, "%s/chunks", g_dir);
+    const char *path = tu_path("chunks");
     BpError err = {0};
     ShardWriter *w = shard_writer_open(path, VOCAB, g_crc, &err);
     assert_non_null(w);
@@ -608,8 +597,7 @@ static void test_errors(void **state) {
     dataset_free(d);
 
     /* a shard with no documents */
-    char empty[160];
-    snprintf(empty, sizeof empty, "%s/empty", g_dir);
+    const char *empty = tu_path("empty");
     ShardWriter *w = shard_writer_open(empty, VOCAB, g_crc, &err);
     assert_int_equal(shard_writer_commit(w, &err), 0);
     shard_writer_free(w);
@@ -629,5 +617,5 @@ int main(void) {
         cmocka_unit_test(test_step_first_example),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, tu_dir_teardown);
 }

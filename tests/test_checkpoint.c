@@ -12,41 +12,11 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
-
-static char g_dir[64];
-static char g_path[128];
-
-static int rm_dir_files(const char *dir) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "testutil.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_ckpt_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_path, sizeof g_path, "%s/c.bin", g_dir);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return rm_dir_files(g_dir);
-}
-
-static void write_bytes(const char *path, const void *buf, size_t len) {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(buf, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
-
-static uint8_t *read_bytes(const char *path, size_t *len) {
-    BpError err = {0};
-    uint8_t *buf = (uint8_t *)bp_read_file(path, len, &err);
-    if (!buf) fail_msg("%s", err.msg);
-    return buf;
+    return tu_dir_create("ckpt", "c.bin");
 }
 
 /* ckpt_open must refuse path with an error of the given kind and a message "path: <exact>" (or
@@ -138,7 +108,7 @@ static void test_round_trip(void **state) {
 
     /* the layout checkpoint.h documents */
     size_t len;
-    uint8_t *raw = read_bytes(g_path, &len);
+    uint8_t *raw = tu_read_bytes(g_path, &len);
     assert_memory_equal(raw, "BPCKPT01\1\0\0\0\4\0\0\0config\0", 23);
     size_t table_end = 16 + 4 * 52;
     uint32_t crc = (uint32_t)raw[table_end] | (uint32_t)raw[table_end + 1] << 8 |
@@ -175,9 +145,7 @@ static void test_write_refuses_bad_sections(void **state) {
     CkptSection no_data = {"a", NULL, 4};
     assert_int_equal(ckpt_write(g_path, &no_data, 1, &err), -1);
     assert_non_null(strstr(err.msg, "has no data"));
-    char bad_dir[256];
-    snprintf(bad_dir, sizeof bad_dir, "%s/missing/c.bin", g_dir);
-    assert_int_equal(ckpt_write(bad_dir, dup, 1, &err), -1);
+    assert_int_equal(ckpt_write(tu_path("missing/c.bin"), dup, 1, &err), -1);
     assert_non_null(strstr(err.msg, "cannot create"));
     /* 31 characters is the longest name */
     CkptSection max_name = {"abcdefghijklmnopqrstuvwxyz01234", &x, 4};
@@ -192,7 +160,7 @@ static void test_truncated(void **state) {
     (void)state;
     write_sample(g_path);
     size_t len;
-    uint8_t *full = read_bytes(g_path, &len);
+    uint8_t *full = tu_read_bytes(g_path, &len);
     char msg[256];
     /* inside each section: the message names it, where it ends and what the file has */
     const char *names[] = {"config", "params", "empty", "moments"};
@@ -201,7 +169,7 @@ static void test_truncated(void **state) {
         if (s.bytes == 0) continue;
         size_t cuts[] = {s.off, s.off + 1, s.off + s.bytes - 1};
         for (size_t c = 0; c < BP_ARRAY_LEN(cuts); c++) {
-            write_bytes(g_path, full, cuts[c]);
+            tu_write_bytes(g_path, full, cuts[c]);
             snprintf(msg, sizeof msg, "truncated: section '%s' ends at byte %zu but the file has %zu",
                      names[i], s.off + s.bytes, cuts[c]);
             /* a cut exactly at a section's start may fall in the padding of the one before */
@@ -210,18 +178,18 @@ static void test_truncated(void **state) {
         }
     }
     /* in the header and the table */
-    write_bytes(g_path, full, 0);
+    tu_write_bytes(g_path, full, 0);
     expect_refused(g_path, "truncated: the file is empty", NULL);
-    write_bytes(g_path, full, 5);
+    tu_write_bytes(g_path, full, 5);
     expect_refused(g_path, "truncated: the header needs 16 bytes but the file has 5", NULL);
-    write_bytes(g_path, full, 12);
+    tu_write_bytes(g_path, full, 12);
     expect_refused(g_path, "truncated: the header needs 16 bytes but the file has 12", NULL);
-    write_bytes(g_path, full, 100);
+    tu_write_bytes(g_path, full, 100);
     expect_refused(g_path, "truncated: the table of 4 sections ends at byte 228 but the file has 100",
                    NULL);
     /* every other cut is refused too */
     for (size_t cut = 0; cut < len; cut++) {
-        write_bytes(g_path, full, cut);
+        tu_write_bytes(g_path, full, cut);
         expect_refused(g_path, NULL, "truncated");
     }
     free(full);
@@ -231,7 +199,7 @@ static void test_bit_flips(void **state) {
     (void)state;
     write_sample(g_path);
     size_t len;
-    uint8_t *full = read_bytes(g_path, &len);
+    uint8_t *full = tu_read_bytes(g_path, &len);
     uint8_t *buf = malloc(len);
     assert_non_null(buf);
     size_t table_end = 16 + 4 * 52;
@@ -242,7 +210,7 @@ static void test_bit_flips(void **state) {
     for (size_t at = 0; at < len; at++) {
         memcpy(buf, full, len);
         buf[at] ^= (uint8_t)(1u << (at % 8));
-        write_bytes(g_path, buf, len);
+        tu_write_bytes(g_path, buf, len);
         if (at < 8) {
             expect_refused(g_path, "not a bert_pretrain checkpoint (bad magic)", NULL);
         } else if (at < 12) {
@@ -276,21 +244,21 @@ static void test_bit_flips(void **state) {
 static void test_wrong_magic_and_newer_version(void **state) {
     (void)state;
     const char text[] = "step: 100\nthis is a YAML file, not a checkpoint\n";
-    write_bytes(g_path, text, sizeof text - 1);
+    tu_write_bytes(g_path, text, sizeof text - 1);
     expect_refused(g_path, "not a bert_pretrain checkpoint (bad magic)", NULL);
-    write_bytes(g_path, "BPCK", 4); /* a short file with the right start is truncated, not foreign */
+    tu_write_bytes(g_path, "BPCK", 4); /* a short file with the right start is truncated, not foreign */
     expect_refused(g_path, "truncated: the header needs 16 bytes but the file has 4", NULL);
-    write_bytes(g_path, "BPSHARD1", 8);
+    tu_write_bytes(g_path, "BPSHARD1", 8);
     expect_refused(g_path, "not a bert_pretrain checkpoint (bad magic)", NULL);
 
     write_sample(g_path);
     size_t len;
-    uint8_t *raw = read_bytes(g_path, &len);
+    uint8_t *raw = tu_read_bytes(g_path, &len);
     raw[8] = 7; /* version 7, CRC not updated: the version is judged first */
-    write_bytes(g_path, raw, len);
+    tu_write_bytes(g_path, raw, len);
     expect_refused(g_path, "version 7 is newer than this program reads (1)", NULL);
     raw[8] = 0;
-    write_bytes(g_path, raw, len);
+    tu_write_bytes(g_path, raw, len);
     expect_refused(g_path, "version 0 is not a checkpoint version (file corrupt?)", NULL);
     free(raw);
 
@@ -302,8 +270,7 @@ static void test_wrong_magic_and_newer_version(void **state) {
     fclose(fp);
     expect_refused(g_path, NULL, "trailing data");
 
-    char missing[256];
-    snprintf(missing, sizeof missing, "%s/nope.bin", g_dir);
+    const char *missing = tu_path("nope.bin");
     /* what the operating system refuses is not damage */
     expect_refused_kind(missing, NULL, "cannot open", BP_ERR_IO);
     expect_refused_kind(g_dir, "not a regular file", NULL, BP_ERR_IO);
@@ -315,7 +282,7 @@ static void expect_refused_recrc(uint8_t *buf, size_t len, const char *part) {
     size_t table_end = 16 + 4 * 52;
     uint32_t crc = bp_crc32(0, buf, table_end);
     for (int b = 0; b < 4; b++) buf[table_end + b] = (uint8_t)(crc >> (8 * b));
-    write_bytes(g_path, buf, len);
+    tu_write_bytes(g_path, buf, len);
     expect_refused(g_path, NULL, part);
 }
 
@@ -323,7 +290,7 @@ static void test_hostile_table_with_valid_crc(void **state) {
     (void)state;
     write_sample(g_path);
     size_t len;
-    uint8_t *full = read_bytes(g_path, &len);
+    uint8_t *full = tu_read_bytes(g_path, &len);
     uint8_t *buf = malloc(len);
     assert_non_null(buf);
     uint8_t *sec1 = buf + 16 + 52; /* the table entry of "params" */
@@ -363,7 +330,7 @@ static void test_hostile_table_with_valid_crc(void **state) {
     /* a count so large the table cannot fit */
     memcpy(buf, full, len);
     buf[15] = 0x7f;
-    write_bytes(g_path, buf, len);
+    tu_write_bytes(g_path, buf, len);
     expect_refused(g_path, NULL, "truncated: the table of 2130706436 sections");
     free(buf);
     free(full);
@@ -372,13 +339,12 @@ static void test_hostile_table_with_valid_crc(void **state) {
 static void touch(const char *dir, const char *name) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    write_bytes(p, "x", 1);
+    tu_write_bytes(p, "x", 1);
 }
 
 static void test_list_and_prune(void **state) {
     (void)state;
-    char run[256];
-    snprintf(run, sizeof run, "%s/run", g_dir);
+    const char *run = tu_path("run");
     BpError err = {0};
     assert_int_equal(ckpt_list(run, NULL, NULL, 0, &err), 0); /* no run directory yet */
     assert_int_equal(bp_mkdir_p(run, &err), 0);
@@ -434,15 +400,15 @@ static void test_list_and_prune(void **state) {
 
 static void test_interrupted_write(void **state) {
     (void)state;
-    char run[256], p100[4096], p200[4096];
-    snprintf(run, sizeof run, "%s/run2", g_dir);
+    const char *run = tu_path("run2");
+    char p100[4096], p200[4096];
     BpError err = {0};
     assert_int_equal(bp_mkdir_p(run, &err), 0);
     ckpt_path(p100, sizeof p100, run, 100);
     ckpt_path(p200, sizeof p200, run, 200);
     write_sample(p100);
     size_t len;
-    uint8_t *before = read_bytes(p100, &len);
+    uint8_t *before = tu_read_bytes(p100, &len);
 
     /* a process killed while writing step 200: its temporary stays, never renamed */
     AtomicFile af;
@@ -462,7 +428,7 @@ static void test_interrupted_write(void **state) {
     assert_int_equal(steps[0], 100);
     assert_string_equal(paths[0], p100);
     size_t len2;
-    uint8_t *after = read_bytes(p100, &len2);
+    uint8_t *after = tu_read_bytes(p100, &len2);
     assert_int_equal(len2, len);
     assert_memory_equal(after, before, len);
     CkptFile *f = ckpt_open(p100, &err);
@@ -486,5 +452,5 @@ int main(void) {
         cmocka_unit_test(test_list_and_prune),
         cmocka_unit_test(test_interrupted_write),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tu_dir_teardown);
 }

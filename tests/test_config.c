@@ -18,35 +18,19 @@
 
 #include "config.h"
 #include "config_diff.h"
+#include "testutil.h"
 
 #define FIX "tests/fixtures/config/"
 
-static char g_dir[64];
-
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_config_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_dir_create("config", NULL);
 }
 
-static int teardown(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Writes text to g_dir/name; returns the path (static storage, one of four rotating buffers). */
+/* Writes text as g_dir/name; returns the path (tu_path's). */
 static const char *tmp_write(const char *name, const char *text) {
-    static char paths[4][256];
-    static int next;
-    char *p = paths[next++ % 4];
-    snprintf(p, 256, "%s/%s", g_dir, name);
-    unlink(p); /* a new file: rewriting one in place makes ext4 flush it on close */
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    const char *p = tu_path(name);
+    tu_write_bytes(p, text, strlen(text));
     return p;
 }
 
@@ -213,16 +197,13 @@ static void test_load_full_layout(void **state) {
                  "           checkpoint_every: 100, keep_checkpoints: 5, log_every: 10,\n"
                  "           eval_every: 500, threads: 2, trust_ratio_every: 0,\n"
                  "           skip_nonfinite: true, max_memory_gb: 20.5}\n");
-    char p[300];
     assert_string_equal(c.model.preset, "bert-large");
     assert_int_equal(c.model.layers, 24);
     assert_int_equal(c.model.gelu, GELU_TANH);
     assert_string_equal(c.model.init_from, "");
-    snprintf(p, sizeof p, "%s/v.txt", g_dir);
-    assert_string_equal(c.data.vocab, p);
+    assert_string_equal(c.data.vocab, tu_path("v.txt"));
     assert_int_equal(c.data.n_input, 2);
-    snprintf(p, sizeof p, "%s/b.txt.gz", g_dir);
-    assert_string_equal(c.data.input[1], p);
+    assert_string_equal(c.data.input[1], tu_path("b.txt.gz"));
     assert_true(c.data.eval_fraction == 0.02 && c.data.masked_lm_prob == 0.2);
     assert_true(c.data.short_seq_prob == 0.0 && c.data.whole_word_mask);
     assert_int_equal(c.optimizer.name, OPT_LARS);
@@ -476,9 +457,7 @@ static void test_load_accepts(void **state) {
     assert_int_equal(c.optimizer.n_exclude_from_weight_decay, 2);
     assert_true(c.optimizer.beta1 == 0.5);
     assert_int_equal(c.training.seed, 0);
-    char want[300];
-    snprintf(want, sizeof want, "%s/runs/x y", g_dir);
-    assert_string_equal(c.training.run_dir, want);
+    assert_string_equal(c.training.run_dir, tu_path("runs/x y"));
     /* integers in other spellings are not integers; a number may be an integer */
     load_text_ok(&c, "optimizer: {clip_grad_norm: 2, weight_decay: +1.5E-2}\nmodel: {layers: +3}\n");
     assert_true(c.optimizer.clip_grad_norm == 2.0 && c.optimizer.weight_decay == 0.015);
@@ -957,5 +936,5 @@ int main(void) {
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_readme_documents_every_key),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tu_dir_teardown);
 }

@@ -13,31 +13,11 @@
 #include <unistd.h>
 
 #include "config.h"
-
-static char g_dir[64];
-static char g_path[128];
+#include "testutil.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_hostile_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_path, sizeof g_path, "%s/h.yaml", g_dir);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(g_path);
-    return rmdir(g_dir);
-}
-
-static void write_bytes(const void *buf, size_t n) {
-    /* a new file each time: rewriting one in place makes ext4 flush it on close (auto_da_alloc) */
-    unlink(g_path);
-    FILE *f = fopen(g_path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(buf, 1, n, f), n);
-    fclose(f);
+    return tu_dir_create("hostile", "h.yaml");
 }
 
 /* Loads g_path: either it loads (and then resolves or fails cleanly) or it fails with a message
@@ -60,7 +40,7 @@ static int load_any(BpError *err) {
 
 /* The load fails and the message holds want. */
 static void expect_fail(const void *buf, size_t n, const char *want) {
-    write_bytes(buf, n);
+    tu_write_bytes(g_path, buf, n);
     BpError err;
     assert_int_equal(load_any(&err), -1);
     if (!strstr(err.msg, want)) {
@@ -99,7 +79,7 @@ static void test_truncated(void **state) {
     size_t n = strlen(VALID);
     int failures = 0;
     for (size_t len = 0; len <= n; len++) {
-        write_bytes(VALID, len);
+        tu_write_bytes(g_path, VALID, len);
         BpError err;
         failures += load_any(&err) != 0;
     }
@@ -136,7 +116,7 @@ static void test_garbled(void **state) {
                 len--;
             }
         }
-        write_bytes(buf, len);
+        tu_write_bytes(g_path, buf, len);
         BpError err;
         load_any(&err);
     }
@@ -204,7 +184,7 @@ static void test_huge_numbers(void **state) {
     for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++)
         for (size_t v = 0; v < sizeof VALUES / sizeof VALUES[0]; v++) {
             snprintf(text, sizeof text, KEYS[k], VALUES[v]);
-            write_bytes(text, strlen(text));
+            tu_write_bytes(g_path, text, strlen(text));
             BpError err;
             if (load_any(&err) == 0) {
                 fprintf(stderr, "accepted: %s\n", text);
@@ -256,7 +236,7 @@ static void test_binary_bytes(void **state) {
     for (int trial = 0; trial < 200; trial++) {
         size_t n = 1 + (size_t)(xorshift(&seed) % sizeof blob);
         for (size_t i = 0; i < n; i++) blob[i] = (unsigned char)xorshift(&seed);
-        write_bytes(blob, n);
+        tu_write_bytes(g_path, blob, n);
         BpError err;
         load_any(&err);
     }
@@ -289,7 +269,7 @@ static void test_long_keys_and_values(void **state) {
                           "is out of range [1, 1024]");
     sprintf(text, "model: {dropout: 0.%s", val);
     memset(text + 19, '1', 100000);
-    write_bytes(text, strlen(text));
+    tu_write_bytes(g_path, text, strlen(text));
     BpError err;
     assert_int_equal(load_any(&err), 0); /* 0.111...1 with 100000 digits is a fine dropout */
     free(val);
@@ -364,7 +344,7 @@ static void test_documents_and_files(void **state) {
     char *t = malloc(CFG_PATH_MAX + 32);
     assert_non_null(t);
     snprintf(t, CFG_PATH_MAX + 32, "data: {vocab: %s}\n", segs);
-    write_bytes(t, strlen(t));
+    tu_write_bytes(g_path, t, strlen(t));
     assert_int_equal(config_load(&c, g_path, &err), 0);
     assert_string_equal(c.data.vocab, segs);
     assert_int_equal(strlen(c.data.vocab), CFG_PATH_MAX - 1);
@@ -432,15 +412,15 @@ static void test_hostile_overrides(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_garbled),
-        cmocka_unit_test(test_deep_nesting),
-        cmocka_unit_test(test_huge_numbers),
-        cmocka_unit_test(test_anchors_aliases),
-        cmocka_unit_test(test_binary_bytes),
-        cmocka_unit_test(test_long_keys_and_values),
-        cmocka_unit_test(test_documents_and_files),
-        cmocka_unit_test(test_hostile_overrides),
+        cmocka_unit_test_setup_teardown(test_truncated, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_garbled, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_huge_numbers, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_anchors_aliases, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_binary_bytes, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_long_keys_and_values, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_documents_and_files, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_hostile_overrides, setup, tu_dir_teardown_clean),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,7 +64,7 @@ config "$T/b" "$FIX/corpus_a.txt" "$FIX/corpus_b.txt"
 run "$BP_BIN" prepare "$T/b/cfg.yaml"
 check "a second prepare with the vocab present writes an identical train shard" cmp -s "$T/a/shards/train" "$T/b/shards/train"
 check "... and an identical eval shard" cmp -s "$T/a/shards/eval" "$T/b/shards/eval"
-check "... and does not build the vocab" [ -z "$(grep "(built now)" "$TMP/out")" ]
+check "... and does not build the vocab" not grep -q "(built now)" "$TMP/out"
 
 # .gz input gives the same shards as the text
 mkdir -p "$T/gz" && cp "$T/a/vocab.txt" "$T/gz/" && gzip -c "$FIX/corpus_b.txt" >"$T/gz/corpus_b.txt.gz"
@@ -153,7 +153,7 @@ check "a truncated .gz fails prepare (rc $rc)" [ "$rc" -ne 0 ]
 check "... naming the file ($err)" grep -qF "$T/keep/cut.gz: read error" "$TMP/err"
 check "... and leaves the earlier train shard as it was" cmp -s "$T/keep/shards/train" "$T/b/shards/train"
 check "... and the earlier vocab" cmp -s "$T/keep/vocab.txt" "$T/b/vocab.txt"
-check "... and no temporary shard" [ -z "$(ls "$T/keep/shards" | grep tmp)" ]
+check "... and no temporary shard" not grep -q tmp <<<"$(ls "$T/keep/shards")"
 
 # one document cannot be split into train and eval
 mkdir -p "$T/one" && head -n 6 "$FIX/corpus_a.txt" >"$T/one/one.txt"

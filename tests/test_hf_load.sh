@@ -34,7 +34,7 @@ for gelu in erf tanh; do
     for k in mlm_loss nsp_loss mlm_acc nsp_acc; do
         check "forward prints $k" grep -q "^$k " <<<"$out"
     done
-    check "forward's last line is JSON" bash -c '[[ "$0" == "{"*"}" ]]' "$(tail -n 1 <<<"$out")"
+    check "forward's last line is JSON" grep -q '^{.*}$' <<<"$(tail -n 1 <<<"$out")"
     check "config.json names BertForPreTraining" grep -q '"architectures": \["BertForPreTraining"\]' "$TMP/config_$gelu.json"
     act=gelu
     [ $gelu = tanh ] && act=gelu_new
@@ -50,8 +50,8 @@ done
 run "$BP_BIN" forward --config "$TMP/tiny.yaml" --set model.hidden=16 --weights "$TMP/model_erf.safetensors" \
     --batch $FIX/batch.safetensors
 check "shape mismatch exits 1 (rc $rc)" test "$rc" -eq 1
-check "shape mismatch names the tensor and the file" \
-    bash -c 'grep -q "word_embeddings.weight" <<<"$0" && grep -q "model_erf.safetensors" <<<"$0"' "$err"
+check "shape mismatch names the tensor" grep -q "word_embeddings.weight" <<<"$err"
+check "... and the file" grep -q "model_erf.safetensors" <<<"$err"
 run "$BP_BIN" forward --weights "$TMP/model_erf.safetensors" --batch "$TMP/none.safetensors" --heads 2
 check "missing batch file exits 1 (rc $rc)" test "$rc" -eq 1
 check "missing batch file is named" grep -q "none.safetensors" <<<"$err"
@@ -67,8 +67,7 @@ check "forward --help exits 0" test "$rc" -eq 0
 
 if ! /usr/bin/python3 -c "import torch, numpy" >/dev/null 2>&1; then
     echo "SKIP: python3-torch not found: the PyTorch load of the written model is not checked"
-    echo "test_hf_load.sh: $pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
+    finish
     exit
 fi
 for gelu in erf tanh; do

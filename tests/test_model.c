@@ -18,6 +18,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
+#include "testutil.h"
 
 enum { TV = 50 }; /* tiny vocabulary */
 
@@ -425,12 +426,14 @@ static void test_stats_and_logits(void **state) {
     model_free(m);
 }
 
+static int setup_scratch(void **state) {
+    (void)state;
+    return tu_dir_create("model", "model.safetensors");
+}
+
 static void test_safetensors_roundtrip(void **state) {
     (void)state;
-    char dir[] = "/tmp/bp_model_XXXXXX", path[256], cfgpath[256];
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+    const char *path = g_path, *cfgpath = tu_path("config.json");
     BpError err = {0};
     Model *a = tiny_model(GELU_TANH, 0.1, 21), *b = tiny_model(GELU_TANH, 0.1, 22);
     const ParamTable *t = model_table(a);
@@ -449,8 +452,8 @@ static void test_safetensors_roundtrip(void **state) {
     assert_int_equal(V, TV);
     /* HF config */
     assert_int_equal(model_write_hf_config(a, cfgpath, &err), 0);
-    char *json = bp_read_file(cfgpath, NULL, &err);
-    assert_non_null(json);
+    size_t json_len;
+    char *json = (char *)tu_read_bytes(cfgpath, &json_len);
     assert_non_null(strstr(json, "\"BertForPreTraining\""));
     assert_non_null(strstr(json, "\"hidden_act\": \"gelu_new\""));
     assert_non_null(strstr(json, "\"num_attention_heads\": 2"));
@@ -506,9 +509,6 @@ static void test_safetensors_roundtrip(void **state) {
     assert_int_equal(model_load_safetensors(c, path, &err), -1);
     assert_non_null(strstr(err.msg, "bert.embeddings.word_embeddings.weight"));
     model_free(c);
-    unlink(path);
-    unlink(cfgpath);
-    rmdir(dir);
     model_free(a);
     model_free(b);
 }
@@ -578,7 +578,7 @@ int main(void) {
         cmocka_unit_test(test_padding_ignored),
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_stats_and_logits),
-        cmocka_unit_test(test_safetensors_roundtrip),
+        cmocka_unit_test_setup_teardown(test_safetensors_roundtrip, setup_scratch, tu_dir_teardown),
         cmocka_unit_test(test_backward_needs_forward),
         cmocka_unit_test(test_flops),
     };

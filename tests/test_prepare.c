@@ -17,25 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "common.h"
 #include "config.h"
 #include "prepare.h"
 #include "rng.h"
+#include "testutil.h"
 #include "textfile.h"
 #include "tokenizer.h"
 
 #define N_WORDS 1000
 
-static char g_dir[64], g_vocab[128];
+static char g_vocab[192];
 static Config g_cfg;
 static PrepareReport g_rep;
 
 static int group_setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_prepare_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (tu_dir_create("prepare", NULL) != 0) return -1;
     snprintf(g_vocab, sizeof g_vocab, "%s/vocab.txt", g_dir);
     FILE *f = fopen(g_vocab, "w");
     if (!f) return -1;
@@ -44,37 +43,8 @@ static int group_setup(void **state) {
     return fclose(f);
 }
 
-static int group_teardown(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
-
-static const char *path_in(const char *name) {
-    static char paths[16][192];
-    static int next;
-    char *p = paths[next++ % 16];
-    snprintf(p, 192, "%s/%s", g_dir, name);
-    return p;
-}
-
-static void write_file(const char *path, const char *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void write_gz(const char *path, const char *data, size_t len) {
-    gzFile g = gzopen(path, "wb");
-    assert_non_null(g);
-    assert_int_equal(gzwrite(g, data, (unsigned)len), (int)len);
-    assert_int_equal(gzclose(g), Z_OK);
-}
 
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
 
@@ -86,16 +56,6 @@ static bool no_temporaries(void) {
     for (struct dirent *e; (e = readdir(d));) clean &= strstr(e->d_name, ".tmp.") == NULL;
     closedir(d);
     return clean;
-}
-
-static bool same_bytes(const char *a, const char *b) {
-    BpError err = {0};
-    size_t na, nb;
-    char *x = bp_read_file(a, &na, &err), *y = bp_read_file(b, &nb, &err);
-    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
 }
 
 /* A config for prepare: the given inputs, shards "<tag>.train" / "<tag>.eval", the test vocab. */
@@ -150,8 +110,8 @@ static void test_eval_split_follows_the_hash(void **state) {
     const int n_docs = 60;
     size_t doc_tokens[60], total = 0;
     size_t len = make_corpus(text, sizeof text, n_docs, doc_tokens);
-    const char *in = path_in("split.txt");
-    write_file(in, text, len);
+    const char *in = tu_path("split.txt");
+    tu_write_bytes(in, text, len);
     const double frac = 0.3;
     Config *c = cfg_for("split", frac, 1, &in);
     BpError err;
@@ -187,8 +147,8 @@ static void test_tiny_fraction_holds_out_the_last_document(void **state) {
     static char text[1 << 14];
     size_t doc_tokens[7];
     size_t len = make_corpus(text, sizeof text, 7, doc_tokens);
-    const char *in = path_in("tiny.txt");
-    write_file(in, text, len);
+    const char *in = tu_path("tiny.txt");
+    tu_write_bytes(in, text, len);
     Config *c = cfg_for("tiny", 1e-12, 1, &in);
     for (int k = 0; k < 7; k++) /* the premise: the rule picks none */
         assert_false(rng_u01d(rng_hash(c->training.seed, RNG_SPLIT, (uint64_t)k, 0)) < 1e-12);
@@ -206,8 +166,8 @@ static void test_split_refusals(void **state) {
     (void)state;
     static char text[1 << 14];
     size_t len = make_corpus(text, sizeof text, 1, NULL);
-    const char *one = path_in("one.txt");
-    write_file(one, text, len);
+    const char *one = tu_path("one.txt");
+    tu_write_bytes(one, text, len);
     Config *c = cfg_for("one", 0.5, 1, &one);
     BpError err;
     assert_int_equal(run_prepare(c, &err), -1);
@@ -218,8 +178,8 @@ static void test_split_refusals(void **state) {
     assert_false(exists(c->data.eval));
 
     len = make_corpus(text, sizeof text, 5, NULL);
-    const char *five = path_in("five.txt");
-    write_file(five, text, len);
+    const char *five = tu_path("five.txt");
+    tu_write_bytes(five, text, len);
     c = cfg_for("all", 1.0, 1, &five); /* every u01 draw is below 1 */
     assert_int_equal(run_prepare(c, &err), -1);
     assert_int_equal(err.kind, BP_ERR_USAGE);
@@ -245,9 +205,9 @@ static void test_dropped_sentences_and_documents(void **state) {
     (void)state;
     const char a[] = "a1 a2\n\x01\x02\n a3 \n\n\x03\x04\n\x05\n \t \na4 a5 a6\n";
     const char b[] = "a7\n\x06";
-    const char *in[2] = {path_in("drop_a.txt"), path_in("drop_b.txt")};
-    write_file(in[0], a, sizeof a - 1);
-    write_file(in[1], b, sizeof b - 1);
+    const char *in[2] = {tu_path("drop_a.txt"), tu_path("drop_b.txt")};
+    tu_write_bytes(in[0], a, sizeof a - 1);
+    tu_write_bytes(in[1], b, sizeof b - 1);
     Config *c = cfg_for("drop", 0.0, 2, in);
     BpError err;
     assert_int_equal(run_prepare(c, &err), 0);
@@ -271,17 +231,17 @@ static void test_gzip_equals_plain_text(void **state) {
     (void)state;
     static char text[1 << 16];
     size_t len = make_corpus(text, sizeof text, 40, NULL);
-    const char *txt = path_in("g.txt"), *gz = path_in("g.txt.gz");
-    write_file(txt, text, len);
-    write_gz(gz, text, len);
+    const char *txt = tu_path("g.txt"), *gz = tu_path("g.txt.gz");
+    tu_write_bytes(txt, text, len);
+    tu_write_gz(gz, text, len);
     BpError err;
     Config *c = cfg_for("plain", 0.25, 1, &txt);
     assert_int_equal(run_prepare(c, &err), 0);
     PrepareReport plain = g_rep;
     c = cfg_for("gz", 0.25, 1, &gz);
     assert_int_equal(run_prepare(c, &err), 0);
-    assert_true(same_bytes(path_in("plain.train"), path_in("gz.train")));
-    assert_true(same_bytes(path_in("plain.eval"), path_in("gz.eval")));
+    assert_true(tu_same_bytes(tu_path("plain.train"), tu_path("gz.train")));
+    assert_true(tu_same_bytes(tu_path("plain.eval"), tu_path("gz.eval")));
     assert_int_equal(g_rep.text_bytes, plain.text_bytes);
     assert_int_equal(g_rep.text_bytes, len);
     assert_int_equal(g_rep.tokens, plain.tokens);
@@ -294,20 +254,19 @@ static void test_truncated_gz_refused(void **state) {
     (void)state;
     static char text[1 << 16];
     size_t len = make_corpus(text, sizeof text, 40, NULL);
-    const char *full = path_in("cut_full.gz"), *cut = path_in("cut.gz");
-    write_gz(full, text, len);
+    const char *full = tu_path("cut_full.gz"), *cut = tu_path("cut.gz");
+    tu_write_gz(full, text, len);
     size_t n;
-    BpError err = {0};
-    char *z = bp_read_file(full, &n, &err);
-    assert_non_null(z);
-    write_file(cut, z, n / 2);
+    uint8_t *z = tu_read_bytes(full, &n);
+    tu_write_bytes(cut, z, n / 2);
     free(z);
+    BpError err = {0};
 
-    const char *good = path_in("cut_good.txt");
-    write_file(good, text, len);
+    const char *good = tu_path("cut_good.txt");
+    tu_write_bytes(good, text, len);
     Config *c = cfg_for("cut", 0.25, 1, &good);
     assert_int_equal(run_prepare(c, &err), 0); /* an earlier run's shards */
-    const char *keep = path_in("cut_keep.train");
+    const char *keep = tu_path("cut_keep.train");
     assert_int_equal(rename(c->data.train, keep), 0);
     assert_int_equal(link(keep, c->data.train), 0);
 
@@ -317,7 +276,7 @@ static void test_truncated_gz_refused(void **state) {
     assert_non_null(strstr(err.msg, cut));
     assert_non_null(strstr(err.msg, "read error after"));
     assert_non_null(strstr(err.msg, "of the file"));
-    assert_true(same_bytes(c->data.train, keep));
+    assert_true(tu_same_bytes(c->data.train, keep));
     assert_true(no_temporaries());
 
     c = cfg_for("cut_only", 0.0, 1, &cut); /* no earlier run: nothing at all */
@@ -336,12 +295,12 @@ static void write_with_invalid(const char *path, int bad) {
     for (int i = 0; i < bad; i++) n += (size_t)snprintf(text + n, sizeof text - n, "a1 a2 a3\xff\n");
     while (sizeof text - n > 12) n += (size_t)snprintf(text + n, sizeof text - n, "a4 a5 a6 a7\n");
     memset(text + n, ' ', sizeof text - n); /* a last line of spaces without a newline */
-    write_file(path, text, sizeof text);
+    tu_write_bytes(path, text, sizeof text);
 }
 
 static void test_invalid_utf8_rule(void **state) {
     (void)state;
-    const char *under = path_in("utf_under.txt"), *over = path_in("utf_over.txt");
+    const char *under = tu_path("utf_under.txt"), *over = tu_path("utf_over.txt");
     write_with_invalid(under, 10); /* 10 of 1000 bytes: exactly 1%, accepted */
     write_with_invalid(over, 11);
     BpError err;
@@ -359,12 +318,12 @@ static void test_invalid_utf8_rule(void **state) {
     assert_false(exists(c->data.train));
 
     /* the vocab builder applies the same rule through the same reader */
-    const char *v = path_in("utf_vocab.txt");
+    const char *v = tu_path("utf_vocab.txt");
     VocabBuildOptions vo = {.size = 100, .lowercase = true, .min_count = 2};
     assert_int_equal(vocab_build_opts(&under, 1, &vo, v, &err), 0);
-    assert_int_equal(vocab_build_opts(&over, 1, &vo, path_in("utf_vocab2.txt"), &err), -1);
+    assert_int_equal(vocab_build_opts(&over, 1, &vo, tu_path("utf_vocab2.txt"), &err), -1);
     assert_non_null(strstr(err.msg, "not UTF-8 text: 11 of 1000 bytes"));
-    assert_false(exists(path_in("utf_vocab2.txt")));
+    assert_false(exists(tu_path("utf_vocab2.txt")));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -375,10 +334,10 @@ static void test_vocab_built_and_removed(void **state) {
     (void)state;
     static char text[1 << 16];
     size_t len = make_corpus(text, sizeof text, 20, NULL);
-    const char *good = path_in("v_good.txt"), *blank = path_in("v_blank.txt");
-    write_file(good, text, len);
-    write_file(blank, "\n  \n\t\n", 6);
-    const char *new_vocab = path_in("v_new_vocab.txt");
+    const char *good = tu_path("v_good.txt"), *blank = tu_path("v_blank.txt");
+    tu_write_bytes(good, text, len);
+    tu_write_bytes(blank, "\n  \n\t\n", 6);
+    const char *new_vocab = tu_path("v_new_vocab.txt");
 
     const char *in[2] = {good, blank};
     Config *c = cfg_for("v_fail", 0.25, 2, in);
@@ -444,9 +403,9 @@ static void lines_free(Lines *l) {
 
 static void test_reader_lines(void **state) {
     (void)state;
-    const char *p = path_in("r_lines.txt");
+    const char *p = tu_path("r_lines.txt");
     const char text[] = "one\r\ntwo\n\r\n\nthree\rx\nlast";
-    write_file(p, text, sizeof text - 1);
+    tu_write_bytes(p, text, sizeof text - 1);
     TextFileStats st;
     Lines l = read_lines(p, &st);
     const char *want[] = {"one", "two", "", "", "three\rx", "last"};
@@ -458,11 +417,11 @@ static void test_reader_lines(void **state) {
     assert_int_equal(st.first_bad_line, 0);
     lines_free(&l);
 
-    write_file(p, "\n", 1); /* one empty line; an empty file has none */
+    tu_write_bytes(p, "\n", 1); /* one empty line; an empty file has none */
     l = read_lines(p, &st);
     assert_int_equal(l.n, 1);
     lines_free(&l);
-    write_file(p, "", 0);
+    tu_write_bytes(p, "", 0);
     l = read_lines(p, &st);
     assert_int_equal(l.n, 0);
     assert_int_equal(st.bytes, 0);
@@ -472,9 +431,9 @@ static void test_reader_lines(void **state) {
 /* 3 invalid bytes in 18: counted per line (the first line and byte recorded), then refused. */
 static void test_reader_refuses_and_counts(void **state) {
     (void)state;
-    const char *p = path_in("r_bad.txt");
+    const char *p = tu_path("r_bad.txt");
     const char bad[] = "ok\ncaf\xe9 \xff\nfine\nx\xc3\n";
-    write_file(p, bad, sizeof bad - 1);
+    tu_write_bytes(p, bad, sizeof bad - 1);
     BpError err = {0};
     TextFile *tf = textfile_open(p, &err);
     assert_non_null(tf);
@@ -499,7 +458,7 @@ static void test_reader_refuses_and_counts(void **state) {
     tf = textfile_open(g_dir, &err); /* a directory */
     assert_null(tf);
     assert_non_null(strstr(err.msg, "input is not a regular file"));
-    assert_null(textfile_open(path_in("r_missing.txt"), &err));
+    assert_null(textfile_open(tu_path("r_missing.txt"), &err));
     assert_non_null(strstr(err.msg, "r_missing.txt: cannot open input: No such file"));
 }
 
@@ -531,11 +490,11 @@ static void test_reader_and_vocab_trainer_agree(void **state) {
         n_lf += (size_t)sprintf(lf + n_lf, "a7 zz\xc3\x9f\n");
         n_crlf += (size_t)sprintf(crlf + n_crlf, "a7 zz\xc3\x9f\r\n");
     }
-    const char *p_lf = path_in("agree_lf.txt"), *p_crlf = path_in("agree_crlf.txt"),
-               *p_gz = path_in("agree_crlf.txt.gz");
-    write_file(p_lf, lf, n_lf);
-    write_file(p_crlf, crlf, n_crlf);
-    write_gz(p_gz, crlf, n_crlf);
+    const char *p_lf = tu_path("agree_lf.txt"), *p_crlf = tu_path("agree_crlf.txt"),
+               *p_gz = tu_path("agree_crlf.txt.gz");
+    tu_write_bytes(p_lf, lf, n_lf);
+    tu_write_bytes(p_crlf, crlf, n_crlf);
+    tu_write_gz(p_gz, crlf, n_crlf);
 
     TextFileStats s1, s2, s3;
     Lines l1 = read_lines(p_lf, &s1), l2 = read_lines(p_crlf, &s2), l3 = read_lines(p_gz, &s3);
@@ -556,13 +515,13 @@ static void test_reader_and_vocab_trainer_agree(void **state) {
     lines_free(&l3);
 
     BpError err;
-    const char *v1 = path_in("agree_v1.txt"), *v2 = path_in("agree_v2.txt"), *v3 = path_in("agree_v3.txt");
+    const char *v1 = tu_path("agree_v1.txt"), *v2 = tu_path("agree_v2.txt"), *v3 = tu_path("agree_v3.txt");
     VocabBuildOptions vo = {.size = 200, .lowercase = true, .min_count = 1};
     assert_int_equal(vocab_build_opts(&p_lf, 1, &vo, v1, &err), 0);
     assert_int_equal(vocab_build_opts(&p_crlf, 1, &vo, v2, &err), 0);
     assert_int_equal(vocab_build_opts(&p_gz, 1, &vo, v3, &err), 0);
-    assert_true(same_bytes(v1, v2));
-    assert_true(same_bytes(v1, v3));
+    assert_true(tu_same_bytes(v1, v2));
+    assert_true(tu_same_bytes(v1, v3));
     BpError e2 = {0};
     Tokenizer *t = tokenizer_load(v1, true, &e2);
     assert_non_null(t);
@@ -578,7 +537,7 @@ static void test_reader_and_vocab_trainer_agree(void **state) {
     c = cfg_for("agree_crlf", 0.0, 1, &p_crlf);
     assert_int_equal(run_prepare(c, &err), 0);
     assert_int_equal(g_rep.tokens, tokens);
-    assert_true(same_bytes(path_in("agree_lf.train"), path_in("agree_crlf.train")));
+    assert_true(tu_same_bytes(tu_path("agree_lf.train"), tu_path("agree_crlf.train")));
     free(lf);
     free(crlf);
 }
@@ -597,5 +556,5 @@ int main(void) {
         cmocka_unit_test(test_reader_refuses_and_counts),
         cmocka_unit_test(test_reader_and_vocab_trainer_agree),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, tu_dir_teardown);
 }

@@ -21,11 +21,11 @@
 #include "model.h"
 #include "optim.h"
 #include "run_ckpt.h"
+#include "testutil.h"
 #include "train.h"
 
-static char g_dir[64];
-static char g_path[128];  /* a genuine checkpoint */
-static char g_craft[128]; /* a rewritten one */
+/* g_path (testutil.h's) is a genuine checkpoint */
+static char g_craft[192]; /* a rewritten one */
 static const char VOCAB[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n";
 
 static char *const BASE_SETS[] = {
@@ -100,9 +100,7 @@ static void save(const Run *r, const char *path, long step) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_runckpt_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_path, sizeof g_path, "%s/ckpt-00000003.bin", g_dir);
+    if (tu_dir_create("runckpt", "ckpt-00000003.bin") != 0) return -1;
     snprintf(g_craft, sizeof g_craft, "%s/craft.bin", g_dir);
     Run r;
     run_create(&r, NULL);
@@ -111,13 +109,6 @@ static int setup(void **state) {
     save(&r, g_path, 3);
     run_free(&r);
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 /* ---- round trip ------------------------------------------------------------------------------ */
@@ -137,8 +128,7 @@ static void test_round_trip(void **state) {
     model_init_weights(a.model, 5);
     run_step(&a, 1.0f);
     run_step(&a, -0.5f); /* moments of two steps */
-    char path[160];
-    snprintf(path, sizeof path, "%s/rt.bin", g_dir);
+    const char *path = tu_path("rt.bin");
     save(&a, path, 7);
 
     BpError err = {0};
@@ -185,8 +175,7 @@ static void test_config_rebuilt(void **state) {
     free(got);
     run_ckpt_close(ck);
 
-    char out[160];
-    snprintf(out, sizeof out, "%s/export", g_dir);
+    const char *out = tu_path("export");
     ExportReport rep;
     if (train_export(g_path, out, &rep, &err) != 0) fail_msg("%s", err.msg);
     assert_int_equal(rep.step, 3);
@@ -197,11 +186,8 @@ static void test_config_rebuilt(void **state) {
     assert_int_equal(rep.tensors, t.n);
     assert_int_equal(rep.parameters, n);
     param_table_free(&t);
-    char vocab[200];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", out);
     size_t len = 0;
-    char *text = bp_read_file(vocab, &len, &err);
-    assert_non_null(text);
+    char *text = (char *)tu_read_bytes(tu_path("export/vocab.txt"), &len);
     assert_string_equal(text, VOCAB);
     free(text);
 }
@@ -325,14 +311,9 @@ static void test_corrupt_kinds(void **state) {
 
     /* a flipped byte anywhere: the container's CRC */
     size_t flen;
-    BpError err = {0};
-    unsigned char *raw = (unsigned char *)bp_read_file(g_path, &flen, &err);
-    assert_non_null(raw);
+    uint8_t *raw = tu_read_bytes(g_path, &flen);
     raw[flen / 2] ^= 0x10;
-    FILE *f = fopen(g_craft, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(raw, 1, flen, f), flen);
-    fclose(f);
+    tu_write_bytes(g_craft, raw, flen);
     free(raw);
     expect_open_refused(BP_ERR_CORRUPT, "CRC mismatch");
 }
@@ -492,5 +473,5 @@ int main(void) {
         cmocka_unit_test(test_crafted_json),
         cmocka_unit_test(test_big_model_tiny_params),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tu_dir_teardown);
 }

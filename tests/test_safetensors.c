@@ -13,37 +13,11 @@
 #include <unistd.h>
 
 #include "safetensors.h"
-
-static char g_dir[64];
-static char g_path[128];
+#include "testutil.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/bp_st_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_path, sizeof g_path, "%s/t.safetensors", g_dir);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(g_path);
-    rmdir(g_dir);
-    return 0;
-}
-
-static void write_bytes(const char *path, const void *buf, size_t len) {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(buf, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
-
-static uint8_t *read_bytes(const char *path, size_t *len) {
-    BpError err = {0};
-    uint8_t *buf = (uint8_t *)bp_read_file(path, len, &err);
-    assert_non_null(buf);
-    return buf;
+    return tu_dir_create("st", "t.safetensors");
 }
 
 /* A safetensors file from its parts: u64 LE header length, the header text as given (no padding
@@ -55,7 +29,7 @@ static void write_st_raw(const char *path, const char *header, size_t hlen, size
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     memcpy(buf + 8, header, hlen);
     for (size_t i = 0; i < data_len; i++) buf[8 + hlen + i] = (uint8_t)i;
-    write_bytes(path, buf, len);
+    tu_write_bytes(path, buf, len);
     free(buf);
 }
 
@@ -151,7 +125,7 @@ static void test_round_trip(void **state) {
 
     /* the header is plain JSON with the metadata the format's Python tools write */
     size_t len;
-    uint8_t *raw = read_bytes(g_path, &len);
+    uint8_t *raw = tu_read_bytes(g_path, &len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | raw[i];
     assert_int_equal(hlen % 8, 0);
@@ -190,9 +164,7 @@ static void test_write_empty_file_and_rewrite(void **state) {
     StEntry no_data = {"x", ST_F32, 1, {3}, NULL};
     assert_int_equal(st_write(g_path, &no_data, 1, &err), -1);
     assert_non_null(strstr(err.msg, "no data"));
-    char missing_dir[256];
-    snprintf(missing_dir, sizeof missing_dir, "%s/no/such/dir/x.safetensors", g_dir);
-    assert_int_equal(st_write(missing_dir, &reserved + 0, 0, &err), -1);
+    assert_int_equal(st_write(tu_path("no/such/dir/x.safetensors"), &reserved + 0, 0, &err), -1);
     assert_non_null(strstr(err.msg, "cannot create"));
 }
 
@@ -225,7 +197,7 @@ static void test_reads_spec_layout(void **state) {
     }
     const uint8_t scalar[4] = {0x39, 0x30, 0, 0}; /* 12345 */
     memcpy(d + 52, scalar, 4);
-    write_bytes(g_path, buf, 8 + hlen + 56);
+    tu_write_bytes(g_path, buf, 8 + hlen + 56);
 
     StFile f;
     BpError err = {0};
@@ -262,9 +234,9 @@ static void test_truncated_at_every_offset(void **state) {
     BpError err = {0};
     assert_int_equal(st_write(g_path, es, 3, &err), 0);
     size_t len;
-    uint8_t *full = read_bytes(g_path, &len);
+    uint8_t *full = tu_read_bytes(g_path, &len);
     for (size_t cut = 0; cut < len; cut++) {
-        write_bytes(g_path, full, cut);
+        tu_write_bytes(g_path, full, cut);
         StFile f;
         if (st_open(&f, g_path, &err) == 0) {
             st_close(&f);
@@ -286,7 +258,7 @@ static void test_mutations_never_crash(void **state) {
     BpError err = {0};
     assert_int_equal(st_write(g_path, es, 2, &err), 0);
     size_t len;
-    uint8_t *full = read_bytes(g_path, &len);
+    uint8_t *full = tu_read_bytes(g_path, &len);
     uint8_t *buf = malloc(len);
     assert_non_null(buf);
     uint64_t x = 88172645463325252ull;
@@ -299,7 +271,7 @@ static void test_mutations_never_crash(void **state) {
             if (iter % 2) buf[at] ^= (uint8_t)(1u << (x >> 32) % 8);
             else buf[at] = "{}[]\",:&*!-0 9\xff\x00"[(x >> 40) % 16];
         }
-        write_bytes(g_path, buf, len);
+        tu_write_bytes(g_path, buf, len);
         StFile f;
         if (st_open(&f, g_path, &err) == 0) {
             unsigned sum = 0;
@@ -326,24 +298,24 @@ static void test_header_length_hostile(void **state) {
     uint8_t buf[64] = {0};
     /* 2^63: far over the limit */
     buf[7] = 0x80;
-    write_bytes(g_path, buf, sizeof buf);
+    tu_write_bytes(g_path, buf, sizeof buf);
     expect_refused_file("header length 9223372036854775808 is over the 100000000-byte limit", NULL);
     /* all ones: the u64 wrap-around case */
     memset(buf, 0xff, 8);
-    write_bytes(g_path, buf, sizeof buf);
+    tu_write_bytes(g_path, buf, sizeof buf);
     expect_refused_file("over the 100000000-byte limit", NULL);
     /* within the limit but past the end of the file */
     memset(buf, 0, sizeof buf);
     buf[0] = 100;
-    write_bytes(g_path, buf, sizeof buf);
+    tu_write_bytes(g_path, buf, sizeof buf);
     expect_refused_file("truncated: the header needs 108 bytes but the file has 64", NULL);
-    write_bytes(g_path, buf, 5);
+    tu_write_bytes(g_path, buf, 5);
     expect_refused_file("truncated: 5 bytes", NULL);
-    write_bytes(g_path, buf, 0);
+    tu_write_bytes(g_path, buf, 0);
     expect_refused_file("truncated: 0 bytes", NULL);
     /* an empty header and a header of spaces hold no JSON object */
     buf[0] = 0;
-    write_bytes(g_path, buf, 8);
+    tu_write_bytes(g_path, buf, 8);
     expect_refused_file("header is empty", NULL);
     expect_refused("        ", 0, "header is empty", NULL);
 }
@@ -514,8 +486,7 @@ static void test_open_errors(void **state) {
     (void)state;
     StFile f;
     BpError err = {0};
-    char missing[256];
-    snprintf(missing, sizeof missing, "%s/missing.safetensors", g_dir);
+    const char *missing = tu_path("missing.safetensors");
     assert_int_equal(st_open(&f, missing, &err), -1);
     assert_non_null(strstr(err.msg, missing));
     assert_non_null(strstr(err.msg, "cannot open"));
@@ -526,19 +497,19 @@ static void test_open_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_write_empty_file_and_rewrite),
-        cmocka_unit_test(test_reads_spec_layout),
-        cmocka_unit_test(test_truncated_at_every_offset),
-        cmocka_unit_test(test_mutations_never_crash),
-        cmocka_unit_test(test_header_length_hostile),
-        cmocka_unit_test(test_garbage_json),
-        cmocka_unit_test(test_unsupported_dtype),
-        cmocka_unit_test(test_offsets_hostile),
-        cmocka_unit_test(test_deep_nesting),
-        cmocka_unit_test(test_non_utf8),
-        cmocka_unit_test(test_aliases_anchors_tags),
-        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_write_empty_file_and_rewrite, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_reads_spec_layout, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_truncated_at_every_offset, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_mutations_never_crash, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_header_length_hostile, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_garbage_json, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_unsupported_dtype, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_offsets_hostile, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_non_utf8, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_aliases_anchors_tags, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, tu_dir_teardown_clean),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

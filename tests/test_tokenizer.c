@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "common.h"
+#include "testutil.h"
 #include "tokenizer.h"
 
 #define FIX "tests/fixtures/tokenizer/"
@@ -88,13 +88,10 @@ static Tokenizer *load_small(bool lower) {
         free(got_);                                                                               \
     } while (0)
 
-static char *write_temp(const char *content, size_t len) {
-    char *path = strdup("/tmp/bp_tok_XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, content, len), (ssize_t)len);
-    close(fd);
-    return path;
+/* A scratch directory for a test that writes files: g_path is g_dir/vocab.txt. */
+static int setup_scratch(void **state) {
+    (void)state;
+    return tu_dir_create("tok", "vocab.txt");
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -120,24 +117,21 @@ static void test_load_and_lookup(void **state) {
     assert_null(tokenizer_token(tok, -1));
     assert_null(tokenizer_token(tok, 241));
     assert_true(tokenizer_lowercase(tok));
-    BpError err = {0};
     size_t len = 0;
-    char *raw = bp_read_file(FIX "vocab_small.txt", &len, &err);
-    assert_non_null(raw);
+    uint8_t *raw = tu_read_bytes(FIX "vocab_small.txt", &len);
     assert_int_equal(tokenizer_vocab_crc(tok), bp_crc32(0, raw, len));
     free(raw);
     tokenizer_free(tok);
 }
 
 static void expect_load_error(const char *content, const char *want1, const char *want2) {
-    char *path = write_temp(content, strlen(content));
+    const char *path = g_path;
+    tu_write_bytes(path, content, strlen(content));
     BpError err = {0};
     Tokenizer *tok = tokenizer_load(path, true, &err);
     if (tok) fail_msg("vocab \"%s\" loaded; want an error with \"%s\"", content, want1);
     if (!strstr(err.msg, path) || !strstr(err.msg, want1) || (want2 && !strstr(err.msg, want2)))
         fail_msg("error \"%s\" should name %s and say \"%s\"", err.msg, path, want1);
-    unlink(path);
-    free(path);
 }
 
 static void test_vocab_errors(void **state) {
@@ -157,17 +151,15 @@ static void test_vocab_errors(void **state) {
 static void test_crlf_vocab(void **state) {
     (void)state;
     const char *v = "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello\r\n##s\r\nworld";
-    char *path = write_temp(v, strlen(v));
+    tu_write_bytes(g_path, v, strlen(v));
     BpError err = {0};
-    Tokenizer *tok = tokenizer_load(path, true, &err);
+    Tokenizer *tok = tokenizer_load(g_path, true, &err);
     if (!tok) fail_msg("%s", err.msg);
     assert_int_equal(tokenizer_vocab_size(tok), 8);
     assert_int_equal(tokenizer_id(tok, "hello"), 5);
     assert_int_equal(tokenizer_id(tok, "world"), 7); /* no newline at the end */
     EXPECT_PIECES(tok, "Hellos world!", "hello ##s world [UNK]");
     tokenizer_free(tok);
-    unlink(path);
-    free(path);
 }
 
 static void test_basic_rules(void **state) {
@@ -374,70 +366,42 @@ static void test_invalid_utf8_fuzz(void **state) {
     assert_int_equal(tokenizer_utf8_invalid("\xe2\x82\xac \xef\xbf\xbd \xf0\x9f\x98\x80", 12, NULL), 0);
 }
 
-static bool same_file(const char *a, const char *b) {
-    BpError err = {0};
-    size_t na = 0, nb = 0;
-    char *x = bp_read_file(a, &na, &err), *y = bp_read_file(b, &nb, &err);
-    assert_non_null(x);
-    assert_non_null(y);
-    bool same = na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 /* The builder gives exactly what gen_reference.py's build_vocab (recounting every pair before
  * every merge) gives, from .txt and from .gz, and the same bytes on a second run. */
 static void test_vocab_build_reference(void **state) {
     (void)state;
-    char dir[] = "/tmp/bp_vocab_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char out[256], out2[256], gzpath[256];
-    snprintf(out, sizeof out, "%s/vocab.txt", dir);
-    snprintf(out2, sizeof out2, "%s/vocab2.txt", dir);
-    snprintf(gzpath, sizeof gzpath, "%s/train.txt.gz", dir);
+    const char *out = g_path, *out2 = tu_path("vocab2.txt"), *gzpath = tu_path("train.txt.gz");
     BpError err = {0};
     size_t len = 0;
-    char *text = bp_read_file(FIX "train.txt", &len, &err);
-    assert_non_null(text);
-    gzFile gz = gzopen(gzpath, "wb");
-    assert_non_null(gz);
-    assert_int_equal(gzwrite(gz, text, (unsigned)len), (int)len);
-    assert_int_equal(gzclose(gz), Z_OK);
+    uint8_t *text = tu_read_bytes(FIX "train.txt", &len);
+    tu_write_gz(gzpath, text, len);
     free(text);
     const char *txt[] = {FIX "train.txt"}, *gzs[] = {gzpath};
     for (int cased = 0; cased < 2; cased++) {
         VocabBuildOptions opt = {.size = 300, .lowercase = !cased, .min_count = 2};
         if (vocab_build_opts(txt, 1, &opt, out, &err)) fail_msg("%s", err.msg);
         const char *want = cased ? FIX "vocab_built_cased.txt" : FIX "vocab_built_uncased.txt";
-        if (!same_file(out, want)) fail_msg("%s differs from %s", out, want);
+        if (!tu_same_bytes(out, want)) fail_msg("%s differs from %s", out, want);
         if (vocab_build_opts(gzs, 1, &opt, out2, &err)) fail_msg("%s", err.msg);
-        assert_true(same_file(out, out2));
+        assert_true(tu_same_bytes(out, out2));
     }
     /* stops at --size: the first entries of the full run */
     VocabBuildOptions small = {.size = 150, .lowercase = true, .min_count = 2};
     if (vocab_build_opts(txt, 1, &small, out2, &err)) fail_msg("%s", err.msg);
     size_t n2 = 0, n_full = 0;
-    char *a = bp_read_file(out2, &n2, &err), *b = bp_read_file(FIX "vocab_built_uncased.txt", &n_full, &err);
+    uint8_t *a = tu_read_bytes(out2, &n2), *b = tu_read_bytes(FIX "vocab_built_uncased.txt", &n_full);
     size_t lines = 0;
     for (size_t i = 0; i < n2; i++) lines += a[i] == '\n';
     assert_int_equal(lines, 150);
     assert_true(n2 < n_full && !memcmp(a, b, n2));
     free(a);
     free(b);
-    unlink(out);
-    unlink(out2);
-    unlink(gzpath);
-    rmdir(dir);
 }
 
 /* Every word of the training text tokenizes without [UNK] with the vocab built from it. */
 static void test_vocab_build_covers_training_text(void **state) {
     (void)state;
-    char out[] = "/tmp/bp_vocab_cover_XXXXXX";
-    int fd = mkstemp(out);
-    assert_true(fd >= 0);
-    close(fd);
+    const char *out = g_path;
     BpError err = {0};
     const char *txt[] = {FIX "train.txt"};
     for (int cased = 0; cased < 2; cased++) {
@@ -446,7 +410,7 @@ static void test_vocab_build_covers_training_text(void **state) {
         Tokenizer *tok = tokenizer_load(out, !cased, &err);
         if (!tok) fail_msg("%s", err.msg);
         size_t len = 0;
-        char *text = bp_read_file(FIX "train.txt", &len, &err);
+        char *text = (char *)tu_read_bytes(FIX "train.txt", &len);
         int32_t *ids = NULL;
         size_t n = 0, cap = 0;
         assert_int_equal(tokenizer_encode(tok, text, len, &ids, &n, &cap, &err), 0);
@@ -458,17 +422,12 @@ static void test_vocab_build_covers_training_text(void **state) {
         free(text);
         tokenizer_free(tok);
     }
-    unlink(out);
 }
 
 static void test_vocab_build_errors(void **state) {
     (void)state;
-    char dir[] = "/tmp/bp_vocab_err_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char out[256], empty[256];
-    snprintf(out, sizeof out, "%s/vocab.txt", dir);
-    snprintf(empty, sizeof empty, "%s/empty.txt", dir);
-    fclose(fopen(empty, "w"));
+    const char *out = g_path, *empty = tu_path("empty.txt");
+    tu_write_bytes(empty, "", 0);
     BpError err = {0};
     const char *missing[] = {FIX "train.txt", "/nonexistent/corpus.txt"};
     VocabBuildOptions opt = {.size = 300, .lowercase = true, .min_count = 2};
@@ -484,8 +443,7 @@ static void test_vocab_build_errors(void **state) {
     assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
     assert_non_null(strstr(err.msg, "--size 20 is too small"));
     assert_int_equal(access(out, F_OK), -1);
-    unlink(empty);
-    rmdir(dir);
+    unlink(empty); /* and nothing else is left (the teardown's check) */
 }
 
 /* tokenize's loop: one output line per input line (CRLF and an empty line included), pieces or
@@ -530,13 +488,17 @@ static void test_encode_stream(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_and_lookup),  cmocka_unit_test(test_vocab_errors),
-        cmocka_unit_test(test_crlf_vocab),       cmocka_unit_test(test_basic_rules),
-        cmocka_unit_test(test_wordpiece),        cmocka_unit_test(test_reference_cases),
-        cmocka_unit_test(test_every_code_point), cmocka_unit_test(test_invalid_utf8_fuzz),
-        cmocka_unit_test(test_vocab_build_reference),
-        cmocka_unit_test(test_vocab_build_covers_training_text),
-        cmocka_unit_test(test_vocab_build_errors),
+        cmocka_unit_test(test_load_and_lookup),
+        cmocka_unit_test_setup_teardown(test_vocab_errors, setup_scratch, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_crlf_vocab, setup_scratch, tu_dir_teardown),
+        cmocka_unit_test(test_basic_rules),
+        cmocka_unit_test(test_wordpiece),
+        cmocka_unit_test(test_reference_cases),
+        cmocka_unit_test(test_every_code_point),
+        cmocka_unit_test(test_invalid_utf8_fuzz),
+        cmocka_unit_test_setup_teardown(test_vocab_build_reference, setup_scratch, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_vocab_build_covers_training_text, setup_scratch, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_vocab_build_errors, setup_scratch, tu_dir_teardown_clean),
         cmocka_unit_test(test_encode_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

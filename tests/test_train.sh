@@ -25,7 +25,7 @@ YAML
 cd "$T"
 
 "$BIN" prepare tiny.yaml > prepare.log 2>&1
-check "prepare builds vocab and shards" test -s vocab.txt -a -s shards/train -a -s shards/eval
+require "prepare builds vocab and shards ($(tail -n 3 prepare.log))" test -s vocab.txt -a -s shards/train -a -s shards/eval
 
 # --- a whole run ------------------------------------------------------------------------------------
 "$BIN" tiny.yaml --set training.run_dir=runA > a.out 2> a.err

@@ -11,7 +11,11 @@
  * Each test then has g_dir (a fresh /tmp/bp_ckpt_XXXXXX) and g_path (g_dir/c.bin; pass NULL for no
  * such file). Passed to cmocka_run_group_tests instead, the two give one directory for the group.
  * tu_path("x") names another file in g_dir; tu_write_bytes and tu_read_bytes write and read a whole
- * file and fail the test on an error.
+ * file and fail the test on an error (tu_write_gz writes one gzip-compressed, tu_same_bytes compares
+ * two). A test whose code under test must leave nothing in g_dir but g_path (no temporary file
+ * of a failed write) tears down with tu_dir_teardown_clean, as the test's own teardown: cmocka
+ * (1.1) fails a test whose teardown fails, but a failed group teardown only prints an error, and
+ * the program still exits 0 with every test passed.
  *
  * Converting a test file: include this header, delete its own g_dir / g_path, setup / teardown,
  * write_bytes / read_bytes and rm -rf helper; setup becomes the one line above, teardown is
@@ -26,11 +30,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common.h"
 
@@ -65,11 +72,26 @@ static inline int tu_dir_teardown(void **state) {
     return tu_rm_rf(g_dir);
 }
 
-/* g_dir/NAME, in one of eight buffers used in turn (so a test can hold a few at once). */
+/* The teardown for a test that must leave only g_path in g_dir: removes g_path, then fails, naming
+ * each entry left, when g_dir is not empty (removing it all the same). */
+static inline int tu_dir_teardown_clean(void **state) {
+    (void)state;
+    if (g_path[0]) unlink(g_path);
+    if (rmdir(g_dir) == 0) return 0;
+    DIR *d = opendir(g_dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            fprintf(stderr, "left behind in %s: %s\n", g_dir, e->d_name);
+    if (d) closedir(d);
+    tu_rm_rf(g_dir);
+    return -1;
+}
+
+/* g_dir/NAME, in one of sixteen buffers used in turn (so a test can hold several at once). */
 static inline const char *tu_path(const char *name) {
-    static char paths[8][320];
+    static char paths[16][320];
     static unsigned next;
-    char *p = paths[next++ % 8];
+    char *p = paths[next++ % 16];
     int n = snprintf(p, sizeof paths[0], "%s/%s", g_dir, name);
     if (n < 0 || (size_t)n >= sizeof paths[0]) fail_msg("path %s/%s too long", g_dir, name);
     return p;
@@ -93,6 +115,24 @@ static inline uint8_t *tu_read_bytes(const char *path, size_t *len) {
     uint8_t *buf = (uint8_t *)bp_read_file(path, len, &err);
     if (!buf) fail_msg("%s", err.msg);
     return buf;
+}
+
+/* Writes LEN bytes gzip-compressed as the whole of PATH. */
+static inline void tu_write_gz(const char *path, const void *buf, size_t len) {
+    gzFile g = gzopen(path, "wb");
+    if (!g) fail_msg("cannot create %s", path);
+    assert_int_equal(gzwrite(g, buf, (unsigned)len), (int)len);
+    assert_int_equal(gzclose(g), Z_OK);
+}
+
+/* Whether files A and B hold the same bytes; fails the test when either cannot be read. */
+static inline bool tu_same_bytes(const char *a, const char *b) {
+    size_t na, nb;
+    uint8_t *x = tu_read_bytes(a, &na), *y = tu_read_bytes(b, &nb);
+    bool same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
 }
 
 #endif
