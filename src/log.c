@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -100,13 +101,15 @@ void log_eval(Logger *lg, const EvalRecord *r) {
     fflush(f);
 }
 
-/* which: 0 trust ratio, 1 parameter norm, 2 update norm */
-static void put_map(FILE *f, const char *key, const ParamTable *t, const OptimLayerStat *s, int which,
+/* one statistic of every tensor as {"name": value, ...}; field = offsetof its double in
+   OptimLayerStat */
+static void put_map(FILE *f, const char *key, const ParamTable *t, const OptimLayerStat *s, size_t field,
                     bool comma) {
     fprintf(f, "\"%s\":{", key);
     for (int i = 0; i < t->n; i++) {
         if (i) fputc(',', f);
-        double v = which == 0 ? s[i].trust_ratio : which == 1 ? s[i].param_norm : s[i].update_norm;
+        double v;
+        memcpy(&v, (const char *)&s[i] + field, sizeof v);
         put_num(f, t->params[i].name, v, false);
     }
     fprintf(f, "}%s", comma ? "," : "");
@@ -116,9 +119,9 @@ void log_trust_ratios(Logger *lg, long step, const ParamTable *t, const OptimLay
     FILE *f = lg->metrics;
     if (!f) return;
     fprintf(f, "{\"type\":\"trust\",\"step\":%ld,", step);
-    put_map(f, "trust_ratio", t, stats, 0, true);
-    put_map(f, "param_norm", t, stats, 1, true);
-    put_map(f, "update_norm", t, stats, 2, false);
+    put_map(f, "trust_ratio", t, stats, offsetof(OptimLayerStat, trust_ratio), true);
+    put_map(f, "param_norm", t, stats, offsetof(OptimLayerStat, param_norm), true);
+    put_map(f, "update_norm", t, stats, offsetof(OptimLayerStat, update_norm), false);
     fputs("}\n", f);
     fflush(f);
 }
