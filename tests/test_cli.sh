@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# CLI tests for the one argument parser (src/cli.c) as every command sees it: --help answers 0 for
+# each command, the message prefix "bert_pretrain CMD: " on every usage error, "--set k=v" and
+# "--set=k=v" both accepted, "--name=value" like "--name value", one limit on --set, exit 2 on a
+# usage error. Run from the repository root with $BP_BIN set (tests/run_tests.sh does both).
+source "$(dirname "$0")/lib.sh"
+
+for cmd in train prepare vocab tokenize show-batch eval export gradcheck forward bench; do
+    run "$BP_BIN" "$cmd" --help
+    check "$cmd --help exits 0" [ "$rc" -eq 0 ]
+    check "$cmd --help prints its usage" grep -q "^usage: bert_pretrain" "$TMP/out"
+    run "$BP_BIN" "$cmd" --no-such-option
+    check "$cmd: an unknown option exits 2" [ "$rc" -eq 2 ]
+    check "$cmd: the message has the command's prefix" grep -q "^bert_pretrain $cmd: unknown option '--no-such-option'" "$TMP/err"
+done
+
+# a config to parse: --dry-run resolves it and prints JSON, so the --set forms can be compared
+cat >"$TMP/c.yaml" <<'YAML'
+model: {preset: bert-tiny, vocab_size: 64}
+phases:
+  - {seq_len: 16, batch_size: 4, steps: 2, max_predictions_per_seq: 2}
+training: {micro_batch: 4, run_dir: runs/x}
+YAML
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set training.seed=7 --set=optimizer.beta1=0.8
+check "--set k=v and --set=k=v both accepted" [ "$rc" -eq 0 ]
+check "--set k=v applied" grep -q '"seed": *7' "$TMP/out"
+check "--set=k=v applied" grep -q '"beta1": *0.8' "$TMP/out"
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set training.seed=7
+cp "$TMP/out" "$TMP/a.json"
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set=training.seed=7
+check "--set k=v and --set=k=v resolve to the same config" cmp -s "$TMP/out" "$TMP/a.json"
+
+sets=()
+for i in $(seq 65); do sets+=(--set training.seed=$i); done
+run "$BP_BIN" "$TMP/c.yaml" --dry-run "${sets[@]}"
+check "65 --set options: exit 2" [ "$rc" -eq 2 ]
+check "65 --set options: the limit is named" grep -q "more than 64 --set options" "$TMP/err"
+run "$BP_BIN" "$TMP/c.yaml" --dry-run "${sets[@]:0:128}"
+check "64 --set options are accepted" [ "$rc" -eq 0 ]
+
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set
+check "--set without a value: exit 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set=
+check "--set= without a value: exit 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --set nosection=1
+check "a bad key in --set is a configuration error (exit 2)" [ "$rc" -eq 2 ]
+check "the bad key is named with the prefix" grep -q "^bert_pretrain train: .*nosection" "$TMP/err"
+
+run "$BP_BIN" show-batch "$TMP/c.yaml" --step=x
+check "--name=value is parsed like --name value (bad integer: exit 2)" [ "$rc" -eq 2 ]
+check "the bad value is named" grep -q -- "--step 'x' must be an integer" "$TMP/err"
+run "$BP_BIN" "$TMP/c.yaml" "$TMP/c.yaml" --dry-run
+check "a second positional argument: exit 2" [ "$rc" -eq 2 ]
+run "$BP_BIN" eval
+check "a missing positional argument: exit 2" [ "$rc" -eq 2 ]
+check "the missing argument is named" grep -q "^bert_pretrain eval: missing CONFIG.yaml" "$TMP/err"
+run "$BP_BIN" "$TMP/missing.yaml"
+check "a config that does not exist: exit 2 with the prefix" [ "$rc" -eq 2 ]
+check "the missing config is named" grep -q "^bert_pretrain train: .*missing.yaml" "$TMP/err"
+
+finish
