@@ -1,7 +1,6 @@
 /* dist.c: dist.h over Open MPI. Every MPI call of the program is in this file. */
 #include "dist.h"
 
-#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
 
@@ -73,17 +72,6 @@ static void broadcast(void *buf, size_t n, MPI_Datatype type, size_t elem) {
 void dist_broadcast_floats(float *buf, size_t n) { broadcast(buf, n, MPI_FLOAT, sizeof(float)); }
 void dist_broadcast_doubles(double *buf, size_t n) { broadcast(buf, n, MPI_DOUBLE, sizeof(double)); }
 void dist_broadcast_bytes(void *buf, size_t n) { broadcast(buf, n, MPI_BYTE, 1); }
-
-void dist_allgather_floats(const float *src, float *dst, size_t count) {
-    if (world == 1 || !dist_active()) {
-        if (src != dst) for (size_t i = 0; i < count; i++) dst[i] = src[i];
-        return;
-    }
-    BP_ASSERT(count <= (size_t)INT_MAX, "allgather slice of %zu floats is above INT_MAX", count);
-    /* in place when src is this rank's slice of dst, as MPI requires for overlapping buffers */
-    const void *s = src == dst + (size_t)rank_id * count ? MPI_IN_PLACE : src;
-    MPI_Allgather(s, (int)count, MPI_FLOAT, dst, (int)count, MPI_FLOAT, MPI_COMM_WORLD);
-}
 
 /* ---- non-blocking sums ------------------------------------------------------------------------ */
 

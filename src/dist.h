@@ -40,10 +40,6 @@ bool dist_any(bool mine);
 void dist_broadcast_floats(float *buf, size_t n);
 void dist_broadcast_doubles(double *buf, size_t n);
 void dist_broadcast_bytes(void *buf, size_t n);
-/* Every rank's `count` floats at src (the rank's own slice, at offset rank x count of the whole)
- * gathered into dst (world x count floats) on every rank; src may point into dst. */
-void dist_allgather_floats(const float *src, float *dst, size_t count);
-
 /* Non-blocking sums (MPI_Iallreduce) for overlapping the gradient reduction with the backward:
  * dist_iallreduce_floats starts one, dist_progress lets MPI move the outstanding ones along (Open
  * MPI's non-blocking collectives advance only inside MPI calls), dist_wait_all returns when all are
