@@ -7,8 +7,9 @@
 #   make demo       fetch the Brown corpus, build a vocab, prepare shards, train the demo BERT
 #   make bench      speed table (ours vs PyTorch vs the sgemm rate)
 
-PKGS      := openblas yaml-0.1 zlib
-DEB_PKGS  := libopenblas-dev libyaml-dev zlib1g-dev libcmocka-dev pkg-config
+# Open MPI (ompi-c) for data-parallel training: the one binary runs alone or under mpirun (dist.h).
+PKGS      := openblas yaml-0.1 zlib ompi-c
+DEB_PKGS  := libopenblas-dev libyaml-dev zlib1g-dev libcmocka-dev pkg-config libopenmpi-dev openmpi-bin
 CC        := gcc
 # -O3 without fast-math: erf/GELU and softmax need IEEE semantics (style.md). -fno-math-errno only
 # drops errno bookkeeping around sqrtf & co. (results are unchanged), which lets gcc vectorise the

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "dist.h"
 #include "kernels.h"
 #include "optim.h"
 #include "rng.h"
@@ -318,4 +319,37 @@ void bench_result_free(BenchResult *r) {
     free(r->optimizer_s);
     free(r->rss_mib);
     r->step_s = r->forward_s = r->backward_s = r->optimizer_s = r->rss_mib = NULL;
+}
+
+/* ---- allreduce ----------------------------------------------------------------------------------- */
+
+int bench_allreduce(size_t max_floats, int reps, AllreduceBench *out, BpError *err) {
+    memset(out, 0, sizeof *out);
+    out->ranks = dist_world_size();
+    if (reps < 1) return bp_fail_usage(err, "allreduce benchmark: reps must be >= 1 (got %d)", reps);
+    float *buf = bp_calloc(max_floats > 0 ? max_floats : 1, sizeof(float), "allreduce buffer", err);
+    double *t = bp_calloc((size_t)reps, sizeof(double), "allreduce times", err);
+    if (!buf || !t) {
+        free(buf);
+        free(t);
+        return -1;
+    }
+    for (size_t n = 1024; n <= max_floats && out->n_sizes < BENCH_ALLREDUCE_MAX_SIZES; n *= 4) {
+        dist_allreduce_floats(buf, n); /* untimed: first-touch and connection set-up */
+        for (int r = 0; r < reps; r++) {
+            double t0 = bp_now();
+            dist_allreduce_floats(buf, n);
+            t[r] = bp_now() - t0;
+        }
+        /* rank 0's median; every rank waits for the slowest in a sum anyway */
+        qsort(t, (size_t)reps, sizeof *t, cmp_double);
+        int i = out->n_sizes++;
+        out->floats[i] = n;
+        out->median_s[i] = t[reps / 2];
+        double N = out->ranks;
+        out->bus_gb_s[i] = N > 1 ? 2.0 * (N - 1) / N * 4.0 * (double)n / t[reps / 2] / 1e9 : 0;
+    }
+    free(buf);
+    free(t);
+    return 0;
 }

@@ -72,4 +72,17 @@ typedef struct {
 int bench_run(const Config *cfg, const BenchOptions *o, BenchResult *r, BpError *err);
 void bench_result_free(BenchResult *r);
 
+/* The allreduce micro-benchmark (docs/scaling.md): sums of n floats across the ranks of dist.h
+ * (blocking MPI_Allreduce, as a whole-buffer gradient sum does) for n = 1Ki, 4Ki ... up to
+ * max_floats, reps timed repetitions each after one untimed, the median kept. Every rank must call
+ * it (it is a sequence of collectives). */
+#define BENCH_ALLREDUCE_MAX_SIZES 16
+typedef struct {
+    int ranks, n_sizes;
+    size_t floats[BENCH_ALLREDUCE_MAX_SIZES];
+    double median_s[BENCH_ALLREDUCE_MAX_SIZES];
+    double bus_gb_s[BENCH_ALLREDUCE_MAX_SIZES]; /* 2 (N-1)/N x bytes / time: a ring's bytes per link */
+} AllreduceBench;
+int bench_allreduce(size_t max_floats, int reps, AllreduceBench *out, BpError *err);
+
 #endif

@@ -8,12 +8,13 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "dist.h"
 #include "model.h"
 #include "optim.h"
 
 static long bench_seq = -1, bench_batch = -1, bench_predictions = 0, bench_steps = 10, bench_warmup = 2;
 static long bench_floats = -1;
-static bool bench_no_sgemm, bench_optimizer_only;
+static bool bench_no_sgemm, bench_optimizer_only, bench_allreduce_only;
 static const CliOption BENCH_OPTIONS[] = {
     {"--seq", CLI_LONG, &bench_seq, "T", "sequence length (default: phase 0 seq_len, else 128)", 2, 65536},
     {"--micro-batch", CLI_LONG, &bench_batch, "B", "examples per step (default: training.micro_batch, else 32)", 1,
@@ -25,14 +26,18 @@ static const CliOption BENCH_OPTIONS[] = {
     {"--no-sgemm", CLI_FLAG, &bench_no_sgemm, NULL, "skip the sgemm measurement", 0, 0},
     {"--optimizer-only", CLI_FLAG, &bench_optimizer_only, NULL, "time the optimizer step against a memcpy instead",
      0, 0},
-    {"--floats", CLI_LONG, &bench_floats, "N", "--optimizer-only: floats (default: the model's parameter count)",
+    {"--floats", CLI_LONG, &bench_floats, "N",
+     "--optimizer-only: floats (default: the model's parameter count); --allreduce: the largest sum (default 16Mi)",
      10000, 4000000000L},
+    {"--allreduce", CLI_FLAG, &bench_allreduce_only, NULL,
+     "time sums across the ranks of mpirun instead (1Ki .. N floats, median of --steps)", 0, 0},
 };
 static const CliCommand BENCH = {
     .name = "bench",
     .usage = "bench [CONFIG.yaml] [--set section.key=value ...] [--seq T] [--micro-batch B]\n"
              "                           [--predictions P] [--steps N] [--warmup W] [--no-sgemm]\n"
-             "       bert_pretrain bench --optimizer-only [CONFIG.yaml] [--set ...] [--floats N]",
+             "       bert_pretrain bench --optimizer-only [CONFIG.yaml] [--set ...] [--floats N]\n"
+             "       mpirun -np R bert_pretrain bench --allreduce [--floats N] [--steps N]",
     .description =
         "Times training steps (forward + backward with dropout on, then the configured optimizer's\n"
         "step: LAMB by default) on random data after W warm-up steps and prints the median:\n"
@@ -43,7 +48,9 @@ static const CliCommand BENCH = {
         "with a CONFIG, its model, phase 0 seq_len and training.micro_batch.\n"
         "--optimizer-only times the optimizer step against a memcpy of the same size instead\n"
         "(optim_bench): N floats, default the parameter count of the model (bert-mini unless a\n"
-        "CONFIG or --set model.preset says otherwise).\n",
+        "CONFIG or --set model.preset says otherwise).\n"
+        "--allreduce (under mpirun) times MPI_Allreduce sums of 1Ki, 4Ki ... N floats across the ranks\n"
+        "and prints time and ring bus bandwidth per size (docs/scaling.md's latency-bandwidth model).\n",
     .positional = "CONFIG.yaml",
     .min_positional = 0,
     .max_positional = 1,
@@ -176,11 +183,32 @@ static int bench_steps_run(const Config *cfg, int V, BpError *err) {
     return 0;
 }
 
+/* every rank runs the sums; rank 0 prints */
+static int bench_allreduce_run(BpError *err) {
+    if (dist_init(err) != 0) return -1;
+    AllreduceBench b;
+    int rc = bench_allreduce(bench_floats > 0 ? (size_t)bench_floats : (size_t)1 << 24, (int)bench_steps, &b, err);
+    if (rc == 0 && dist_rank() == 0) {
+        printf("bench: allreduce (MPI_SUM of floats) across %d rank(s), median of %ld\n", b.ranks, bench_steps);
+        for (int i = 0; i < b.n_sizes; i++)
+            printf("bench: allreduce %10zu floats (%9.3f MiB): %10.1f us, bus %7.2f GB/s\n", b.floats[i],
+                   (double)b.floats[i] * 4 / 1048576.0, b.median_s[i] * 1e6, b.bus_gb_s[i]);
+        printf("{\"bench\": \"allreduce\", \"ranks\": %d, \"floats\": [", b.ranks);
+        for (int i = 0; i < b.n_sizes; i++) printf("%s%zu", i ? ", " : "", b.floats[i]);
+        printf("], \"seconds\": [");
+        for (int i = 0; i < b.n_sizes; i++) printf("%s%.9f", i ? ", " : "", b.median_s[i]);
+        printf("]}\n");
+    }
+    dist_finalize();
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     CliArgs a;
     int rc = cli_parse(&BENCH, argc, argv, &a);
     if (rc != CLI_OK) return rc;
     BpError err = {0};
+    if (bench_allreduce_only) return bench_allreduce_run(&err) == 0 ? 0 : cli_fail(&BENCH, &err);
     Config *cfg = load_config(&a, bench_seq > 0 ? (int)bench_seq : 128, bench_batch > 0 ? (int)bench_batch : 32, &err);
     if (!cfg) return cli_fail(&BENCH, &err);
     cli_set_threads(cfg->training.threads);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "dist.h"
 #include "log.h"
 #include "model.h"
 #include "train.h"
@@ -58,25 +59,47 @@ static char *resume_command(const CliArgs *a) {
     return text;
 }
 
+/* The outcome of a training command on one rank: the message (rank 0 alone for what every rank
+ * saw the same: a configuration error), then the exit with MPI finalised, or the whole job ended
+ * when this rank failed alone (train.h). */
+static int train_exit(int rc, const BpError *err, bool every_rank_saw_it) {
+    if (rc == 0) {
+        dist_finalize();
+        return 0;
+    }
+    int status = bp_error_status(err);
+    if (err->msg[0] && (dist_rank() == 0 || !every_rank_saw_it)) {
+        if (dist_world_size() > 1 && dist_rank() != 0)
+            fprintf(stderr, "bert_pretrain train (rank %d of %d): %s\n", dist_rank(), dist_world_size(), err->msg);
+        else
+            cli_fail(&TRAIN, err);
+    }
+    if (rc == TRAIN_FAILED_ALONE) dist_abort(status);
+    dist_finalize();
+    return status;
+}
+
 int cmd_train(int argc, char **argv) {
     CliArgs a;
     int rc = cli_parse(&TRAIN, argc, argv, &a);
     if (rc != CLI_OK) return rc;
     BpError err = {0};
+    /* before the config: it derives the accumulation from the number of ranks */
+    if (dist_init(&err) != 0) return cli_fail(&TRAIN, &err);
     Config *cfg = cli_config_load(a.positional[0], &a, &err);
-    if (!cfg) return cli_fail(&TRAIN, &err);
+    if (!cfg) return train_exit(-1, &err, true);
     if (train_dry_run) {
-        rc = dry_run(cfg, &err) == 0 ? 0 : cli_fail(&TRAIN, &err);
+        rc = dist_rank() == 0 ? dry_run(cfg, &err) : 0;
         cli_config_free(cfg);
-        return rc;
+        return train_exit(rc, &err, true);
     }
     cli_set_threads(cfg->training.threads);
     char *resume_cmd = resume_command(&a);
     TrainOptions opt = {.resume = train_resume, .config_path = a.positional[0], .resume_command = resume_cmd};
-    rc = train_run(cfg, &opt, &err) == 0 ? 0 : cli_fail(&TRAIN, &err);
+    rc = train_run(cfg, &opt, &err);
     free(resume_cmd);
     cli_config_free(cfg);
-    return rc;
+    return train_exit(rc, &err, false);
 }
 
 static const char *eval_checkpoint;

@@ -1,17 +1,104 @@
-/* dist.c: the single-process implementation of dist.h (no MPI in this build). */
+/* dist.c: dist.h over Open MPI. Every MPI call of the program is in this file. */
 #include "dist.h"
 
-int dist_rank(void) { return 0; }
-int dist_world_size(void) { return 1; }
-void dist_allreduce_floats(float *buf, size_t n) {
-    (void)buf;
-    (void)n;
+#include <mpi.h>
+#include <stdlib.h>
+
+static bool started, finished;
+static int rank_id, world = 1;
+
+/* MPI counts are int: larger buffers go in slices of this many elements. */
+#define DIST_SLICE ((size_t)1 << 30)
+
+/* Open MPI's launcher (mpirun / orterun) sets this in every rank's environment. */
+static bool launched_by_mpirun(void) { return getenv("OMPI_COMM_WORLD_SIZE") != NULL; }
+
+int dist_init(BpError *err) {
+    if (started || !launched_by_mpirun()) return 0;
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return bp_fail(err, "MPI_Init_thread failed");
+    started = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_id);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (provided < MPI_THREAD_FUNNELED) {
+        dist_finalize();
+        return bp_fail(err, "this MPI library does not support MPI_THREAD_FUNNELED (OpenMP threads per rank)");
+    }
+    return 0;
 }
-void dist_allreduce_doubles(double *buf, size_t n) {
-    (void)buf;
-    (void)n;
+
+void dist_finalize(void) {
+    if (!started || finished) return;
+    dist_wait_all();
+    MPI_Finalize();
+    finished = true;
 }
-void dist_broadcast_floats(float *buf, size_t n) {
-    (void)buf;
-    (void)n;
+
+_Noreturn void dist_abort(int status) {
+    if (started && !finished) MPI_Abort(MPI_COMM_WORLD, status);
+    exit(status);
+}
+
+bool dist_active(void) { return started && !finished; }
+int dist_rank(void) { return dist_active() ? rank_id : 0; }
+int dist_world_size(void) { return dist_active() ? world : 1; }
+
+static void allreduce(void *buf, size_t n, MPI_Datatype type, size_t elem) {
+    if (world == 1 || !dist_active()) return;
+    for (size_t at = 0; at < n; at += DIST_SLICE) {
+        size_t len = n - at < DIST_SLICE ? n - at : DIST_SLICE;
+        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at * elem, (int)len, type, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+
+void dist_allreduce_floats(float *buf, size_t n) { allreduce(buf, n, MPI_FLOAT, sizeof(float)); }
+void dist_allreduce_doubles(double *buf, size_t n) { allreduce(buf, n, MPI_DOUBLE, sizeof(double)); }
+
+bool dist_any(bool mine) {
+    int v = mine ? 1 : 0;
+    if (world > 1 && dist_active()) MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return v != 0;
+}
+
+static void broadcast(void *buf, size_t n, MPI_Datatype type, size_t elem) {
+    if (world == 1 || !dist_active()) return;
+    for (size_t at = 0; at < n; at += DIST_SLICE) {
+        size_t len = n - at < DIST_SLICE ? n - at : DIST_SLICE;
+        MPI_Bcast((char *)buf + at * elem, (int)len, type, 0, MPI_COMM_WORLD);
+    }
+}
+
+void dist_broadcast_floats(float *buf, size_t n) { broadcast(buf, n, MPI_FLOAT, sizeof(float)); }
+void dist_broadcast_doubles(double *buf, size_t n) { broadcast(buf, n, MPI_DOUBLE, sizeof(double)); }
+void dist_broadcast_bytes(void *buf, size_t n) { broadcast(buf, n, MPI_BYTE, 1); }
+
+/* ---- non-blocking sums ------------------------------------------------------------------------ */
+
+/* Outstanding requests: one per bucket of a step (a few dozen), so a fixed table is enough. */
+#define DIST_MAX_REQUESTS 4096
+static MPI_Request requests[DIST_MAX_REQUESTS];
+static int n_requests;
+
+void dist_iallreduce_floats(float *buf, size_t n) {
+    if (world == 1 || !dist_active()) return;
+    for (size_t at = 0; at < n; at += DIST_SLICE) {
+        size_t len = n - at < DIST_SLICE ? n - at : DIST_SLICE;
+        if (n_requests == DIST_MAX_REQUESTS) dist_wait_all();
+        MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &requests[n_requests++]);
+    }
+}
+
+void dist_progress(void) {
+    if (n_requests == 0) return;
+    int done = 0;
+    MPI_Testall(n_requests, requests, &done, MPI_STATUSES_IGNORE);
+    if (done) n_requests = 0;
+}
+
+void dist_wait_all(void) {
+    if (n_requests == 0) return;
+    MPI_Waitall(n_requests, requests, MPI_STATUSES_IGNORE);
+    n_requests = 0;
 }

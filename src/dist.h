@@ -1,17 +1,51 @@
-/* dist.h: data-parallel communication. This build is single-process (world size 1): the calls are
- * the points where an MPI build will allreduce gradients and statistics and broadcast the initial
- * parameters, so the trainer is already written for several ranks. */
+/* dist.h: data-parallel communication over Open MPI.
+ *
+ * One binary serves both cases: started by mpirun (Open MPI's launcher puts OMPI_COMM_WORLD_SIZE in
+ * every rank's environment), dist_init starts MPI and the calls below communicate; started without
+ * it, dist_init does nothing and every call is the identity of a world of one rank. Only commands
+ * that communicate (training, the allreduce benchmark) call dist_init; tokenize, vocab, prepare...
+ * never start MPI. MPI is called from the main thread only (MPI_THREAD_FUNNELED): the OpenMP
+ * workers never communicate.
+ *
+ * Sums are MPI_SUM reductions: for a fixed number of ranks and fixed buffer sizes Open MPI picks the
+ * same algorithm, so the order of the additions, hence the result, is the same on every run and on
+ * every rank (float addition is commutative, and the ring and tree algorithms hand each rank the
+ * same sums). A different number of ranks adds in another order: results agree to rounding. */
 #ifndef BP_DIST_H
 #define BP_DIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "common.h"
+
+/* Starts MPI when this process was launched by mpirun, else nothing (one rank). Idempotent. */
+int dist_init(BpError *err);
+/* MPI_Finalize when dist_init started MPI (idempotent): every exit path of a command that called
+ * dist_init goes through it or through dist_abort. */
+void dist_finalize(void);
+/* Ends every rank of the job at once with this exit status (MPI_Abort): for a failure only this
+ * rank has seen, when the others may wait in a collective forever. With one rank: exit(status). */
+_Noreturn void dist_abort(int status);
+bool dist_active(void); /* MPI started (by dist_init) */
 
 int dist_rank(void);
 int dist_world_size(void);
 /* In-place sums across ranks (identity with one rank). */
 void dist_allreduce_floats(float *buf, size_t n);
 void dist_allreduce_doubles(double *buf, size_t n);
+/* true on every rank when any rank passes true (a collective: every rank must call it) */
+bool dist_any(bool mine);
 /* Rank 0's buffer to every rank (identity with one rank). */
 void dist_broadcast_floats(float *buf, size_t n);
+void dist_broadcast_doubles(double *buf, size_t n);
+void dist_broadcast_bytes(void *buf, size_t n);
+/* Non-blocking sums (MPI_Iallreduce) for overlapping the gradient reduction with the backward:
+ * dist_iallreduce_floats starts one, dist_progress lets MPI move the outstanding ones along (Open
+ * MPI's non-blocking collectives advance only inside MPI calls), dist_wait_all returns when all are
+ * complete. The buffer must not be touched until then. Identity with one rank. */
+void dist_iallreduce_floats(float *buf, size_t n);
+void dist_progress(void);
+void dist_wait_all(void);
 
 #endif

@@ -73,6 +73,10 @@ void log_step(Logger *lg, const StepRecord *r) {
     put_num(f, "nsp_acc", r->nsp_acc, true);
     put_num(f, "grad_norm", r->grad_norm, true);
     put_num(f, "tokens_per_s", r->tokens_per_s, true);
+    if (r->ranks > 1) {
+        fprintf(f, "\"ranks\":%d,", r->ranks);
+        put_num(f, "comm_exposed_s", r->comm_exposed_s, true);
+    }
     put_num(f, "elapsed_s", r->elapsed_s, false);
     fputs("}\n", f);
     fflush(f);
@@ -150,13 +154,15 @@ void log_progress(Logger *lg, const StepRecord *r, long total_steps, int n_phase
     double now = bp_now();
     if (!force && now - lg->last_print_s < (lg->tty ? 0.2 : 10.0)) return;
     lg->last_print_s = now;
-    char eta[32];
+    char eta[32], comm[64] = "";
     log_format_duration(eta, sizeof eta, eta_s);
+    if (r->ranks > 1)
+        snprintf(comm, sizeof comm, "  %d ranks, comm exposed %.0f ms", r->ranks, r->comm_exposed_s * 1e3);
     fprintf(stderr,
-            "%sphase %d/%d  step %ld/%ld  loss %.4f  mlm_acc %.3f  lr %.3g  |g| %.3g  %.0f tok/s  "
+            "%sphase %d/%d  step %ld/%ld  loss %.4f  mlm_acc %.3f  lr %.3g  |g| %.3g  %.0f tok/s%s  "
             "ETA %s%s",
             lg->tty ? "\r\033[K" : "", r->phase + 1, n_phases, r->step, total_steps, r->loss,
-            r->mlm_acc, r->lr, r->grad_norm, r->tokens_per_s, eta, lg->tty ? "" : "\n");
+            r->mlm_acc, r->lr, r->grad_norm, r->tokens_per_s, comm, eta, lg->tty ? "" : "\n");
     lg->line_open = lg->tty;
     fflush(stderr);
 }

@@ -16,6 +16,8 @@ typedef struct {
     int phase;
     double lr, loss, mlm_loss, nsp_loss, mlm_acc, nsp_acc, grad_norm;
     double tokens_per_s, elapsed_s;
+    int ranks;               /* > 1: the step was data-parallel, comm_exposed_s is logged */
+    double comm_exposed_s;   /* the gradient sum's wait the backward did not hide */
 } StepRecord;
 
 typedef struct {

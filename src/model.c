@@ -247,6 +247,8 @@ struct Model {
     bool train;
     uint64_t seed;
     long step;
+    ModelGradReady grad_ready; /* model_set_grad_ready */
+    void *grad_ready_ctx;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -846,17 +848,39 @@ static void embeddings_backward(Model *m) {
                         m->T, H);
 }
 
+void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx) {
+    m->grad_ready = fn;
+    m->grad_ready_ctx = ctx;
+}
+
+/* Where block b's gradients start: b < 0 the embeddings, 0..L-1 a layer, L the heads, L+1 the end
+ * (alignment padding between tensors goes with the block before it). */
+static size_t block_start(const Model *m, int b) {
+    if (b < 0) return 0;
+    if (b > m->mc.layers) return m->table.total;
+    return m->table.params[N_EMBEDDING_TENSORS + b * N_LAYER_TENSORS].offset;
+}
+
+static void grad_ready(const Model *m, int b) {
+    if (!m->grad_ready) return;
+    size_t first = block_start(m, b);
+    m->grad_ready(m->grad_ready_ctx, first, block_start(m, b < 0 ? 0 : b + 1) - first);
+}
+
 void model_backward(Model *m) {
     BP_ASSERT(m->have_forward, "model_backward needs a model_forward before it (one backward per forward)");
     m->have_forward = false; /* the logits become their gradient below */
     memset(m->act.d_out, 0, (size_t)m->B * m->T * m->mc.hidden * sizeof(float));
     mlm_head_backward(m);
     nsp_head_backward(m);
+    grad_ready(m, m->mc.layers);
     for (int l = m->mc.layers - 1; l >= 0; l--) {
         ffn_backward(m, l);
         attention_block_backward(m, l);
+        grad_ready(m, l);
     }
     embeddings_backward(m);
+    grad_ready(m, -1);
 }
 
 const float *model_mlm_logits(const Model *m) { return m->act_mem ? m->act.logits : NULL; }

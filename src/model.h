@@ -109,6 +109,15 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *a, ModelStats *st
 void model_backward(Model *m);
 void model_zero_grad(Model *m);
 
+/* A data-parallel trainer's hook: model_backward calls fn(ctx, first, count) each time the floats
+ * [first, first + count) of the gradient buffer hold their final value for this backward, so that
+ * their reduction across ranks can start while the backward goes on. Calls come in the backward's
+ * order and tile [0, table total) downwards: the heads (after the MLM and NSP heads), layer L-1 ...
+ * layer 0, and last the embeddings (the tied decoder adds into the word embeddings' gradient in
+ * the MLM head, so they are final only after the embeddings' backward). fn NULL: no calls. */
+typedef void (*ModelGradReady)(void *ctx, size_t first, size_t count);
+void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx);
+
 /* The MLM logits of the last forward, one row of V per REAL prediction slot (masked_lm_weights !=
  * 0), in slot order b*P + p; model_mlm_slots gives each row's slot. Valid until model_backward
  * (which turns them into their gradient in place). For a batch without unused slots this is the

@@ -12,6 +12,7 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "dist.h"
+#include "grad_sync.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
@@ -51,6 +52,7 @@ typedef struct {
     double *tensor_sq; /* per-tensor squared gradient norms */
     char last_checkpoint[4096];
     int planned_phase; /* the phase the activations are planned for, -1 before the first step */
+    GradSync sync;     /* the step's overlapped gradient sum (several ranks) */
 } Trainer;
 
 /* The largest per-phase sizes: the step's micro-batches are allocated once for all phases. */
@@ -118,6 +120,7 @@ static double machine_memory_bytes(void) {
 /* ---- checkpoints ----------------------------------------------------------------------------- */
 
 static int save_checkpoint(Trainer *tr, BpError *err) {
+    if (dist_rank() != 0) return 0; /* one writer: every rank holds the same state */
     const Config *cfg = tr->cfg;
     RunCkptMeta meta = {.step = tr->step,
                         .elapsed_s = tr->elapsed_before + (bp_now() - tr->session_start),
@@ -294,7 +297,7 @@ static int check_finite(Trainer *tr, double loss, double norm, bool *skip, BpErr
              tr->step + 1, isfinite(loss) ? "gradient" : "loss", loss, norm, tensor);
     if (tr->cfg->training.skip_nonfinite) {
         log_break(&tr->log);
-        fprintf(stderr, "warning: %s; skipping the update (training.skip_nonfinite)\n", msg);
+        if (dist_rank() == 0) fprintf(stderr, "warning: %s; skipping the update (training.skip_nonfinite)\n", msg);
         *skip = true;
         return 0;
     }
@@ -328,6 +331,26 @@ static double build_step_batches(Trainer *tr, const PhaseConfig *phase, BpError 
     return counts[0];
 }
 
+/* The step's micro-batches: forward and backward each; with several ranks the last backward hands
+ * each finished layer's gradients to the overlapped sum (grad_sync.h). Returns the local sums. */
+static int forward_backward(Trainer *tr, const PhaseConfig *phase, const ForwardArgs *fa, StepSums *sums,
+                            BpError *err) {
+    bool parallel = dist_world_size() > 1;
+    model_zero_grad(tr->model);
+    for (int k = 0; k < phase->accumulation; k++) {
+        ModelStats st;
+        if (model_forward(tr->model, &tr->micro[k], fa, &st, err) != 0) return -1;
+        if (parallel && k == phase->accumulation - 1) {
+            grad_sync_begin(&tr->sync, model_grads(tr->model), GRAD_SYNC_BUCKET_FLOATS);
+            model_set_grad_ready(tr->model, grad_sync_ready, &tr->sync);
+        }
+        model_backward(tr->model);
+        step_sums_add(sums, &st);
+    }
+    model_set_grad_ready(tr->model, NULL, NULL);
+    return 0;
+}
+
 static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     const Config *cfg = tr->cfg;
     int pi = config_phase_of(cfg, tr->step);
@@ -346,17 +369,11 @@ static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     ForwardArgs fa = {.train = true, .seed = cfg->training.seed, .step = tr->step,
                       .mlm_denominator = predictions > 0 ? predictions : 1, .nsp_denominator = phase->batch_size};
     StepSums sums = {0};
-    model_zero_grad(tr->model);
-    for (int k = 0; k < phase->accumulation; k++) {
-        ModelStats st;
-        if (model_forward(tr->model, &tr->micro[k], &fa, &st, err) != 0) return -1;
-        model_backward(tr->model);
-        step_sums_add(&sums, &st);
-    }
+    if (forward_backward(tr, phase, &fa, &sums, err) != 0) return -1;
     const ParamTable *t = model_table(tr->model);
     float *grads = model_grads(tr->model);
+    double exposed = dist_world_size() > 1 ? grad_sync_finish(&tr->sync) : 0;
     dist_allreduce_doubles((double *)&sums, STEP_SUMS_LEN);
-    dist_allreduce_floats(grads, t->total);
     if (tr->step + 1 == env_step("BERT_PRETRAIN_INJECT_NAN")) grads[t->params[t->n / 2].offset] = NAN;
 
     double norm = optim_grad_norm(t, grads, tr->tensor_sq);
@@ -378,6 +395,8 @@ static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     rec->nsp_acc = sums.nsp_count > 0 ? sums.nsp_correct / sums.nsp_count : NAN;
     rec->grad_norm = norm;
     rec->tokens_per_s = (double)phase->batch_size * phase->seq_len / dt;
+    rec->ranks = dist_world_size();
+    rec->comm_exposed_s = exposed;
     return 0;
 }
 
@@ -445,7 +464,19 @@ static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
     return alloc_micro_batches(tr, err);
 }
 
-/* Resumes (--resume auto or PATH) or starts fresh: initial weights, or model.init_from. */
+/* With several ranks, a rank whose own part went well stops quietly when another failed (that
+ * rank reports): an empty message (train.h). */
+static int peer_failed(BpError *err, bool this_rank) {
+    if (!this_rank) {
+        err->msg[0] = '\0';
+        err->kind = BP_ERR_RUNTIME;
+    }
+    return -1;
+}
+
+/* Resumes (--resume auto or PATH) or starts fresh: initial weights, or model.init_from. With
+ * several ranks only rank 0 runs this (the run directory need exist on rank 0 alone); share_start
+ * hands the result to the others. */
 static int trainer_start(Trainer *tr, const char *resume, bool *resumed, BpError *err) {
     const Config *cfg = tr->cfg;
     *resumed = false;
@@ -472,8 +503,30 @@ static int trainer_start(Trainer *tr, const char *resume, bool *resumed, BpError
         if (model_load_safetensors(tr->model, cfg->model.init_from, err) != 0) return -1;
         fprintf(stderr, "initialised from %s (fresh optimizer state)\n", cfg->model.init_from);
     }
-    dist_broadcast_floats(model_params(tr->model), model_table(tr->model)->total);
     return 0;
+}
+
+/* Rank 0's start to every rank: whether it resumed, the step, the parameters and (on a resume)
+ * the optimizer state as its checkpoint blob, so that a run resumes on any number of ranks. */
+static int share_start(Trainer *tr, bool *resumed, BpError *err) {
+    if (dist_world_size() == 1) return 0;
+    double head[3] = {*resumed, (double)tr->step, tr->elapsed_before};
+    dist_broadcast_doubles(head, 3);
+    *resumed = head[0] != 0;
+    tr->step = (long)head[1];
+    tr->elapsed_before = head[2];
+    dist_broadcast_floats(model_params(tr->model), model_table(tr->model)->total);
+    if (!*resumed) return 0;
+    size_t bytes = optim_state_bytes(tr->opt);
+    void *blob = bp_malloc(bytes, "the optimizer state to share", err);
+    bool failed = !blob;
+    if (!dist_any(failed)) {
+        if (dist_rank() == 0) optim_state_save(tr->opt, blob);
+        dist_broadcast_bytes(blob, bytes);
+        failed = dist_rank() != 0 && optim_state_load(tr->opt, blob, bytes, err) != 0;
+    }
+    free(blob);
+    return dist_any(failed) ? peer_failed(err, failed) : 0;
 }
 
 /* This session's throughput, for the ETA. */
@@ -484,6 +537,7 @@ typedef struct {
 
 /* metrics.jsonl, the progress line, the one-time ETA, trust ratios. */
 static void report_step(Trainer *tr, Session *se, StepRecord *rec, bool phase_end) {
+    if (dist_rank() != 0) return; /* one writer of metrics and progress */
     const Config *cfg = tr->cfg;
     double rate = se->tokens / se->train_s;
     rec->elapsed_s = tr->elapsed_before + (bp_now() - tr->session_start);
@@ -506,6 +560,7 @@ static void report_step(Trainer *tr, Session *se, StepRecord *rec, bool phase_en
 }
 
 static int eval_now(Trainer *tr, const PhaseConfig *phase, BpError *err) {
+    if (dist_rank() != 0) return 0; /* rank 0 evaluates; the others go on to the next step's sums */
     EvalRecord ev;
     if (evaluate(tr->model, tr->eval, tr->cfg, phase, &tr->micro[0], &ev, err) != 0) return -1;
     ev.step = tr->step;
@@ -547,14 +602,27 @@ int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
     Trainer tr;
     int rc = -1;
     bool resumed = false;
-    if (trainer_setup(&tr, cfg, err) != 0 || bp_mkdir_p(cfg->training.run_dir, err) != 0 ||
-        trainer_start(&tr, opt->resume, &resumed, err) != 0)
+    bool lead = dist_rank() == 0;
+    bool ok = trainer_setup(&tr, cfg, err) == 0 &&
+              (!lead || (bp_mkdir_p(cfg->training.run_dir, err) == 0 &&
+                         trainer_start(&tr, opt->resume, &resumed, err) == 0));
+    if (dist_any(!ok)) {
+        peer_failed(err, !ok);
         goto done;
-    print_startup(&tr, resumed);
-    if (log_open(&tr.log, cfg->training.run_dir, resumed ? tr.step : -1, err) != 0) goto done;
+    }
+    if (share_start(&tr, &resumed, err) != 0) goto done;
+    if (lead) print_startup(&tr, resumed);
+    if (lead && log_open(&tr.log, cfg->training.run_dir, resumed ? tr.step : -1, err) != 0) goto done;
     catch_stop_signals();
     rc = trainer_loop(&tr, err);
-    if (rc < 0) goto done;
+    if (rc < 0) {
+        rc = dist_world_size() > 1 ? TRAIN_FAILED_ALONE : -1;
+        goto done;
+    }
+    if (!lead) {
+        rc = 0;
+        goto done;
+    }
     log_break(&tr.log);
     if (rc == 1)
         fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: %s%s --resume auto\n",

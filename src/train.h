@@ -22,7 +22,15 @@ typedef struct {
 } TrainOptions;
 
 /* Trains through every phase of a resolved config. Returns 0 when it finished or stopped cleanly
- * on a signal (a checkpoint written), -1 with err filled otherwise. */
+ * on a signal (a checkpoint written), -1 with err filled otherwise.
+ *
+ * With several ranks (dist.h) every rank calls it; rank 0 alone reads and writes the run directory,
+ * metrics and progress, and hands its start (fresh or resumed) to the others. A failure before the
+ * first step is agreed by all ranks: each returns -1, the failing ones with their message, the
+ * others with an empty err->msg (nothing to print). A failure during the steps is seen by one rank
+ * only while the others may wait in a collective: that rank returns TRAIN_FAILED_ALONE, and the
+ * caller must end the whole job (dist_abort). */
+#define TRAIN_FAILED_ALONE (-2)
 int train_run(const Config *cfg, const TrainOptions *opt, BpError *err);
 
 /* Held-out evaluation of a checkpoint on cfg's eval shard (data.eval_examples examples, fixed

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Data-parallel training under Open MPI on a tiny model: 2 and 3 ranks give the parameters of one
+# process with the same global batch (to rounding), two runs with the same ranks are bit-identical,
+# a batch that does not split is refused once, a rank killed by SIGKILL ends the job naming it and
+# --resume auto continues with another number of ranks, and a hung rank is cut off by the timeout
+# every mpirun here runs under (a failed test, never a hung CI).
+source "$(dirname "$0")/lib.sh"
+BIN=$BP_BIN
+REPO=$(pwd)
+T=$TMP
+if ! command -v mpirun > /dev/null; then
+    echo "SKIP: mpirun not found (make installs openmpi-bin); no MPI test ran"
+    finish
+    exit
+fi
+# CI runs as root, which Open MPI refuses unless told
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI's own allocations are not ours to check under the sanitizer build
+export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
+# mpi N ARGS...: N ranks (more than the cores here: --oversubscribe), cut off after 60 s
+mpi() {
+    local n=$1
+    shift
+    timeout -k 5 60 mpirun --oversubscribe -np "$n" "$@"
+}
+steps_of() { grep '"type":"step"' "$1" | sed -E 's/,"tokens_per_s":[^,]*,//; s/,"comm_exposed_s":[^,]*//; s/"elapsed_s":[^}]*//'; }
+
+cat > "$T/tiny.yaml" <<YAML
+model: {preset: bert-tiny, layers: 2, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
+data: {vocab: vocab.txt, vocab_size: 300, input: [$REPO/tests/fixtures/train/corpus.txt],
+       train: shards/train, eval: shards/eval, eval_fraction: 0.15, eval_examples: 24}
+optimizer: {name: lamb}
+schedule: {lr: 2.0e-2, warmup_ratio: 0.1}
+phases:
+  - {seq_len: 32, batch_size: 12, steps: 8, max_predictions_per_seq: 5}
+  - {seq_len: 64, batch_size: 6, steps: 2, max_predictions_per_seq: 10, micro_batch: 1}
+training: {micro_batch: 2, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
+           log_every: 1, eval_every: 8, threads: 1}
+YAML
+# tensors of two safetensors files element by element: |a - b| <= atol + rtol |a|, worst element named
+cat > "$T/same.py" <<'PY'
+import json, struct, sys
+from array import array
+def load(path):
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        head, data = json.loads(f.read(n)), f.read()
+    out = {}
+    for k, v in head.items():
+        if k != '__metadata__':
+            out[k] = array('f', data[v['data_offsets'][0]:v['data_offsets'][1]])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+atol, rtol = float(sys.argv[3]), float(sys.argv[4])
+if a.keys() != b.keys(): sys.exit("different tensors")
+bad = n = 0
+worst = (-1.0, '', 0, 0.0, 0.0)
+for k in a:
+    for i, (x, y) in enumerate(zip(a[k], b[k])):
+        n += 1
+        over = abs(x - y) - (atol + rtol * abs(x))
+        bad += over > 0
+        if abs(x - y) > worst[0]: worst = (abs(x - y), k, i, x, y)
+print("%d of %d elements outside |a-b| <= %g + %g|a|; largest difference %s[%d]: %.9g vs %.9g" %
+      (bad, n, atol, rtol, worst[1], worst[2], worst[3], worst[4]))
+sys.exit(1 if bad else 0)
+PY
+cd "$T"
+"$BIN" prepare tiny.yaml > prepare.log 2>&1
+require "prepare builds vocab and shards ($(tail -n 3 prepare.log))" test -s shards/train -a -s vocab.txt
+# export RUN: the final parameters as RUN.st/model.safetensors
+export_run() { "$BIN" export "$1/ckpt-00000010.bin" "$1.st" > /dev/null 2>&1; }
+same() { # NAME A B ATOL RTOL
+    local msg
+    msg=$(python3 same.py "$2.st/model.safetensors" "$3.st/model.safetensors" "$4" "$5" 2>&1)
+    check "$1: $msg" test $? -eq 0
+}
+
+# --- 1, 2 and 3 ranks, global batch 12 (micro 2 x accumulation 6 / 3 / 2) --------------------------
+"$BIN" tiny.yaml --set training.run_dir=r1 > /dev/null 2> r1.err
+check "one process without mpirun trains (rc=$?)" test -s r1/ckpt-00000010.bin
+not grep -q '"ranks"' r1/metrics.jsonl
+check "... and logs no ranks or communication" test $? -eq 0
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=r2 > /dev/null 2> r2.err
+check "2 ranks train (rc=$?)" test -s r2/ckpt-00000010.bin
+check "... the plan says micro 2 x accumulation 3 x 2 rank(s)" \
+    grep -q "global batch 12 = micro 2 x accumulation 3 x 2 rank(s)" r2.err
+check "... one writer: one start-up summary, one final line" \
+    test "$(grep -c '^bert_pretrain: bert-tiny' r2.err)" -eq 1 -a "$(grep -c '^done: 10 steps' r2.err)" -eq 1
+check "... metrics carry ranks and the exposed communication time" \
+    test "$(grep -c '"ranks":2,"comm_exposed_s":' r2/metrics.jsonl)" -eq 10
+mpi 3 "$BIN" tiny.yaml --set training.run_dir=r3 > /dev/null 2> r3.err
+check "3 ranks train (rc=$?), micro 2 x accumulation 2 x 3" \
+    grep -q "global batch 12 = micro 2 x accumulation 2 x 3 rank(s)" r3.err
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=r2b > /dev/null 2>&1
+for r in r1 r2 r3 r2b; do export_run $r; done
+# 10 LAMB steps at lr 2e-2 move weights by ~1e-2; a rank missing or doubling examples moves them
+# by as much, while reordered float sums differ by a few ulps (worst seen: 3e-8)
+same "2 ranks = 1 rank to rounding" r1 r2 1e-6 1e-5
+same "3 ranks = 1 rank to rounding" r1 r3 1e-6 1e-5
+check "two 2-rank runs: bit-identical parameters" cmp -s r2.st/model.safetensors r2b.st/model.safetensors
+check "... and identical step metrics" cmp -s <(steps_of r2/metrics.jsonl) <(steps_of r2b/metrics.jsonl)
+
+# --- a batch that does not split over the ranks -----------------------------------------------------
+mpi 4 "$BIN" tiny.yaml --set training.run_dir=r4 > /dev/null 2> r4.err
+rc=$?
+check "batch 12 on 4 ranks x micro 2 refused (rc=$rc)" test $rc -ne 0 -a $rc -ne 124
+check "... said once, naming the split" \
+    test "$(grep -c 'batch_size 12 is not divisible by training.micro_batch 2 x 4 rank(s)' r4.err)" -eq 1
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=r2 > /dev/null 2> again.err
+rc=$?
+check "an existing run dir on 2 ranks refused (rc=$rc), said once" \
+    test $rc -ne 0 -a $rc -ne 124 -a "$(grep -c 'already holds checkpoints' again.err)" -eq 1
+
+# --- kill -9 of rank 1 after step 5, then --resume auto on 3 ranks ---------------------------------
+cat > kill_rank1.sh <<'SH'
+#!/usr/bin/env bash
+[ "${OMPI_COMM_WORLD_RANK:-}" = 1 ] && export BERT_PRETRAIN_KILL_AFTER_STEP=5
+exec "$@"
+SH
+chmod +x kill_rank1.sh
+mpi 2 ./kill_rank1.sh "$BIN" tiny.yaml --set training.run_dir=rk > /dev/null 2> rk.err
+rc=$?
+check "rank 1 killed: the job ends, not hangs (rc=$rc)" test $rc -ne 0 -a $rc -ne 124
+check "... with a message naming rank 1" grep -q "process rank 1 .*signal 9" rk.err
+check "... after checkpoint 4" test -s rk/ckpt-00000004.bin
+mpi 3 "$BIN" tiny.yaml --set training.run_dir=rk --resume auto > /dev/null 2> rk2.err
+check "--resume auto on 3 ranks finishes (rc=$?)" test -s rk/ckpt-00000010.bin
+check "... saying the rank count changed" grep -q "world_size changed: 2 -> 3 (allowed)" rk2.err
+export_run rk
+same "killed on 2 + resumed on 3 = 1 rank to rounding" r1 rk 1e-6 1e-5
+
+# --- a hung rank: the timeout ends the job ----------------------------------------------------------
+cat > hang_rank1.sh <<'SH'
+#!/usr/bin/env bash
+[ "${OMPI_COMM_WORLD_RANK:-}" = 1 ] && exec sleep 600
+exec "$@"
+SH
+chmod +x hang_rank1.sh
+start=$SECONDS
+timeout -k 2 4 mpirun --oversubscribe -np 2 ./hang_rank1.sh "$BIN" tiny.yaml --set training.run_dir=rh \
+    > /dev/null 2>&1
+rc=$?
+check "a hung rank is cut off by the timeout (rc=$rc, $((SECONDS - start)) s)" \
+    test \( $rc -eq 124 -o $rc -eq 137 \) -a $((SECONDS - start)) -le 10
+finish
