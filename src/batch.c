@@ -143,20 +143,47 @@ fail:
 /* ------------------------------------------------------------------------------------------ */
 /* the example builder (see batch.h for what one example is)                                  */
 
-/* Sentences [first, first + n_sent) of document doc. */
+/* One example's sentences, as create_instances_from_document cut them: sentences
+ * [first, first + n_sent) of document doc; A is the first a_end of them; B is the rest (a true
+ * continuation) or, when is_random, a span of another document (the rest went back to the walk). */
 typedef struct {
     uint64_t first;
     uint32_t n_sent;
     uint32_t doc;
+    uint32_t a_end;
+    uint32_t is_random;
 } Chunk;
 
+/* What the chunking depends on besides the shard: the walk draws the target lengths, splits and
+ * labels from the seed, and the targets from seq_len and short_seq_prob. */
 typedef struct {
+    uint64_t seed;
     int seq_len;
+    double short_seq_prob;
+} WalkKey;
+
+/* The chunks of one epoch, in document order (the epoch shuffle picks among them). */
+typedef struct {
+    WalkKey key;
+    uint64_t epoch;
     Chunk *chunks;
     size_t n;
+    int pins;          /* builds using it now: not evicted while > 0 */
+    uint64_t last_use;
 } ChunkTable;
 
-#define DATASET_MAX_TABLES 16
+/* Where each epoch starts in the example stream for one WalkKey: cum[e] examples come before
+ * epoch e; cum[0 .. n_cum) are known (epoch sizes differ, as the walk's draws do). */
+typedef struct {
+    WalkKey key;
+    uint64_t *cum;
+    size_t n_cum, cap;
+} EpochIndex;
+
+/* At most this many epoch tables are kept (each holds one epoch's chunks); a build pins the ones
+ * it uses. Callers move through the stream in order, so a few suffice. */
+#define DATASET_MAX_TABLES 4
+#define DATASET_MAX_KEYS 16
 
 struct Dataset {
     Shard shard;
@@ -164,9 +191,12 @@ struct Dataset {
     SpecialIds sp;
     int vocab_size;
     uint8_t *is_cont; /* per id: a "##" continuation piece */
-    pthread_mutex_t lock; /* guards the lazily built chunk tables */
+    pthread_mutex_t lock; /* guards the lazily built tables and epoch indices */
     ChunkTable tables[DATASET_MAX_TABLES];
     int n_tables;
+    EpochIndex index[DATASET_MAX_KEYS];
+    int n_index;
+    uint64_t clock;
 };
 
 Dataset *dataset_open(const char *shard_path, const char *vocab_path, bool lowercase, BpError *err) {
@@ -204,6 +234,7 @@ void dataset_free(Dataset *d) {
     tokenizer_free(d->tok);
     free(d->is_cont);
     for (int i = 0; i < d->n_tables; i++) free(d->tables[i].chunks);
+    for (int i = 0; i < d->n_index; i++) free(d->index[i].cum);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -214,58 +245,174 @@ long dataset_num_tokens(const Dataset *d) { return (long)d->shard.n_tokens; }
 
 static size_t sent_len(const Shard *s, uint64_t i) { return s->sent_start[i + 1] - s->sent_start[i]; }
 
-/* BERT's grouping: within each document, gather sentences until they hold >= target tokens or the
- * document ends; each group is one chunk. Two passes: count, then fill. */
-static int build_chunks(const Shard *s, int seq_len, ChunkTable *t, BpError *err) {
-    size_t target = (size_t)seq_len - 3;
-    for (int pass = 0; pass < 2; pass++) {
-        size_t n = 0;
-        for (size_t doc = 0; doc < s->n_documents; doc++) {
-            uint64_t first = s->doc_start[doc], end = s->doc_start[doc + 1];
-            size_t len = 0;
-            for (uint64_t i = first; i < end; i++) {
-                len += sent_len(s, i);
-                if (len >= target || i + 1 == end) {
-                    if (pass) t->chunks[n] = (Chunk){first, (uint32_t)(i + 1 - first), (uint32_t)doc};
-                    n++;
-                    first = i + 1;
-                    len = 0;
-                }
-            }
-        }
-        if (!pass) {
-            t->chunks = bp_malloc(n * sizeof *t->chunks, "chunk table", err);
-            if (!t->chunks) return -1;
-        }
-        t->n = n;
+static bool same_key(const WalkKey *x, const WalkKey *y) {
+    return x->seed == y->seed && x->seq_len == y->seq_len && x->short_seq_prob == y->short_seq_prob;
+}
+
+static WalkKey walk_key(const ExampleArgs *a) { return (WalkKey){a->seed, a->seq_len, a->short_seq_prob}; }
+
+/* The draws of one document's walk in one epoch. The key's last word has its top bit set, which
+ * the per-example streams (rng_stream(seed, RNG_EXAMPLE, index): last word 0) never have. */
+static RngStream document_stream(uint64_t seed, uint64_t epoch, uint32_t doc) {
+    return (RngStream){rng_hash(seed, RNG_EXAMPLE, epoch, (1ull << 63) | doc), 0};
+}
+
+/* The document's target length, its stream's first draws: seq_len - 3, or with probability
+ * short_seq_prob uniform in [2, seq_len - 3] (create_instances_from_document's
+ * target_seq_length, once per document). */
+static size_t document_target(RngStream *r, const WalkKey *k) {
+    size_t max_num = (size_t)k->seq_len - 3;
+    if (rng_next_u01d(r) < k->short_seq_prob) return 2 + rng_next_below(r, (uint32_t)max_num - 1);
+    return max_num;
+}
+
+/* create_instances_from_document's loop over one document: gather sentences until they hold
+ * target tokens or the document ends; split them at a_end uniform in [1, n - 1]; B is random
+ * (always when n = 1, else with probability 1/2), and then the n - a_end sentences not used go
+ * back ("i -= num_unused_segments") to start the next chunk. Writes the chunks to out when it is
+ * non-NULL; returns how many. */
+static size_t walk_document(const Shard *s, const WalkKey *k, uint64_t epoch, uint32_t doc, Chunk *out) {
+    RngStream r = document_stream(k->seed, epoch, doc);
+    size_t target = document_target(&r, k), len = 0, n = 0;
+    uint64_t start = s->doc_start[doc], end = s->doc_start[doc + 1];
+    for (uint64_t i = start; i < end; i++) {
+        len += sent_len(s, i);
+        if (i + 1 < end && len < target) continue;
+        uint32_t ns = (uint32_t)(i + 1 - start);
+        uint32_t a_end = ns >= 2 ? 1 + rng_next_below(&r, ns - 1) : 1;
+        bool random = ns == 1 || rng_next_u01d(&r) < 0.5;
+        if (out) out[n] = (Chunk){start, ns, doc, a_end, random};
+        n++;
+        if (random) i -= ns - a_end;
+        start = i + 1;
+        len = 0;
     }
-    t->seq_len = seq_len;
+    return n;
+}
+
+static size_t walk_epoch(const Shard *s, const WalkKey *k, uint64_t epoch, Chunk *out) {
+    size_t n = 0;
+    for (size_t doc = 0; doc < s->n_documents; doc++)
+        n += walk_document(s, k, epoch, (uint32_t)doc, out ? out + n : NULL);
+    return n;
+}
+
+/* Under the lock: the epoch of example `index` for key k, its position j in that epoch and the
+ * epoch's size n, extending the key's epoch index as far as needed. */
+static int locate_locked(Dataset *d, const WalkKey *k, uint64_t index, uint64_t *epoch, uint64_t *j,
+                         uint64_t *n, BpError *err) {
+    EpochIndex *x = NULL;
+    for (int i = 0; i < d->n_index && !x; i++)
+        if (same_key(&d->index[i].key, k)) x = &d->index[i];
+    if (!x) {
+        if (d->n_index == DATASET_MAX_KEYS)
+            return bp_fail(err, "%s: more than %d different (seed, seq_len, short_seq_prob) asked of one dataset",
+                           d->shard.path, DATASET_MAX_KEYS);
+        x = &d->index[d->n_index++];
+        *x = (EpochIndex){*k, NULL, 1, 0};
+        x->cum = bp_calloc(16, sizeof *x->cum, "epoch index", err);
+        if (!x->cum) return d->n_index--, -1;
+        x->cap = 16;
+    }
+    while (x->cum[x->n_cum - 1] <= index) {
+        size_t m = walk_epoch(&d->shard, k, x->n_cum - 1, NULL);
+        if (m == 0) return bp_fail(err, "%s: no sentences: the shard gives no examples", d->shard.path);
+        if (x->n_cum == x->cap) {
+            uint64_t *grown = realloc(x->cum, 2 * x->cap * sizeof *grown);
+            if (!grown) return bp_fail(err, "out of memory for the epoch index");
+            x->cum = grown;
+            x->cap *= 2;
+        }
+        x->cum[x->n_cum] = x->cum[x->n_cum - 1] + m;
+        x->n_cum++;
+    }
+    size_t lo = 0, hi = x->n_cum - 1; /* the last e with cum[e] <= index */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (x->cum[mid] <= index) lo = mid;
+        else hi = mid;
+    }
+    *epoch = lo;
+    *j = index - x->cum[lo];
+    *n = x->cum[lo + 1] - x->cum[lo];
     return 0;
 }
 
-static const ChunkTable *chunk_table(const Dataset *cd, int seq_len, BpError *err) {
-    /* The tables are a cache: building one does not change what the dataset means, so the const
-     * interface stays honest; the lock makes concurrent callers safe. */
+static int locate(const Dataset *cd, const WalkKey *k, uint64_t index, uint64_t *epoch, uint64_t *j,
+                  uint64_t *n, BpError *err) {
+    /* The tables and indices are a cache: building one does not change what the dataset means,
+     * so the const interface stays honest; the lock makes concurrent callers safe. */
     Dataset *d = (Dataset *)cd;
-    const ChunkTable *found = NULL;
     pthread_mutex_lock(&d->lock);
-    for (int i = 0; i < d->n_tables && !found; i++)
-        if (d->tables[i].seq_len == seq_len) found = &d->tables[i];
-    if (!found) {
-        if (d->n_tables == DATASET_MAX_TABLES)
-            bp_fail(err, "%s: more than %d different seq_len values asked of one dataset",
-                    d->shard.path, DATASET_MAX_TABLES);
-        else if (build_chunks(&d->shard, seq_len, &d->tables[d->n_tables], err) == 0)
-            found = &d->tables[d->n_tables++];
-    }
+    int rc = locate_locked(d, k, index, epoch, j, n, err);
     pthread_mutex_unlock(&d->lock);
-    return found;
+    return rc;
 }
 
-long dataset_examples_per_epoch(const Dataset *d, int seq_len) {
-    if (seq_len < 5) return -1;
-    const ChunkTable *t = chunk_table(d, seq_len, NULL);
-    return t ? (long)t->n : -1;
+/* The chunk table of (k, epoch), built when missing (replacing the least recently used unpinned
+ * one when all slots are taken), pinned until release_table. */
+static ChunkTable *acquire_table(const Dataset *cd, const WalkKey *k, uint64_t epoch, BpError *err) {
+    Dataset *d = (Dataset *)cd;
+    ChunkTable *t = NULL;
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < d->n_tables && !t; i++)
+        if (d->tables[i].epoch == epoch && same_key(&d->tables[i].key, k)) t = &d->tables[i];
+    if (!t) {
+        if (d->n_tables < DATASET_MAX_TABLES) {
+            t = &d->tables[d->n_tables++];
+            *t = (ChunkTable){0};
+        } else {
+            for (int i = 0; i < d->n_tables; i++)
+                if (!d->tables[i].pins && (!t || d->tables[i].last_use < t->last_use)) t = &d->tables[i];
+        }
+        if (!t) {
+            bp_fail(err, "%s: all %d example tables are in use", d->shard.path, DATASET_MAX_TABLES);
+        } else {
+            free(t->chunks);
+            *t = (ChunkTable){.key = *k, .epoch = epoch};
+            size_t n = walk_epoch(&d->shard, k, epoch, NULL);
+            t->chunks = bp_malloc((n ? n : 1) * sizeof *t->chunks, "chunk table", err);
+            if (!t->chunks) {
+                t->epoch = UINT64_MAX; /* an empty slot no lookup matches */
+                t = NULL;
+            } else {
+                t->n = walk_epoch(&d->shard, k, epoch, t->chunks);
+            }
+        }
+    }
+    if (t) {
+        t->pins++;
+        t->last_use = ++d->clock;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return t;
+}
+
+static void release_table(const Dataset *cd, ChunkTable *t) {
+    Dataset *d = (Dataset *)cd;
+    pthread_mutex_lock(&d->lock);
+    t->pins--;
+    pthread_mutex_unlock(&d->lock);
+}
+
+long dataset_epoch_examples(const Dataset *d, const ExampleArgs *a, uint64_t epoch) {
+    if (a->seq_len < 5) return -1;
+    WalkKey k = walk_key(a);
+    uint64_t e = 0, j = 0, n = 0, first = 0;
+    /* the first example of the epoch: walk the epochs before it once */
+    for (uint64_t q = 0; q <= epoch; q++) {
+        if (locate(d, &k, first, &e, &j, &n, NULL)) return -1;
+        if (q < epoch) first += n;
+    }
+    return (long)n;
+}
+
+int64_t dataset_example_epoch(const Dataset *d, const ExampleArgs *a, int64_t index) {
+    if (a->seq_len < 5 || index < 0) return -1;
+    WalkKey k = walk_key(a);
+    uint64_t e, j, n;
+    if (locate(d, &k, (uint64_t)index, &e, &j, &n, NULL)) return -1;
+    return (int64_t)e;
 }
 
 /* The epoch shuffle: position j of epoch e -> chunk index, a bijection of [0, n). A balanced
@@ -296,31 +443,23 @@ typedef struct {
     uint64_t lo, hi;
 } Span;
 
-/* Builds example `index` into row `row` of b; scratch holds 3 * T ints. */
+/* Builds example `index`, position j of its epoch's table t, into row `row` of b; scratch holds
+ * 3 * T ints. */
 static void build_example(const Dataset *d, const ExampleArgs *a, const ChunkTable *t, int64_t index,
-                          Batch *b, int row, int32_t *scratch) {
+                          uint64_t j, Batch *b, int row, int32_t *scratch) {
     const Shard *s = &d->shard;
     const int T = a->seq_len, P = a->max_predictions;
     const size_t max_num = (size_t)T - 3;
     RngStream re = rng_stream(a->seed, RNG_EXAMPLE, (uint64_t)index);
     RngStream rm = rng_stream(a->seed, RNG_MASK, (uint64_t)index);
 
-    uint64_t epoch = (uint64_t)index / t->n, j = (uint64_t)index % t->n;
-    const Chunk *c = &t->chunks[dataset_epoch_perm(a->seed, epoch, t->n, j)];
-
-    size_t target = max_num;
-    if (rng_next_u01d(&re) < a->short_seq_prob) target = 2 + rng_next_below(&re, (uint32_t)max_num - 1);
-
-    /* the chunk's leading sentences up to target tokens (the whole chunk when target = max_num) */
-    uint32_t ns = 1;
-    size_t len = sent_len(s, c->first);
-    while (ns < c->n_sent && len < target) len += sent_len(s, c->first + ns++);
-
-    uint32_t a_end = ns >= 2 ? 1 + rng_next_below(&re, ns - 1) : 1;
+    const Chunk *c = &t->chunks[dataset_epoch_perm(a->seed, t->epoch, t->n, j)];
+    uint32_t ns = c->n_sent, a_end = c->a_end;
+    bool is_random = c->is_random;
     Span sa = {s->sent_start[c->first], s->sent_start[c->first + a_end]}, sb;
-    bool is_random = ns == 1 || rng_next_u01d(&re) < 0.5;
     if (is_random) {
-        size_t len_a = sa.hi - sa.lo;
+        RngStream rd = document_stream(a->seed, t->epoch, c->doc);
+        size_t target = document_target(&rd, &t->key), len_a = sa.hi - sa.lo;
         size_t target_b = target > len_a ? target - len_a : 0;
         uint32_t nd = (uint32_t)s->n_documents, rdoc = c->doc;
         if (nd >= 2) {
@@ -438,8 +577,6 @@ int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_in
                        "dataset_build_batch: %d x %d with %d predictions does not fit a batch "
                        "allocated for %d x %d with %d",
                        count, a->seq_len, a->max_predictions, b->cap_B, b->cap_T, b->cap_P);
-    const ChunkTable *t = chunk_table(d, a->seq_len, err);
-    if (!t) return -1;
     b->B = count;
     b->T = a->seq_len;
     b->P = a->max_predictions;
@@ -449,11 +586,27 @@ int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_in
     size_t per = 3 * (size_t)a->seq_len;
     int32_t *scratch = bp_malloc((size_t)nth * per * sizeof *scratch, "example scratch", err);
     if (!scratch) return -1;
+    WalkKey k = walk_key(a);
+    int rc = 0;
+    /* epoch by epoch: the rows of one epoch share its table */
+    for (int done = 0; done < count;) {
+        uint64_t epoch, j, n;
+        ChunkTable *t = NULL;
+        if (locate(d, &k, (uint64_t)(first_index + done), &epoch, &j, &n, err) ||
+            !(t = acquire_table(d, &k, epoch, err))) {
+            rc = -1;
+            break;
+        }
+        int run = n - j < (uint64_t)(count - done) ? (int)(n - j) : count - done;
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int i = 0; i < count; i++)
-        build_example(d, a, t, first_index + i, b, i, scratch + (size_t)omp_get_thread_num() * per);
+        for (int i = 0; i < run; i++)
+            build_example(d, a, t, first_index + done + i, j + (uint64_t)i, b, done + i,
+                          scratch + (size_t)omp_get_thread_num() * per);
+        release_table(d, t);
+        done += run;
+    }
     free(scratch);
-    return 0;
+    return rc;
 }
 
 int64_t dataset_step_first_example(const Config *cfg, long global_step) {
@@ -514,7 +667,9 @@ int dataset_step_examples(const Config *cfg, const StepExamplesRequest *req, Ste
     out->dataset = dataset_open(cfg->data.train, cfg->data.vocab, cfg->data.lowercase, err);
     if (!out->dataset) return -1;
     out->tok = dataset_tokenizer(out->dataset);
-    out->examples_per_epoch = dataset_examples_per_epoch(out->dataset, out->args.seq_len);
+    out->epoch = dataset_example_epoch(out->dataset, &out->args, out->first_example);
+    out->examples_per_epoch =
+        out->epoch < 0 ? -1 : dataset_epoch_examples(out->dataset, &out->args, (uint64_t)out->epoch);
     if (batch_alloc(&out->batch, (int)n, out->args.seq_len, out->args.max_predictions, err)) return -1;
     return dataset_build_batch(out->dataset, &out->args, out->first_example, (int)n, &out->batch, err);
 }

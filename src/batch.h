@@ -48,20 +48,26 @@ int batch_load_safetensors(Batch *b, const char *path, BpError *err);
  * The example builder: masked-LM + next-sentence examples cut from a token shard, as BERT's
  * create_pretraining_data.py builds them, with dynamic masking.
  *
- * The stream. A shard's documents are cut into chunks of whole sentences: sentences are gathered
- * until they hold at least seq_len - 3 tokens or the document ends (BERT's grouping). With N chunks
- * for a seq_len, example i belongs to epoch i / N and is built from chunk perm_e(i % N), where perm_e
- * is a bijection of [0, N) keyed by (seed, e): a 6-round Feistel network on the next even power of
- * two, cycle-walked into [0, N). It is a pure function, so no shuffle is stored or advanced.
+ * The stream: epochs, each cut and shuffled anew. Epoch e cuts every document as
+ * create_instances_from_document does, with draws keyed by (seed, e, document): a target length
+ * once per document (seq_len - 3, or with probability short_seq_prob uniform in [2, seq_len - 3]);
+ * sentences gathered until they hold the target or the document ends; A = the first a_end of
+ * them, a_end uniform in [1, n - 1] (1 when n = 1); B random with probability 0.5 (always when
+ * n = 1), and then the n - a_end sentences B did not use go back to start the next chunk ("i -=
+ * num_unused_segments"). Epoch e holds N_e chunks (N_e varies with the draws), one example each;
+ * example i belongs to the epoch e with N_0 + ... + N_{e-1} <= i < N_0 + ... + N_e, at position
+ * j = i - (N_0 + ... + N_{e-1}), and is built from chunk perm_e(j), perm_e a bijection of [0, N_e)
+ * keyed by (seed, e): a 6-round Feistel network on the next even power of two, cycle-walked into
+ * [0, N_e). Epochs play the part of BERT's dupe_factor passes (its data is cut dupe_factor times
+ * with fresh draws); the sizes N_e are counted once per dataset and kept, so an example deep in
+ * the stream costs one walk over the shard per earlier epoch, once.
  *
- * One example, all draws from rng streams keyed by (seed, RNG_EXAMPLE, i) and (seed, RNG_MASK, i):
- *   target = seq_len - 3, or with probability short_seq_prob uniform in [2, seq_len - 3];
- *   the chunk's first sentences up to target tokens (at least one) form the candidate span;
- *   A = its first a_end sentences, a_end uniform in [1, n - 1] (1 when n = 1);
- *   B = the remaining sentences (label 0), or with probability 0.5 (always when n = 1) sentences
- *     from a uniformly chosen random start sentence of a uniformly chosen other document, until
- *     target - |A| tokens (at least one sentence; label 1). A one-document shard draws "random"
- *     spans from that document.
+ * One example, further draws from rng streams keyed by (seed, RNG_EXAMPLE, i) and (seed, RNG_MASK, i):
+ *   A = the chunk's first a_end sentences;
+ *   B = the chunk's remaining sentences (label 0), or (is_random, label 1) sentences from a
+ *     uniformly chosen random start sentence of a uniformly chosen other document, until
+ *     target - |A| tokens (at least one sentence). A one-document shard draws "random" spans from
+ *     that document.
  *   while |A| + |B| > seq_len - 3, the longer one (B on a tie) loses a token at the front or the
  *     back with probability 1/2 each;
  *   [CLS] A [SEP] B [SEP], token types 0 up to the first [SEP], 1 after; padding [PAD], type 0,
@@ -101,8 +107,11 @@ typedef struct {
  * Parallel over examples with OpenMP. */
 int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_index, int count,
                         Batch *b, BpError *err);
-/* N, the number of chunks (= examples) in one epoch at this seq_len; -1 on error. */
-long dataset_examples_per_epoch(const Dataset *d, int seq_len);
+/* N_e, the number of examples of epoch `epoch` under a's seed, seq_len and short_seq_prob; -1 on
+ * error. */
+long dataset_epoch_examples(const Dataset *d, const ExampleArgs *a, uint64_t epoch);
+/* The epoch example `index` belongs to; -1 on error. */
+int64_t dataset_example_epoch(const Dataset *d, const ExampleArgs *a, int64_t index);
 /* The epoch shuffle: which of the n chunks position j of epoch `epoch` uses (a bijection of
  * [0, n) for each (seed, epoch)). */
 uint64_t dataset_epoch_perm(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t j);
@@ -133,7 +142,8 @@ typedef struct {
     long phase_step;        /* global_step - the phase's first step */
     int64_t first_example;  /* the step's first example in the stream */
     int batch_size;         /* the step's examples (the phase's batch_size) */
-    long examples_per_epoch; /* at the phase's seq_len */
+    int64_t epoch;           /* of the step's first example */
+    long examples_per_epoch; /* of that epoch (epochs differ in size) */
     ExampleArgs args;
 } StepExamples;
 

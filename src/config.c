@@ -21,11 +21,14 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "schedule.h"
+
 /* enum fields are read and written as int through the table */
 _Static_assert(sizeof(GeluKind) == sizeof(int), "enum size");
 _Static_assert(sizeof(OptimizerKind) == sizeof(int), "enum size");
 _Static_assert(sizeof(LarsForm) == sizeof(int), "enum size");
 _Static_assert(sizeof(DecayFrom) == sizeof(int), "enum size");
+_Static_assert(sizeof(ScheduleForm) == sizeof(int), "enum size");
 
 #define CFG_MAX_DEPTH 64         /* YAML nesting bound: a config needs 3 */
 #define CFG_MAX_INCLUDE 8        /* base: chain length bound */
@@ -50,6 +53,7 @@ static const char *const OPT_NAMES[] = {"lamb", "lars", "adam", "adamw"};
 static const char *const GELU_NAMES[] = {"erf", "tanh"};
 static const char *const LARS_NAMES[] = {"paper", "classic"};
 static const char *const DECAY_NAMES[] = {"warmup", "zero"};
+static const char *const FORM_NAMES[] = {"bert", "nvidia"};
 
 const char *config_optimizer_name(OptimizerKind k) {
     return (unsigned)k < BP_ARRAY_LEN(OPT_NAMES) ? OPT_NAMES[k] : "?";
@@ -177,6 +181,7 @@ static const KeyDef KEYS[] = {
     NUM("schedule", "decay_power", K_DOUBLE, schedule.decay_power, 0, 100, 0),
     NUM("schedule", "end_lr", K_DOUBLE, schedule.end_lr, 0, 1000, 0),
     ENUM("schedule", "decay_from", schedule.decay_from, DECAY_NAMES),
+    ENUM("schedule", "form", schedule.form, FORM_NAMES),
 
     NUM("training", "micro_batch", K_INT, training.micro_batch, 1, 1 << 20, F_RESUME_SAFE),
     NUM("training", "seed", K_U64, training.seed, 0, 0, 0),
@@ -207,6 +212,7 @@ static const KeyDef PHASE_KEYS[] = {
     PNUM("lr", K_DOUBLE, lr, 0, 1000, F_LO_OPEN | F_UNSET),
     PNUM("warmup_steps", K_INT, warmup_steps, 0, IMAX, F_UNSET),
     PNUM("warmup_ratio", K_DOUBLE, warmup_ratio, 0, 1, F_HI_OPEN | F_UNSET),
+    {"phases", "reset_optimizer_step", K_BOOL, POFF(reset_optimizer_step), 0, 0, 0, 0, 0, 0, NULL, 0, -1},
     PNUM("accumulation", K_INT, accumulation, 0, 0, F_DERIVED | F_RESUME_SAFE),
     PNUM("first_step", K_LONG, first_step, 0, 0, F_DERIVED),
     PNUM("segment_start", K_LONG, segment_start, 0, 0, F_DERIVED),
@@ -299,7 +305,8 @@ void config_defaults(Config *cfg) {
     s->warmup_ratio = 0.01;
     s->decay_power = 1.0;
     s->end_lr = 0.0;
-    s->decay_from = DECAY_FROM_WARMUP;
+    s->decay_from = DECAY_FROM_ZERO;
+    s->form = SCHEDULE_BERT;
 
     for (int i = 0; i < CFG_MAX_PHASES; i++) phase_defaults(&cfg->phases[i]);
     cfg->n_phases = 0;
@@ -463,6 +470,40 @@ static int count_vocab_lines(const char *path, long *count, BpError *err) {
 
 static long round_half_up(double x) { return (long)floor(x + 0.5); }
 
+/* The warmup of the schedule segment that phase i heads (seg_steps steps): W, the steps t < W that
+ * warm up, and for form nvidia the share r. The head phase's warmup wins over the schedule
+ * section's, steps over a ratio. Form bert rounds a ratio half up; form nvidia keeps r, as NVIDIA's
+ * warmup_proportion, and W counts the steps whose progress (t + 1) / S is below it. */
+static int segment_warmup(const Config *cfg, int i, long seg_steps, long *warm, double *ratio,
+                          BpError *err) {
+    const PhaseConfig *head = &cfg->phases[i];
+    const ScheduleConfig *s = &cfg->schedule;
+    long steps = -1;
+    double r = -1;
+    if (head->warmup_steps != -1) steps = head->warmup_steps;
+    else if (head->warmup_ratio != -1) r = head->warmup_ratio;
+    else if (s->warmup_steps != -1) steps = s->warmup_steps;
+    else r = s->warmup_ratio;
+    *ratio = 0;
+    if (s->form == SCHEDULE_BERT) {
+        *warm = steps != -1 ? steps : round_half_up(r * (double)seg_steps);
+        return 0;
+    }
+    if (s->decay_from == DECAY_FROM_WARMUP)
+        return bp_fail_usage(err, "schedule.form nvidia decays from step 0 (progress (t + 1) / S); "
+                                  "decay_from: warmup does not apply to it");
+    if (steps != -1)
+        return bp_fail_usage(err, "phases[%d]: schedule.form nvidia takes its warmup as a ratio "
+                                  "(warmup_ratio, PolyWarmUpScheduler's warmup_proportion), not "
+                                  "warmup_steps", i);
+    long w = (long)floor(r * (double)seg_steps);
+    while (w > 0 && !((double)w / (double)seg_steps < r)) w--;
+    while ((double)(w + 1) / (double)seg_steps < r) w++;
+    *warm = w;
+    *ratio = r;
+    return 0;
+}
+
 int config_resolve(Config *cfg, BpError *err) {
     for (size_t i = 0; i < BP_ARRAY_LEN(KEYS); i++)
         if (check_key(&KEYS[i], cfg, NULL, -1, err)) return -1;
@@ -542,12 +583,9 @@ int config_resolve(Config *cfg, BpError *err) {
         PhaseConfig *head = &cfg->phases[i];
         long seg_steps = 0;
         for (int j = i; j < end; j++) seg_steps += cfg->phases[j].steps;
-        double lr = head->lr != -1 ? head->lr : cfg->schedule.lr;
-        long warm;
-        if (head->warmup_steps != -1) warm = head->warmup_steps;
-        else if (head->warmup_ratio != -1) warm = round_half_up(head->warmup_ratio * (double)seg_steps);
-        else if (cfg->schedule.warmup_steps != -1) warm = cfg->schedule.warmup_steps;
-        else warm = round_half_up(cfg->schedule.warmup_ratio * (double)seg_steps);
+        double lr = head->lr != -1 ? head->lr : cfg->schedule.lr, ratio = 0;
+        long warm = 0;
+        if (segment_warmup(cfg, i, seg_steps, &warm, &ratio, err)) return -1;
         if (warm >= seg_steps)
             return bp_fail_usage(err,
                                  "phases[%d]: warmup of %ld steps is not shorter than its schedule "
@@ -564,6 +602,7 @@ int config_resolve(Config *cfg, BpError *err) {
             p->segment_steps = seg_steps;
             p->segment_warmup = warm;
             p->segment_lr = lr;
+            p->segment_warmup_ratio = ratio;
         }
         i = end;
     }
@@ -1667,8 +1706,28 @@ void config_write_json(const Config *cfg, FILE *out) {
 }
 
 static const char *schedule_words(const Config *cfg) {
+    if (cfg->schedule.form == SCHEDULE_NVIDIA)
+        return "NVIDIA's form: progress (t + 1) / S from step 0, warmup while it is below the ratio";
     return cfg->schedule.decay_from == DECAY_FROM_ZERO ? "decay measured from step 0"
                                                        : "decay from the end of warmup";
+}
+
+/* The lr where the schedule's shape shows: each segment's first step, its first step after warmup,
+ * its last step; and where the optimizer's step count restarts. */
+static void write_schedule_points(const Config *cfg, FILE *out) {
+    for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++) {
+        const PhaseConfig *p = &cfg->phases[i];
+        if (p->segment_start == p->first_step) {
+            long s0 = p->segment_start, sw = s0 + p->segment_warmup, s1 = s0 + p->segment_steps - 1;
+            fprintf(out, "lr         step %ld: %.6g, step %ld (first after warmup): %.6g, step %ld (last of "
+                         "the segment): %.6g\n",
+                    s0, schedule_lr(cfg, s0), sw, schedule_lr(cfg, sw), s1, schedule_lr(cfg, s1));
+        }
+        if (p->reset_optimizer_step)
+            fprintf(out, "optimizer  step count restarts at step %ld (phases[%d]): bias correction from t = 1, "
+                         "moments kept\n",
+                    p->first_step, i);
+    }
 }
 
 void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
@@ -1705,6 +1764,7 @@ void config_write_summary(const Config *cfg, long long n_params, FILE *out) {
                 p->steps, p->first_step, p->max_predictions_per_seq, p->segment_lr, warm,
                 i > 0 && starts ? "yes" : "no");
     }
+    write_schedule_points(cfg, out);
     long long seqs = 0;
     for (int i = 0; i < cfg->n_phases && i < CFG_MAX_PHASES; i++)
         seqs += (long long)cfg->phases[i].batch_size * cfg->phases[i].steps;

@@ -75,6 +75,9 @@ typedef struct {
 } OptimConfig;
 
 typedef enum { DECAY_FROM_WARMUP = 0, DECAY_FROM_ZERO = 1 } DecayFrom;
+/* bert: google-research/bert's create_optimizer (lr of update t + 1 from step t); nvidia: NVIDIA's
+ * PyTorch PolyWarmUpScheduler (from progress (t + 1) / S, warmup as a ratio). schedule.h. */
+typedef enum { SCHEDULE_BERT = 0, SCHEDULE_NVIDIA = 1 } ScheduleForm;
 
 typedef struct {
     double lr;           /* peak learning rate */
@@ -82,7 +85,8 @@ typedef struct {
     double warmup_ratio; /* share of the schedule's steps */
     double decay_power;  /* 1.0 */
     double end_lr;       /* 0.0 */
-    DecayFrom decay_from; /* warmup_end (paper) or zero: (1 - t/total)^power */
+    DecayFrom decay_from; /* zero (default, [bert]): (1 - t/total)^power, or from the warmup's end */
+    ScheduleForm form;    /* bert (default) or nvidia */
 } ScheduleConfig;
 
 typedef struct {
@@ -95,6 +99,8 @@ typedef struct {
     double lr;             /* only with restart_schedule; -1 = schedule.lr */
     int warmup_steps;      /* only with restart_schedule; -1 = from warmup_ratio */
     double warmup_ratio;   /* only with restart_schedule; -1 = schedule.warmup_ratio */
+    bool reset_optimizer_step; /* the optimizer's step count (bias correction's t) restarts at this
+                                  phase's first step, the moments kept, as NVIDIA's phase 2 */
     /* derived by config_resolve */
     int accumulation;      /* batch_size / (phase micro_batch * world_size) */
     long first_step;       /* global step at which the phase starts */
@@ -103,6 +109,8 @@ typedef struct {
                               up to the next restart) */
     long segment_warmup;   /* warmup steps of the segment */
     double segment_lr;     /* peak lr of the segment */
+    double segment_warmup_ratio; /* form nvidia: the warmup share r of the segment (not in the JSON:
+                                    recomputed from the keys it comes from) */
 } PhaseConfig;
 
 typedef struct {

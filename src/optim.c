@@ -322,6 +322,7 @@ fail:
 
 const OptimLayerStat *optim_layer_stats(const Optimizer *o) { return o->stats; }
 long optim_step_count(const Optimizer *o) { return o->step; }
+void optim_reset_step_count(Optimizer *o) { o->step = 0; }
 const char *optim_describe(const Optimizer *o) { return state_kind_name(o->kind); }
 
 /* ------------------------------------------------------------------------------------------ */

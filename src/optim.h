@@ -53,6 +53,9 @@ typedef struct {
 /* table->n entries for LAMB and LARS (zeros before the first step); NULL for Adam and AdamW. */
 const OptimLayerStat *optim_layer_stats(const Optimizer *o);
 long optim_step_count(const Optimizer *o);
+/* Restarts the step count at 0, the moments kept: the next step is t = 1 for bias correction, as
+ * NVIDIA's BERT recipe does at its phase 2 (phases[i].reset_optimizer_step). */
+void optim_reset_step_count(Optimizer *o);
 /* "lamb", "lars (paper form)", "lars (classic form)", "adam", "adamw" */
 const char *optim_describe(const Optimizer *o);
 

@@ -10,10 +10,15 @@ double schedule_lr(const Config *cfg, long step) {
     const ScheduleConfig *s = &cfg->schedule;
     double peak = p->segment_lr, end = s->end_lr;
     long t = step - p->segment_start, w = p->segment_warmup, total = p->segment_steps;
-    if (t < w) return peak * (double)t / (double)w;
     if (t >= total) return end;
+    if (s->form == SCHEDULE_NVIDIA) {
+        /* progress counts the update being made: NVIDIA's scheduler reads the optimizer's step
+         * count (0 before the first update) + 1 */
+        if (t < w) return peak * ((double)(t + 1) / (double)total) / p->segment_warmup_ratio;
+        return end + (peak - end) * pow((double)(total - t - 1) / (double)total, s->decay_power);
+    }
+    if (t < w) return peak * (double)t / (double)w;
     /* 1 - progress from integer step counts: exact near the end, where 1 - t/S would cancel */
     long span = s->decay_from == DECAY_FROM_ZERO ? total : total - w;
-    double left = (double)(total - t) / (double)span;
-    return end + (peak - end) * pow(left, s->decay_power);
+    return end + (peak - end) * pow((double)(total - t) / (double)span, s->decay_power);
 }

@@ -3,12 +3,19 @@
  *
  * The phases are grouped into schedule segments: phase 0 and every phase with restart_schedule
  * start one (re-warmup), the others continue it. config_resolve fills each phase's segment_start,
- * segment_steps, segment_warmup (W) and segment_lr (the peak). With t the step counted from the
- * segment's start and S its steps:
- *   t < W                        peak * t / W                       (linear warmup from 0)
- *   decay_from = warmup (paper)  end + (peak - end) * (1 - (t - W) / (S - W))^power
- *   decay_from = zero   ([bert]) end + (peak - end) * (1 - t / S)^power
- * and end_lr from t >= S on (a step past the last one). docs/optimizers.md gives the sources. */
+ * segment_steps (S), segment_warmup (W), segment_lr (P, the peak) and, for form nvidia, the
+ * warmup share r. With t the step counted from the segment's start, E = end_lr, p = decay_power:
+ *
+ * form bert (google-research/bert and ALBERT create_optimizer: tf.train.polynomial_decay over all
+ * S steps, the linear warmup overriding the first W; update t + 1 uses global_step t):
+ *   t < W                        P * t / W
+ *   decay_from = zero (default)  E + (P - E) * (1 - t / S)^p
+ *   decay_from = warmup          E + (P - E) * (1 - (t - W) / (S - W))^p
+ * form nvidia (NVIDIA DeepLearningExamples PyTorch BERT, PolyWarmUpScheduler: progress q = (t + 1) / S,
+ * the optimizer's step count after the update, over one stage's S steps):
+ *   q < r (t < W)                P * q / r
+ *   otherwise                    E + (P - E) * (1 - q)^p       (NVIDIA has E = 0)
+ * and E from t >= S on (a step past the last one). docs/optimizers.md gives the sources. */
 #ifndef BP_SCHEDULE_H
 #define BP_SCHEDULE_H
 

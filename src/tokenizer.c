@@ -5,7 +5,7 @@
  *   decode UTF-8 (invalid bytes dropped) -> _clean_text (drop NUL, U+FFFD, Cc/Cf; whitespace to
  *   ' ') -> _tokenize_chinese_chars -> split on whitespace -> per token: lower() (with Python's
  *   final-sigma rule), NFD, drop Mn (uncased only) -> split off each punctuation character ->
- *   WordPiece (greedy longest match, "##" continuations, [UNK] past 100 characters).
+ *   WordPiece (greedy longest match, "##" continuations, [UNK] past 200 characters).
  * The Unicode data comes from Python's unicodedata (unicode_tables.c), the data those rules were
  * written against. */
 #include "tokenizer.h"
@@ -16,7 +16,7 @@
 #include "textfile.h"
 #include "unicode_tables.h"
 
-#define TOK_MAX_INPUT_CHARS 100 /* tokenization.py's max_input_chars_per_word */
+#define TOK_MAX_INPUT_CHARS 200 /* tokenization.py's WordpieceTokenizer max_input_chars_per_word */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Unicode look-ups                                                                            */

@@ -4,7 +4,7 @@
  * Zs) separates words; for uncased vocabs lower-case and strip accents (NFD, drop Mn marks); split
  * punctuation (ASCII 33-47, 58-64, 91-96, 123-126 and Unicode P*); put spaces around CJK
  * ideographs. WordPiece: greedy longest-match-first, "##" marks continuation pieces, [UNK] for a
- * word with no complete match or longer than 100 characters. Invalid UTF-8 bytes are treated as
+ * word with no complete match or longer than 200 characters. Invalid UTF-8 bytes are treated as
  * U+FFFD (dropped), never a crash. */
 #ifndef BP_TOKENIZER_H
 #define BP_TOKENIZER_H

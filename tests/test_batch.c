@@ -1,7 +1,7 @@
 /* Unit tests for the example builder (batch.c): structure of every example, masking and NSP
- * statistics over many examples, whole-word masking, lengths under short_seq_prob, the epoch
- * shuffle, determinism across runs / thread counts / micro-batch splits, the step -> example map,
- * and errors. Shards are written directly from token ids so the tests do not depend on tokenizing
+ * statistics over many examples, BERT's cutting (per-document target, unused sentences put back),
+ * whole-word masking, lengths under short_seq_prob, the epoch shuffle and epoch sizes, determinism
+ * across runs / thread counts / micro-batch splits, the step -> example map, and errors. Shards are written directly from token ids so the tests do not depend on tokenizing
  * text. Vocab: [PAD] [UNK] [CLS] [SEP] [MASK] (ids 0-4), then N_WORDS words "wK" (ids 5..), then
  * N_PIECES continuation pieces "##pK". */
 #include <setjmp.h>
@@ -213,7 +213,8 @@ static void test_structure(void **state) {
 
 static void test_masking_statistics(void **state) {
     (void)state;
-    ShardSpec sp = {.n_docs = 150, .sent_min = 2, .sent_max = 15, .len_min = 2, .len_max = 12};
+    /* documents long enough that most rows are full: the position quarters below count those */
+    ShardSpec sp = {.n_docs = 150, .sent_min = 10, .sent_max = 40, .len_min = 2, .len_max = 12, .words = 1};
     Dataset *d = open_ds(make_shard("stats", &sp, 2, NULL));
     const int T = 128, N = 3000;
     ExampleArgs a = args(T, T); /* no cap: num = round(0.15 n) */
@@ -316,14 +317,19 @@ static void test_nsp_and_lengths(void **state) {
         print_message("short_seq_prob %.1f: NSP random %.4f, shorter than T %.4f, at most half %.4f\n",
                       ssp[v], f1, frac_short[v], fh);
         if (v == 0) assert_true(fabs(f1 - 0.5) < 0.025);
-        if (v == 2) assert_true(fh > 0.35 && fh < 0.6); /* target uniform in [2, T-3] */
+        /* Every target short, uniform in [2, T - 3], drawn once per document: a document of target
+         * t gives about len / (t + c) examples (c ~ 2.5, the overshoot of the last sentence), so
+         * examples of length <= (T - 3) / 2 are a share ln(30.5 / 4.5) / ln(63.5 / 4.5) ~ 0.72 of
+         * them (one draw per example would give ~0.5) */
+        if (v == 2) assert_true(fh > 0.6 && fh < 0.85);
     }
     /* without short targets nearly every example fills the row (only a document's last chunk can
-     * be short); with 0.1 about a tenth more are short (a little less: a short target can still
-     * overshoot to a full row) */
-    assert_true(frac_short[0] < 0.06);
+     * be short). With 0.1 a tenth of the documents have a short target, and they give ~2.8 times
+     * as many examples (mean of 1 / (t + c) over t in [2, 61] against 1 / 63.5), so ~0.24 of the
+     * examples come from them, nearly all short (one draw per example would add ~0.09) */
+    assert_true(frac_short[0] < 0.07);
     double extra = frac_short[1] - frac_short[0];
-    assert_true(extra > 0.07 && extra < 0.11);
+    assert_true(extra > 0.15 && extra < 0.32);
     assert_true(frac_short[2] > 0.9);
     batch_free(&b);
     dataset_free(d);
@@ -336,6 +342,60 @@ static void test_nsp_and_lengths(void **state) {
     build(d, &a, 0, 300, &b);
     for (int i = 0; i < 300; i++) assert_int_equal(b.next_sentence_labels[i], 1);
     batch_free(&b);
+    dataset_free(d);
+}
+
+/* create_instances_from_document's cutting, checked on one epoch of a shard whose sentences all
+ * hold 4 tokens (no example is ever truncated at T = 63, 60 = 15 sentences): every sentence is
+ * used exactly once, as part of A or of a true-next B (a random-next pair puts its unused
+ * sentences back), and within a document every chunk that does not end the document has the same
+ * length (the target is drawn once per document). */
+static void test_bert_cutting(void **state) {
+    (void)state;
+    static int doc_of[N_WORDS], covered[N_WORDS], chunk_len[200];
+    ShardSpec sp = {.n_docs = 150, .sent_min = 3, .sent_max = 30, .len_min = 4, .len_max = 4};
+    Dataset *d = open_ds(make_shard("cutting", &sp, 11, doc_of));
+    long n_tokens = dataset_num_tokens(d);
+    const int T = 63;
+    const double ssp[2] = {0.0, 0.5};
+    for (int v = 0; v < 2; v++) {
+        ExampleArgs a = args(T, 5);
+        a.short_seq_prob = ssp[v];
+        long n = dataset_epoch_examples(d, &a, 0);
+        assert_true(n >= sp.n_docs);
+        Batch b;
+        BpError err = {0};
+        assert_int_equal(batch_alloc(&b, (int)n, T, 5, &err), 0);
+        build(d, &a, 0, (int)n, &b);
+        memset(covered, 0, sizeof covered);
+        memset(chunk_len, 0, sizeof chunk_len);
+        int32_t orig[64];
+        int docs_short = 0;
+        for (int i = 0; i < n; i++) {
+            original_row(&b, i, orig);
+            int len = real_len(&b, i), sa = sep_a_of(&b, i, len);
+            int a0 = orig[1] - FIRST_WORD, la = sa - 1, b0 = orig[sa + 1] - FIRST_WORD, lb = len - sa - 2;
+            /* whole sentences, never cut */
+            assert_true(a0 % 4 == 0 && la % 4 == 0 && b0 % 4 == 0 && (lb % 4 == 0 || b0 + lb == n_tokens));
+            for (int k = 0; k < la; k++) covered[a0 + k]++;
+            if (b.next_sentence_labels[i]) continue;
+            for (int k = 0; k < lb; k++) covered[b0 + k]++;
+            int last = b0 + lb - 1, doc = doc_of[a0];
+            if (last + 1 < n_tokens && doc_of[last + 1] == doc) { /* not the document's last chunk */
+                if (!chunk_len[doc]) chunk_len[doc] = la + lb;
+                if (chunk_len[doc] != la + lb)
+                    fail_msg("document %d: chunks of %d and %d tokens", doc, chunk_len[doc], la + lb);
+            }
+        }
+        for (long g = 0; g < n_tokens; g++)
+            if (covered[g] != 1) fail_msg("short_seq_prob %.1f: token %ld used %d times", ssp[v], g, covered[g]);
+        for (int doc = 0; doc < sp.n_docs; doc++) docs_short += chunk_len[doc] && chunk_len[doc] < 60;
+        print_message("cutting: short_seq_prob %.1f, %ld examples, %d documents with a short target seen\n",
+                      ssp[v], n, docs_short);
+        if (v == 0) assert_int_equal(docs_short, 0);
+        else assert_true(docs_short > 20);
+        batch_free(&b);
+    }
     dataset_free(d);
 }
 
@@ -430,11 +490,25 @@ static void test_epoch_perm_and_chunks(void **state) {
     assert_int_equal(shard_writer_commit(w, &err), 0);
     shard_writer_free(w);
     Dataset *d = open_ds(path);
-    /* T = 13: target 10: [4 4 4] [1 9] [2] | [20] */
-    assert_int_equal(dataset_examples_per_epoch(d, 13), 4);
-    /* T = 8: target 5: [4 4] [4 1] [9] [2] | [20] */
-    assert_int_equal(dataset_examples_per_epoch(d, 8), 5);
-    assert_int_equal(dataset_examples_per_epoch(d, 4), -1);
+    /* epochs differ in size (the walk's draws differ) and tile the stream: example cum_e is the
+     * first of epoch e */
+    ExampleArgs a13 = args(13, 2);
+    long sizes[6];
+    int64_t cum = 0;
+    bool differ = false;
+    for (int e = 0; e < 6; e++) {
+        sizes[e] = dataset_epoch_examples(d, &a13, (uint64_t)e);
+        /* at least one chunk per document, at most one per sentence */
+        assert_true(sizes[e] >= 2 && sizes[e] <= 7);
+        assert_int_equal(dataset_example_epoch(d, &a13, cum), e);
+        if (e) assert_int_equal(dataset_example_epoch(d, &a13, cum - 1), e - 1);
+        cum += sizes[e];
+        differ |= sizes[e] != sizes[0];
+    }
+    assert_true(differ);
+    ExampleArgs a4 = args(4, 1);
+    assert_int_equal(dataset_epoch_examples(d, &a4, 0), -1);
+    assert_int_equal(dataset_example_epoch(d, &a13, -1), -1);
     assert_int_equal(dataset_num_documents(d), 2);
     assert_int_equal(dataset_num_tokens(d), 44);
     dataset_free(d);
@@ -499,7 +573,7 @@ static void test_determinism(void **state) {
     /* byte-identical across runs and builds: a fixed checksum of these 8 examples */
     uint32_t crc = batch_crc(&all);
     print_message("determinism: batch crc %08x\n", crc);
-    assert_int_equal(crc, 0x7eef9022u);
+    assert_int_equal(crc, 0xf386db70u); /* since the per-document cutting (issue 15) */
     /* another seed gives other examples */
     a.seed++;
     build(d1, &a, first, 8, &other);
@@ -610,6 +684,7 @@ int main(void) {
         cmocka_unit_test(test_structure),
         cmocka_unit_test(test_masking_statistics),
         cmocka_unit_test(test_nsp_and_lengths),
+        cmocka_unit_test(test_bert_cutting),
         cmocka_unit_test(test_whole_word_masking),
         cmocka_unit_test(test_epoch_perm_and_chunks),
         cmocka_unit_test(test_determinism),

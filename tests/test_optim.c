@@ -557,6 +557,63 @@ static void test_state_round_trip(void **state) {
     big_free(&b);
 }
 
+/* NVIDIA's phase 2 (reset_optimizer_step): the step count restarts, the moments stay. LAMB and
+ * AdamW on one tensor, 2 steps, a reset, one more: the third update must use bias correction with
+ * t = 1 on the moments of all three gradients, computed here in double from the update rules of
+ * docs/optimizers.md. Weight decay 0.5 lets LAMB's normalised update show the bias correction: with
+ * t = 3 instead of 1 the third step moves x by ~1e-3 relative. */
+static void test_reset_step_count(void **state) {
+    (void)state;
+    enum { N = 5 };
+    ParamInfo pi;
+    memset(&pi, 0, sizeof pi);
+    snprintf(pi.name, sizeof pi.name, "w");
+    pi.ndim = 1;
+    pi.shape[0] = N;
+    pi.numel = N;
+    pi.weight_decay = pi.layer_adaptation = true;
+    ParamTable table = {&pi, 1, 16};
+    const OptimizerKind kinds[] = {OPT_LAMB, OPT_ADAMW};
+    for (size_t k = 0; k < 2; k++) {
+        Config cfg;
+        config_defaults(&cfg);
+        OptimConfig oc = cfg.optimizer; /* b1 0.9, b2 0.999, eps 1e-6, bias correction */
+        oc.name = kinds[k];
+        oc.clip_grad_norm = 0;
+        oc.weight_decay = 0.5;
+        BpError err = {0};
+        Optimizer *o = optim_create(&oc, &table, &err);
+        assert_non_null(o);
+        float x[16] = {0.3f, -0.2f, 0.5f, 0.1f, -0.4f}, g[16] = {0};
+        double xr[N], m[N] = {0}, v[N] = {0};
+        for (int j = 0; j < N; j++) xr[j] = x[j];
+        const double lr = 1e-2;
+        for (int s = 0; s < 3; s++) {
+            if (s == 2) {
+                optim_reset_step_count(o);
+                assert_int_equal(optim_step_count(o), 0);
+            }
+            double t = s == 2 ? 1 : s + 1;
+            for (int j = 0; j < N; j++) g[j] = 0.01f * (float)((j + 1) * (s % 2 ? -1 : 1) + s);
+            optim_step(o, x, g, lr, optim_grad_norm(&table, g, NULL));
+            double u[N], xn = 0, un = 0;
+            for (int j = 0; j < N; j++) {
+                m[j] = 0.9 * m[j] + 0.1 * g[j];
+                v[j] = 0.999 * v[j] + 0.001 * (double)g[j] * g[j];
+                double mh = m[j] / (1 - pow(0.9, t)), vh = v[j] / (1 - pow(0.999, t));
+                u[j] = mh / (sqrt(vh) + 1e-6) + 0.5 * xr[j];
+                xn += xr[j] * xr[j];
+                un += u[j] * u[j];
+            }
+            double ratio = kinds[k] == OPT_LAMB ? sqrt(xn) / sqrt(un) : 1.0;
+            for (int j = 0; j < N; j++) xr[j] -= lr * ratio * u[j];
+            check_close_f(s == 2 ? "after the reset" : "before the reset", x, xr, N, 1e-7, 2e-5);
+        }
+        assert_int_equal(optim_step_count(o), 1);
+        optim_free(o);
+    }
+}
+
 static void test_state_refusals(void **state) {
     (void)state;
     Big b;
@@ -692,6 +749,7 @@ int main(void) {
         cmocka_unit_test(test_thread_count_independence),
         cmocka_unit_test(test_multichunk_norms),
         cmocka_unit_test(test_state_round_trip),
+        cmocka_unit_test(test_reset_step_count),
         cmocka_unit_test(test_state_refusals),
         cmocka_unit_test(test_create_refuses_overlap),
         cmocka_unit_test(test_empty_table),

@@ -1,6 +1,8 @@
 /* The LAMB paper's BERT-Large table as configs: loads configs/{512,1k,...,32k,64k_32k}.yaml through
  * config_load_cli (as `bert_pretrain CONFIG --dry-run` does) and checks every number of the table
- * (shared/paper.md section 1): global batch, steps per phase, peak lr, warmup steps, accumulation. */
+ * (docs/paper_table.md says which version of the paper each comes from): global batch, steps per
+ * phase, peak lr, warmup steps, accumulation, and the schedule's form: the table rows decay from
+ * step 0 as google-research/bert's create_optimizer, 64k_32k follows NVIDIA's PolyWarmUpScheduler. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "schedule.h"
 
 typedef struct {
     const char *file;
@@ -66,7 +69,7 @@ static void check_common(const Config *c) {
     assert_string_equal(c->optimizer.exclude_from_layer_adaptation[0], "bias");
     assert_string_equal(c->optimizer.exclude_from_layer_adaptation[1], "LayerNorm");
     assert_true(c->schedule.end_lr == 0.0);
-    assert_int_equal(c->schedule.decay_from, DECAY_FROM_WARMUP);
+    assert_int_equal(c->schedule.decay_from, DECAY_FROM_ZERO);
     assert_int_equal(c->n_phases, 2);
     assert_int_equal(c->phases[0].seq_len, 128);
     assert_int_equal(c->phases[0].max_predictions_per_seq, 20);
@@ -107,6 +110,12 @@ static void test_table_rows(void **state) {
             close_to(ph->segment_lr, w->printed_lr, 0, 5e-4, w->file);
         }
         close_to(c.schedule.warmup_ratio * (double)w->steps, 3125, 1e-6, 0, "warmup ratio x steps");
+        assert_int_equal(c.schedule.form, SCHEDULE_BERT);
+        /* the decay runs from step 0: right after warmup the lr is peak * (1 - 3125 / steps) */
+        double peak = c.phases[0].segment_lr;
+        close_to(schedule_lr(&c, 3124), peak * 3124 / 3125, 0, 1e-14, "last warmup step");
+        close_to(schedule_lr(&c, 3125), peak * (double)(w->steps - 3125) / (double)w->steps, 0, 1e-14,
+                 "first step after warmup");
         char run_dir[64];
         snprintf(run_dir, sizeof run_dir, "runs/%.*s", (int)(strlen(w->file) - 13), w->file + 8);
         assert_string_equal(c.training.run_dir, run_dir);
@@ -123,6 +132,7 @@ static void test_32k_headline(void **state) {
     assert_int_equal(c.phases[1].batch_size, 32768);
     assert_true(c.phases[0].segment_lr == 5e-3);
     assert_int_equal(c.phases[0].segment_warmup, 3125);
+    close_to(schedule_lr(&c, 3125), 4e-3, 0, 1e-14, "32K: lr right after warmup");
     assert_int_equal(c.model.vocab_size, 30522);
     /* the micro-batch divides the global batch on any power-of-two number of ranks up to 4096 */
     load(&c, "configs/32k.yaml", 64);
@@ -143,19 +153,29 @@ static void test_64k_32k(void **state) {
     assert_int_equal(s2->steps, 1562);
     assert_int_equal(s1->accumulation, 65536 / 32);
     assert_int_equal(s2->accumulation, 32768 / c.training.micro_batch);
-    /* stage 1: its own segment, 6e-3 with 2000 warmup steps */
+    /* NVIDIA's form: PolyWarmUpScheduler per stage, warmup as a proportion */
+    assert_int_equal(c.schedule.form, SCHEDULE_NVIDIA);
+    assert_true(c.schedule.decay_power == 0.5);
+    /* stage 1: its own segment, 6e-3, warmup_proportion 0.2843: 2000 updates below it */
     assert_int_equal(s1->segment_start, 0);
     assert_int_equal(s1->segment_steps, 7037);
+    assert_true(s1->segment_warmup_ratio == 0.2843);
     assert_int_equal(s1->segment_warmup, 2000);
     assert_true(s1->segment_lr == 6e-3);
-    /* stage 2 re-warms: 4e-3 with 200 warmup steps over its 1562 steps */
+    assert_false(s1->reset_optimizer_step);
+    /* stage 2 re-warms: 4e-3, proportion 0.128 of its 1562 steps (199 updates), and the optimizer's
+     * step count restarts there */
     assert_true(s2->restart_schedule);
+    assert_true(s2->reset_optimizer_step);
     assert_int_equal(s2->first_step, 7037);
     assert_int_equal(s2->segment_start, 7037);
     assert_int_equal(s2->segment_steps, 1562);
-    assert_int_equal(s2->segment_warmup, 200);
+    assert_true(s2->segment_warmup_ratio == 0.128);
+    assert_int_equal(s2->segment_warmup, 199);
     assert_true(s2->segment_lr == 4e-3);
-    assert_true(c.schedule.decay_power == 0.5);
+    /* right after stage 1's warmup: 6e-3 * (1 - 2001/7037)^0.5 = 5.0757e-3, not the peak */
+    close_to(schedule_lr(&c, 2000), 6e-3 * sqrt(5036.0 / 7037), 0, 1e-14, "64K/32K: after warmup");
+    close_to(schedule_lr(&c, 7037), 4e-3 * (1.0 / 1562) / 0.128, 0, 1e-14, "64K/32K: stage 2's first");
 }
 
 int main(void) {

@@ -188,6 +188,61 @@ static void test_basic_rules(void **state) {
     EXPECT_WORDS("", 0, true, "");
 }
 
+/* The expected pieces of a word of n 'x' under vocab_small.txt (x, ##x, ##xx, ##xxxx), by
+ * tokenization.py's rules: [UNK] past max_input_chars_per_word = 200 characters; otherwise greedy
+ * longest match, "x" first (no longer initial piece), then "##xxxx" while 4 or more are left, then
+ * "##xx" and "##x" for a remainder of 2 or 3, "##x" for 1. */
+static char *x_word_pieces(int n) {
+    char *out = malloc(8 * (size_t)n + 8);
+    assert_non_null(out);
+    if (n > 200) return strcpy(out, "[UNK]");
+    strcpy(out, "x");
+    int left = n - 1;
+    for (; left >= 4; left -= 4) strcat(out, " ##xxxx");
+    if (left >= 2) strcat(out, " ##xx"), left -= 2;
+    if (left == 1) strcat(out, " ##x");
+    return out;
+}
+
+/* Words up to 200 characters are cut into pieces, longer ones are one [UNK]: tokenization.py's
+ * WordpieceTokenizer (max_input_chars_per_word = 200); Hugging Face's BertTokenizer uses 100. */
+static void test_long_words(void **state) {
+    (void)state;
+    Tokenizer *tok = load_small(true);
+    const int lengths[] = {1, 2, 3, 4, 5, 100, 101, 150, 199, 200, 201, 300};
+    char w[320];
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        int n = lengths[i];
+        memset(w, 'x', (size_t)n);
+        w[n] = '\0';
+        char *want = x_word_pieces(n);
+        EXPECT_PIECES(tok, w, want);
+        free(want);
+    }
+    /* the 150-character word in full: x + 37 x ##xxxx (148) + ##x */
+    memset(w, 'x', 150);
+    w[150] = '\0';
+    char *got = pieces(tok, w, 150);
+    assert_int_equal(strlen(got), 1 + 37 * 7 + 4);
+    assert_int_equal(strncmp(got, "x ##xxxx ##xxxx", 15), 0);
+    assert_string_equal(got + strlen(got) - 10, "##xxxx ##x");
+    free(got);
+    /* the limit counts characters, not bytes: "ça" x 100 is 200 characters in 300 bytes and
+     * tokenizes (the cased vocab has "ça" and "##ça"); one "x" more (201, "##x" in the vocab) is
+     * one [UNK] */
+    Tokenizer *cased = load_small(false);
+    char ca[512] = "";
+    for (int k = 0; k < 100; k++) strcat(ca, "ça");
+    got = pieces(cased, ca, strlen(ca));
+    assert_int_equal(strlen(got), strlen("ça") + 99 * strlen(" ##ça"));
+    assert_int_equal(strncmp(got, "ça ##ça ##ça", strlen("ça ##ça ##ça")), 0);
+    free(got);
+    strcat(ca, "x");
+    EXPECT_PIECES(cased, ca, "[UNK]");
+    tokenizer_free(cased);
+    tokenizer_free(tok);
+}
+
 static void test_wordpiece(void **state) {
     (void)state;
     Tokenizer *tok = load_small(true);
@@ -198,16 +253,6 @@ static void test_wordpiece(void **state) {
     EXPECT_PIECES(tok, "coöperate", "co ##op ##erate");
     EXPECT_PIECES(tok, "unknownword", "[UNK]");   /* no piece for 'k' after "un" */
     EXPECT_PIECES(tok, "zq hello", "[UNK] hello"); /* one [UNK] per word, not per piece */
-    /* 100 characters tokenize, 101 are one [UNK] */
-    char w[128];
-    memset(w, 'x', 101);
-    w[100] = '\0';
-    EXPECT_PIECES(tok, w, "x ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx "
-                          "##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx ##xxxx "
-                          "##xxxx ##xxxx ##xxxx ##xxxx ##xx ##x");
-    w[100] = 'x';
-    w[101] = '\0';
-    EXPECT_PIECES(tok, w, "[UNK]");
     EXPECT_PIECES(tok, "中文ok", "中 文 ok");
     tokenizer_free(tok);
     Tokenizer *cased = load_small(false);
@@ -493,6 +538,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_crlf_vocab, setup_scratch, tu_dir_teardown),
         cmocka_unit_test(test_basic_rules),
         cmocka_unit_test(test_wordpiece),
+        cmocka_unit_test(test_long_words),
         cmocka_unit_test(test_reference_cases),
         cmocka_unit_test(test_every_code_point),
         cmocka_unit_test(test_invalid_utf8_fuzz),
