@@ -118,7 +118,7 @@ static const CliCommand SHOW = {
     .n_options = (int)BP_ARRAY_LEN(SHOW_OPTIONS),
 };
 
-static void print_example(const Batch *b, int i, const Tokenizer *tok, long examples_per_epoch) {
+static void print_example(const Batch *b, int i, const Tokenizer *tok, int64_t epoch) {
     const int T = b->T, P = b->P;
     const int32_t *ids = b->input_ids + (size_t)i * T, *ty = b->token_type_ids + (size_t)i * T;
     const int32_t *att = b->attention_mask + (size_t)i * T;
@@ -134,7 +134,7 @@ static void print_example(const Batch *b, int i, const Tokenizer *tok, long exam
     int64_t index = b->example_index[i];
     printf("example %" PRId64 " (epoch %" PRId64 ")  NSP label %d (%s)  %d real tokens + %d [PAD]  "
            "%d predictions\n",
-           index, examples_per_epoch > 0 ? index / examples_per_epoch : 0, b->next_sentence_labels[i],
+           index, epoch, b->next_sentence_labels[i],
            b->next_sentence_labels[i] ? "B is a random span" : "B continues A", n_real, T - n_real, np);
     printf("  types: 0 x %d ([CLS] A [SEP]), 1 x %d (B [SEP])\n ", n_a, n_real - n_a);
     int m = 0;
@@ -162,10 +162,11 @@ static int show(const Config *cfg, BpError *err) {
     if (rc == 0) {
         const Batch *b = &s.batch;
         printf("step %ld (phase %d, step %ld of it): examples %" PRId64 "..%" PRId64 " of the stream; "
-               "seq_len %d, max_predictions %d, %ld examples per epoch of %s; showing %d\n\n",
+               "seq_len %d, max_predictions %d, epoch %" PRId64 " of %s has %ld examples; showing %d\n\n",
                s.global_step, s.phase, s.phase_step, s.first_example, s.first_example + s.batch_size - 1,
-               b->T, b->P, s.examples_per_epoch, cfg->data.train, b->B);
-        for (int i = 0; i < b->B; i++) print_example(b, i, s.tok, s.examples_per_epoch);
+               b->T, b->P, s.epoch, cfg->data.train, s.examples_per_epoch, b->B);
+        for (int i = 0; i < b->B; i++)
+            print_example(b, i, s.tok, dataset_example_epoch(s.dataset, &s.args, b->example_index[i]));
         if (show_out) {
             rc = batch_save_safetensors(b, show_out, err);
             if (rc == 0)

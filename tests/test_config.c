@@ -145,7 +145,8 @@ static void test_defaults(void **state) {
     assert_true(c.schedule.lr == 1e-4 && c.schedule.warmup_ratio == 0.01);
     assert_int_equal(c.schedule.warmup_steps, -1);
     assert_true(c.schedule.decay_power == 1.0 && c.schedule.end_lr == 0.0);
-    assert_int_equal(c.schedule.decay_from, DECAY_FROM_WARMUP);
+    assert_int_equal(c.schedule.decay_from, DECAY_FROM_ZERO);
+    assert_int_equal(c.schedule.form, SCHEDULE_BERT);
     assert_int_equal(c.training.micro_batch, 8);
     assert_int_equal(c.training.seed, 12345);
     assert_string_equal(c.training.run_dir, "runs/default");
@@ -351,7 +352,7 @@ static void test_load_errors(void **state) {
                       ":3:3: unknown key 'optimizer.beta_1' (did you mean 'beta1'?)");
     expect_load_error("schedule: {peak: 1}\n",
                       ":1:12: unknown key 'schedule.peak' (known keys: lr, warmup_steps, "
-                      "warmup_ratio, decay_power, end_lr, decay_from)");
+                      "warmup_ratio, decay_power, end_lr, decay_from, form)");
     expect_load_error("optimzer: {}\n", ":1:1: unknown key 'optimzer' (did you mean 'optimizer'?)");
     expect_load_error("phases:\n  - {seq_len: 128, batch_size: 8, steps: 1, seqlen: 3}\n",
                       ":2:45: unknown key 'phases[0].seqlen' (did you mean 'seq_len'?)");
@@ -702,7 +703,7 @@ static void test_json_round_trip(void **state) {
         "\"resolved\": true", "\"total_steps\": 120", "\"preset\": \"bert-mini\"", "\"hidden\": 512",
         "\"vocab_size\": 7", "\"gelu\": \"erf\"", "\"name\": \"adamw\"", "\"beta1\": 0.8",
         "\"epsilon\": 1e-06", "\"end_lr\": 1e-07", "\"lars_form\": \"paper\"",
-        "\"decay_from\": \"warmup\"", "\"seed\": 18446744073709551615",
+        "\"decay_from\": \"zero\"", "\"seed\": 18446744073709551615",
         "\"exclude_from_weight_decay\": [\"bias\", \"LayerNorm\"]",
         "\"vocab\": \"" FIX "include/vocab.txt\"", "\"accumulation\": 8", "\"first_step\": 100",
         "\"segment_start\": 100", "\"segment_warmup\": 3", "\"segment_lr\": 0.0015",
@@ -869,7 +870,7 @@ static void test_summary(void **state) {
         }
     /* phase lines: phase, seq_len, batch, steps, first step, max_pred, peak lr, warmup, re-warm */
     assert_non_null(strstr(text, "  7037           0        20  0.006          2000  no\n"));
-    assert_non_null(strstr(text, "  1562        7037        80  0.004           200  yes\n"));
+    assert_non_null(strstr(text, "  1562        7037        80  0.004           199  yes\n"));
     free(text);
 }
 
