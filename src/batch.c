@@ -438,6 +438,8 @@ int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_in
                        "dataset_build_batch: %d x %d with %d predictions does not fit a batch "
                        "allocated for %d x %d with %d",
                        count, a->seq_len, a->max_predictions, b->cap_B, b->cap_T, b->cap_P);
+    /* the one point per batch where the run's state is consistent and the shard is about to be read */
+    if (shard_check_unchanged(&d->shard, err)) return -1;
     const ChunkTable *t = chunk_table(d, a->seq_len, err);
     if (!t) return -1;
     b->B = count;
