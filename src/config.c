@@ -1512,6 +1512,13 @@ int config_apply_override(Config *cfg, const char *assignment, BpError *err) {
 
     if (strcmp(key, "base") == 0 || strcmp(key, "resolved") == 0) {
         rc = fail_pos(&s, 0, 0, err, "%s cannot be set with --set", key);
+    } else if (section && !rest && (is_null(v) || (v->kind == N_MAP && v->n == 0))) {
+        /* in a file an empty section is a template with its keys commented out; on the command
+         * line it is a typo for section.key=value that would otherwise change nothing, silently */
+        rc = fail_pos(&s, 0, 0, err,
+                      "%s sets no key. HINT: --set %s.KEY=VALUE sets one key, --set '%s={KEY: VALUE, ...}' "
+                      "several",
+                      key, key, key);
     } else if (section && !rest) {
         rc = apply_section(&s, cfg, key, v, err);
     } else if (section) {

@@ -391,6 +391,10 @@ static void test_hostile_overrides(void **state) {
     expect_set_fail("phases.0=3", "phases[0] must be a mapping");
     expect_set_fail("phases=3", "phases must be a list of mappings, got a scalar");
     expect_set_fail("model=[1]", "model must be a mapping of keys, got a list");
+    /* a whole section that sets nothing was accepted and changed nothing */
+    expect_set_fail("model=", "--set model=: model sets no key. HINT: --set model.KEY=VALUE");
+    expect_set_fail("training=~", "training sets no key");
+    expect_set_fail("optimizer={}", "optimizer sets no key");
     char *deep = repeat("[", 10000, "");
     char *a = malloc(strlen(deep) + 32);
     assert_non_null(a);
