@@ -577,6 +577,8 @@ int dataset_build_batch(const Dataset *d, const ExampleArgs *a, int64_t first_in
                        "dataset_build_batch: %d x %d with %d predictions does not fit a batch "
                        "allocated for %d x %d with %d",
                        count, a->seq_len, a->max_predictions, b->cap_B, b->cap_T, b->cap_P);
+    /* the one point per batch where the run's state is consistent and the shard is about to be read */
+    if (shard_check_unchanged(&d->shard, err)) return -1;
     b->B = count;
     b->T = a->seq_len;
     b->P = a->max_predictions;

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "textfile.h"
 #include "tokenizer.h"
 
 static CliList vocab_inputs;
@@ -97,6 +98,12 @@ int cmd_tokenize(int argc, char **argv) {
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     TokenizeStreamCounts counts;
     rc = tokenizer_encode_stream(tok, stdin, stdout, tok_pieces, &counts, &err) == 0 ? 0 : cli_fail(&TOKENIZE, &err);
+    if (counts.bad_bytes) {
+        TextFileStats st = {.bad_bytes = counts.bad_bytes, .bad_lines = counts.bad_lines,
+                            .first_bad_line = counts.first_bad_line};
+        char note[160];
+        cli_message(&TOKENIZE, "warning: %s", textfile_invalid_note(&st, note, sizeof note));
+    }
     tokenizer_free(tok);
     return rc;
 }

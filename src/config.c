@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "schedule.h"
@@ -443,13 +445,20 @@ static int check_key(const KeyDef *k, const Config *cfg, const PhaseConfig *ph, 
 
 /* Lines of a vocab file (id = line number), or 0 when the file does not exist. */
 static int count_vocab_lines(const char *path, long *count, BpError *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK: a FIFO must be refused, not waited on for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
         if (errno == ENOENT) {
             *count = 0;
             return 0;
         }
         return bp_fail_usage(err, "data.vocab: cannot open %s: %s", path, strerror(errno));
+    }
+    struct stat st;
+    FILE *f = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "rb"))) {
+        close(fd);
+        return bp_fail_usage(err, "data.vocab: %s is not a regular file", path);
     }
     char buf[1 << 16];
     long lines = 0;
@@ -504,9 +513,25 @@ static int segment_warmup(const Config *cfg, int i, long seg_steps, long *warm, 
     return 0;
 }
 
+/* The held-out set must not be the training set: the same path, or two paths to one file (a link,
+ * "./x" and "x"), would report a training loss as the eval loss. */
+static int check_eval_not_train(const DataConfig *d, BpError *err) {
+    if (!d->eval[0] || !d->train[0]) return 0;
+    struct stat a, b;
+    bool same = strcmp(d->eval, d->train) == 0 ||
+                (stat(d->eval, &a) == 0 && stat(d->train, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+    if (!same) return 0;
+    return bp_fail_usage(err,
+                         "data.eval and data.train are the same file (%s): evaluation would measure the "
+                         "training data. HINT: point data.eval at the eval shard `prepare` wrote, or set "
+                         "data.eval: \"\" to train without evaluation",
+                         d->eval);
+}
+
 int config_resolve(Config *cfg, BpError *err) {
     for (size_t i = 0; i < BP_ARRAY_LEN(KEYS); i++)
         if (check_key(&KEYS[i], cfg, NULL, -1, err)) return -1;
+    if (check_eval_not_train(&cfg->data, err)) return -1;
     if (cfg->world_size < 1 || cfg->world_size > (1 << 20))
         return bp_fail_usage(err, "world_size = %d is out of range [1, %d]", cfg->world_size, 1 << 20);
 
@@ -1551,6 +1576,13 @@ int config_apply_override(Config *cfg, const char *assignment, BpError *err) {
 
     if (strcmp(key, "base") == 0 || strcmp(key, "resolved") == 0) {
         rc = fail_pos(&s, 0, 0, err, "%s cannot be set with --set", key);
+    } else if (section && !rest && (is_null(v) || (v->kind == N_MAP && v->n == 0))) {
+        /* in a file an empty section is a template with its keys commented out; on the command
+         * line it is a typo for section.key=value that would otherwise change nothing, silently */
+        rc = fail_pos(&s, 0, 0, err,
+                      "%s sets no key. HINT: --set %s.KEY=VALUE sets one key, --set '%s={KEY: VALUE, ...}' "
+                      "several",
+                      key, key, key);
     } else if (section && !rest) {
         rc = apply_section(&s, cfg, key, v, err);
     } else if (section) {

@@ -43,7 +43,11 @@ int kern_threads(void) {
 
 /* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
  * r^7/5040 < 1.3e-7 relative), 2^n built in the exponent bits. Below -87.3 the result is 0 (as the
- * exact value is below FLT_MIN there), so masked softmax entries come out exactly 0. */
+ * exact value is below FLT_MIN there), so masked softmax entries come out exactly 0.
+ * n is read from t's bits, not converted from float: t = 1.5 * 2^23 + n has the bits of 1.5 * 2^23
+ * plus n. Converting a NaN to int is undefined behaviour (x86 gives INT_MIN, which was then
+ * shifted while negative); in unsigned arithmetic a NaN only makes a meaningless scale, and the NaN
+ * reaches the result through r and p. +Inf is clamped to hi (result Inf), -Inf gives 0. */
 static inline float k_exp(float x) {
     const float hi = 88.3762626647949f, lo = -87.3365447505531f;
     float xc = x > hi ? hi : (x < lo ? lo : x);
@@ -59,8 +63,9 @@ static inline float k_exp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t ni = (int32_t)n;
-    int32_t bits = (ni + 127) << 23;
+    uint32_t tbits;
+    memcpy(&tbits, &t, sizeof tbits);
+    uint32_t bits = (tbits - 0x4B400000u + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     float y = p * scale;

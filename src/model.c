@@ -301,6 +301,27 @@ void model_free(Model *m) {
 }
 
 const ParamTable *model_table(const Model *m) { return &m->table; }
+
+int model_check_finite(const ParamTable *t, const float *buf, const char *source, BpError *err) {
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->params[i];
+        const float *v = buf + p->offset;
+        /* x * 0 is 0 for every finite x and NaN for NaN and +-Inf: one vectorised pass per tensor,
+         * and the element-wise search only for a tensor that has a bad value */
+        float probe = 0.0f;
+#pragma omp simd reduction(+ : probe)
+        for (size_t j = 0; j < p->numel; j++) probe += v[j] * 0.0f;
+        if (probe == 0.0f) continue;
+        size_t j = 0;
+        while (j < p->numel && isfinite(v[j])) j++;
+        char at[48];
+        if (p->ndim == 2) snprintf(at, sizeof at, "[%zu, %zu]", j / p->shape[1], j % p->shape[1]);
+        else snprintf(at, sizeof at, "[%zu]", j);
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "%s: tensor '%s' element %s is %s (weights must be finite)",
+                            source, p->name, at, isnan(v[j]) ? "nan" : v[j] > 0 ? "inf" : "-inf");
+    }
+    return 0;
+}
 const ModelConfig *model_config(const Model *m) { return &m->mc; }
 float *model_params(const Model *m) { return m->params; }
 float *model_grads(const Model *m) { return m->grads; }

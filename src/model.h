@@ -61,6 +61,11 @@ float *model_params(const Model *m);
 float *model_grads(const Model *m);
 /* pointer to a named tensor in the parameter buffer, NULL when absent */
 float *model_param(Model *m, const char *name);
+/* Weights from outside (init_from, a checkpoint) must be finite: a NaN or Inf would otherwise
+ * surface at step 1 as a NaN loss blamed on whichever gradient overflowed first. Returns 0 when
+ * every float of buf (laid out by t) is finite, else -1 with a BP_ERR_CORRUPT error "SOURCE: tensor
+ * 'NAME' element [i, j] is nan" naming the first bad element of the first bad tensor. */
+int model_check_finite(const ParamTable *t, const float *buf, const char *source, BpError *err);
 
 /* What a tensor is, for initialisation and for the gradient check's random point. */
 typedef enum {

@@ -117,6 +117,7 @@ int model_load_safetensors(Model *m, const char *path, BpError *err) {
             goto done;
         }
     }
+    if (model_check_finite(t, staged, path, err) != 0) goto done;
     memcpy(model_params(m), staged, t->total * sizeof(float));
     rc = 0;
 done:

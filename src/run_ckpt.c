@@ -299,6 +299,8 @@ static int same_shape(const RunCkpt *ck, const Model *model, BpError *err) {
 int run_ckpt_restore_params(const RunCkpt *ck, Model *model, BpError *err) {
     if (same_shape(ck, model, err) != 0) return -1;
     memcpy(model_params(model), ck->params, ck->table.total * sizeof(float));
+    /* checked in the model's aligned copy: the section itself may sit at any offset of the file */
+    if (model_check_finite(&ck->table, model_params(model), ck->path, err) != 0) return -1;
     return 0;
 }
 

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -140,6 +143,119 @@ static int check_sections(Shard *s, BpError *err) {
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* the SIGBUS guard (see shard.h)                                                              */
+
+/* A slot is in use while start != 0. Everything the handler prints is formatted when the slot is
+ * filled (snprintf is not async-signal-safe); the handler only compares addresses, writes the two
+ * pieces around the faulting offset and exits. */
+static struct {
+    _Atomic uintptr_t start;
+    size_t len;
+    char head[1200], tail[320];
+} g_guard[SHARD_GUARD_SLOTS];
+static pthread_mutex_t g_guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction g_prev_sigbus;
+
+static void write_all(const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w <= 0) return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
+    uintptr_t a = (uintptr_t)si->si_addr;
+    /* si_code > 0: raised by the kernel for a memory access (a kill or raise has no address) */
+    for (int i = 0; si->si_code > 0 && i < SHARD_GUARD_SLOTS; i++) {
+        uintptr_t start = atomic_load(&g_guard[i].start);
+        if (!start || a < start || a - start >= g_guard[i].len) continue;
+        char num[24], *d = num + sizeof num;
+        uintptr_t off = a - start;
+        do *--d = (char)('0' + off % 10); while ((off /= 10) > 0);
+        write_all(g_guard[i].head, strlen(g_guard[i].head));
+        write_all(d, (size_t)(num + sizeof num - d));
+        write_all(g_guard[i].tail, strlen(g_guard[i].tail));
+        _exit(1);
+    }
+    /* not a shard: whoever handled SIGBUS before us, else the default action, which the pending
+     * signal meets when this handler returns (it kills the process as it always did) */
+    if ((g_prev_sigbus.sa_flags & SA_SIGINFO) && g_prev_sigbus.sa_sigaction) {
+        g_prev_sigbus.sa_sigaction(sig, si, uctx);
+        return;
+    }
+    if (g_prev_sigbus.sa_handler != SIG_DFL && g_prev_sigbus.sa_handler != SIG_IGN) {
+        g_prev_sigbus.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL);
+    raise(sig);
+}
+
+/* Installs on_sigbus unless it is the handler already (someone may have replaced it since; a test
+ * framework does, per test), keeping the one it replaces to pass other faults on to. */
+static void guard_install(void) {
+    struct sigaction sa, cur;
+    if (sigaction(SIGBUS, NULL, &cur) != 0) return;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus) return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    g_prev_sigbus = cur;
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+static int guard_add(const Shard *s) {
+    int slot = 0;
+    pthread_mutex_lock(&g_guard_lock);
+    guard_install();
+    for (int i = 0; i < SHARD_GUARD_SLOTS && !slot; i++) {
+        if (atomic_load(&g_guard[i].start)) continue;
+        g_guard[i].len = s->map_len;
+        snprintf(g_guard[i].head, sizeof g_guard[i].head,
+                 "bert_pretrain: %s: the shard was truncated while this run was reading it (SIGBUS reading byte ",
+                 s->path);
+        snprintf(g_guard[i].tail, sizeof g_guard[i].tail,
+                 " of the %zu it had when opened). HINT: never rewrite the shards of a running job; "
+                 "re-run `bert_pretrain prepare` if needed, then resume from the last checkpoint\n",
+                 s->map_len);
+        atomic_store(&g_guard[i].start, (uintptr_t)s->map);
+        slot = i + 1;
+    }
+    pthread_mutex_unlock(&g_guard_lock);
+    return slot;
+}
+
+static void guard_remove(int slot) {
+    if (slot > 0) atomic_store(&g_guard[slot - 1].start, (uintptr_t)0);
+}
+
+static int64_t mtime_ns(const struct stat *st) {
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+int shard_check_unchanged(const Shard *s, BpError *err) {
+    struct stat st;
+    if (stat(s->path, &st) != 0)
+        return bp_fail_kind(err, BP_ERR_IO, "%s: the shard changed on disk since this run opened it (%s)",
+                            s->path, strerror(errno));
+    const char *what = (uint64_t)st.st_dev != s->dev || (uint64_t)st.st_ino != s->ino ? "another file is at its path"
+                       : (size_t)st.st_size != s->map_len                            ? "its size changed"
+                       : mtime_ns(&st) != s->mtime_ns                                 ? "it was modified"
+                                                                                     : NULL;
+    if (!what) return 0;
+    return bp_fail_kind(err, BP_ERR_IO,
+                        "%s: the shard changed on disk since this run opened it (%s: %zu bytes then, %lld "
+                        "now). HINT: never rewrite the shards of a running job; re-run `bert_pretrain "
+                        "prepare` if needed, then resume from the last checkpoint",
+                        s->path, what, s->map_len, (long long)st.st_size);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 int shard_open(Shard *s, const char *path, BpError *err) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -176,10 +292,24 @@ int shard_open(Shard *s, const char *path, BpError *err) {
         shard_close(s);
         return -1;
     }
+    /* the identity of what was validated: the same file, or the first check fails */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        s->dev = (uint64_t)st.st_dev;
+        s->ino = (uint64_t)st.st_ino;
+        s->mtime_ns = mtime_ns(&st);
+    }
+    if (shard_check_unchanged(s, err)) {
+        shard_close(s);
+        return -1;
+    }
+    s->guard = guard_add(s);
     return 0;
 }
 
 void shard_close(Shard *s) {
+    guard_remove(s->guard);
+    s->guard = 0;
     bp_unmap_file(s->map, s->map_len);
     s->map = NULL;
     s->map_len = 0;

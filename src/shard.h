@@ -52,6 +52,10 @@ typedef struct {
     char path[1024];
     void *map;
     size_t map_len;
+    /* the file's identity when it was mapped, for shard_check_unchanged */
+    uint64_t dev, ino;
+    int64_t mtime_ns;
+    int guard; /* 1 + its slot in the SIGBUS guard's table, 0 when none */
     ShardHeader h;
     const void *tokens;         /* n_tokens ids of h.token_bytes each */
     const uint64_t *sent_start; /* n_sentences + 1 */
@@ -59,9 +63,28 @@ typedef struct {
     size_t n_tokens, n_sentences, n_documents;
 } Shard;
 
-/* Maps and validates the file (see above). On failure nothing stays mapped. */
+/* Maps and validates the file (see above). On failure nothing stays mapped.
+ *
+ * A shard that changes under a running job. prepare replaces shards by rename, which leaves the
+ * mapping on the old file; but a file truncated in place (cp over it, truncate, a full disk while
+ * someone rewrites it) turns every read of the mapping past its new end into SIGBUS, and an in-place
+ * rewrite changes the data under the run without any signal. Two defences:
+ * - shard_check_unchanged, called before each batch is cut (dataset_build_batch), compares the
+ *   path's device, inode, size and mtime with those seen at open: a change is a clear error at a
+ *   point where the run's state is consistent;
+ * - a truncation between that check and a read still raises SIGBUS, which cannot be returned from
+ *   (the reading thread would fault again) and cannot unwind an OpenMP worker. shard_open installs,
+ *   once per process, a SIGBUS handler that looks the faulting address up among the open shards'
+ *   mappings: inside one it writes "bert_pretrain: PATH: the shard was truncated while this run
+ *   was reading it ..." to stderr and exits with status 1 (the only place the library exits: there
+ *   is no way to continue); any other SIGBUS goes to the previous handler, or kills the process
+ *   as before. At most SHARD_GUARD_SLOTS shards are watched at once; beyond that only the check. */
+#define SHARD_GUARD_SLOTS 16
 int shard_open(Shard *s, const char *path, BpError *err);
 void shard_close(Shard *s);
+/* BP_ERR_IO "PATH: the shard changed on disk since this run opened it (...)" when the file at the
+ * shard's path is not the one mapped, or was modified or resized since. */
+int shard_check_unchanged(const Shard *s, BpError *err);
 
 static inline int32_t shard_token(const Shard *s, size_t i) {
     return s->h.token_bytes == 2 ? (int32_t)((const uint16_t *)s->tokens)[i]

@@ -1,7 +1,10 @@
 /* textfile.h: the one reader of text input, shared by `prepare` and the WordPiece vocab builder so
  * that the two always agree on what a line is and on what counts as text.
  *
- * A file is plain text or gzip (zlib reads both; concatenated gzip members too). A line ends at
+ * A file is plain text or gzip, told apart by the gzip magic (concatenated gzip members are one
+ * text; anything else after the last member is an error, as is a file named .gz that is not gzip:
+ * zlib's gzread would read either silently). Only regular files are read (a FIFO is refused
+ * without waiting for a writer). A line ends at
  * "\n" or "\r\n" (neither is part of the line); the last line needs no line break; lines may be
  * of any length. Every line is checked for invalid UTF-8 with tokenizer_utf8_invalid, so the count
  * is exactly what the tokenizer drops. At the end of the file, a file where more than 1% of the
@@ -32,7 +35,7 @@ typedef struct {
 typedef struct TextFile TextFile;
 
 /* Opens a regular file for reading lines. NULL with err filled ("PATH: cannot open input: ...",
- * "PATH: input is not a regular file"). */
+ * "PATH: input is not a regular file", "PATH: named .gz but not gzip-compressed ..."). */
 TextFile *textfile_open(const char *path, BpError *err);
 
 /* The next line: 1 with *line (NUL-terminated, writable, valid until the next call) and *len (its

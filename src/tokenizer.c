@@ -586,6 +586,9 @@ int tokenizer_encode_stream(const Tokenizer *tok, FILE *in, FILE *out, bool piec
     int rc = 0;
     while ((len = getline(&line, &line_cap, in)) >= 0) {
         n = 0;
+        size_t first, bad = tokenizer_utf8_invalid(line, (size_t)len, &first);
+        if (bad && counts->bad_lines++ == 0) counts->first_bad_line = counts->lines + 1;
+        counts->bad_bytes += bad;
         if (tokenizer_encode(tok, line, (size_t)len, &ids, &n, &cap, err)) {
             rc = -1;
             break;

@@ -45,6 +45,9 @@ int tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int32_t
  * Returns 0, or -1 on a read or write error (BP_ERR_IO) or out of memory. */
 typedef struct {
     size_t lines, tokens, unk;
+    /* invalid UTF-8 the tokenizer dropped (the caller warns): bytes, lines holding some, and the
+     * 1-based number of the first such line (0 when none) */
+    size_t bad_bytes, bad_lines, first_bad_line;
 } TokenizeStreamCounts;
 int tokenizer_encode_stream(const Tokenizer *tok, FILE *in, FILE *out, bool pieces,
                             TokenizeStreamCounts *counts, BpError *err);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -391,6 +392,10 @@ static void test_hostile_overrides(void **state) {
     expect_set_fail("phases.0=3", "phases[0] must be a mapping");
     expect_set_fail("phases=3", "phases must be a list of mappings, got a scalar");
     expect_set_fail("model=[1]", "model must be a mapping of keys, got a list");
+    /* a whole section that sets nothing was accepted and changed nothing */
+    expect_set_fail("model=", "--set model=: model sets no key. HINT: --set model.KEY=VALUE");
+    expect_set_fail("training=~", "training sets no key");
+    expect_set_fail("optimizer={}", "optimizer sets no key");
     char *deep = repeat("[", 10000, "");
     char *a = malloc(strlen(deep) + 32);
     assert_non_null(a);
@@ -410,6 +415,41 @@ static void test_hostile_overrides(void **state) {
     free(a);
 }
 
+/* config_load_cli with the demo's sizes and `extra`, expected to fail with want (status 2) */
+static void expect_resolve_fail(const char *extra, const char *extra2, const char *want) {
+    char *sets[] = {"model.preset=bert-tiny", "phases=[{seq_len: 16, batch_size: 8, steps: 2}]",
+                    "training.micro_batch=4", (char *)extra, (char *)extra2};
+    Config c;
+    BpError err = {0};
+    assert_int_equal(config_load_cli(&c, NULL, sets, extra2 ? 5 : 4, 1, &err), -1);
+    assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
+    if (!strstr(err.msg, want)) fail_msg("message '%s' lacks '%s'", err.msg, want);
+}
+
+/* Paths that name the wrong thing: the eval set that is the training set (by name or through a
+ * link), a vocab that is a FIFO (reading it waited forever for a writer) or a directory. */
+static void test_hostile_paths(void **state) {
+    (void)state;
+    char set_train[400], set_eval[400], set_vocab[400];
+    snprintf(set_train, sizeof set_train, "data.train=%s", g_path);
+    snprintf(set_eval, sizeof set_eval, "data.eval=%s", g_path);
+    expect_resolve_fail(set_train, set_eval, "data.eval and data.train are the same file");
+    tu_write_bytes(g_path, "x", 1);
+    const char *link = tu_path("link.yaml");
+    assert_int_equal(symlink(g_path, link), 0);
+    snprintf(set_eval, sizeof set_eval, "data.eval=%s", link);
+    expect_resolve_fail(set_train, set_eval, "data.eval and data.train are the same file");
+    unlink(link);
+    const char *fifo = tu_path("fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(set_vocab, sizeof set_vocab, "data.vocab=%s", fifo);
+    expect_resolve_fail(set_vocab, NULL, "is not a regular file");
+    unlink(fifo);
+    snprintf(set_vocab, sizeof set_vocab, "data.vocab=%s", g_dir);
+    expect_resolve_fail(set_vocab, NULL, "is not a regular file");
+    unlink(g_path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_truncated, setup, tu_dir_teardown_clean),
@@ -421,6 +461,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_long_keys_and_values, setup, tu_dir_teardown_clean),
         cmocka_unit_test_setup_teardown(test_documents_and_files, setup, tu_dir_teardown_clean),
         cmocka_unit_test_setup_teardown(test_hostile_overrides, setup, tu_dir_teardown_clean),
+        cmocka_unit_test_setup_teardown(test_hostile_paths, setup, tu_dir_teardown_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

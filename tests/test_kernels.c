@@ -201,6 +201,41 @@ static void test_xent(void **state) {
     free(lse_ref), free(loss_ref), free(db);
 }
 
+/* A NaN or Inf reaching the vectorised exp (corrupt weights, a diverged run) is defined behaviour:
+ * NaN comes out NaN, +Inf as Inf, and the finite elements beside them are computed as always. The
+ * sanitizer build aborts here if exp converts a NaN to int or shifts a negative value. */
+static void test_exp_nonfinite(void **state) {
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        assert_true(isnan(kern_gelu(NAN, (GeluKind)k)));
+        assert_true(isnan(kern_gelu_grad(NAN, (GeluKind)k)));
+        assert_true(kern_gelu(INFINITY, (GeluKind)k) == INFINITY);
+        int N = 3, C = 67; /* more than a vector's width, with odd tails */
+        float *f = rnd((size_t)N * C, 3.0f), *g = malloc(sizeof(float) * N * C);
+        for (int i = 0; i < N * C; i += 5) f[i] = i % 10 ? NAN : INFINITY;
+        kern_gelu_forward(g, f, N, C, (GeluKind)k);
+        for (int i = 0; i < N * C; i++) {
+            if (isnan(f[i])) assert_true(isnan(g[i]));
+            else if (isinf(f[i])) assert_true(g[i] == INFINITY);
+            else assert_true(g[i] == kern_gelu(f[i], (GeluKind)k));
+        }
+        free(f), free(g);
+    }
+    /* a NaN logit makes its row's loss NaN and leaves the other rows exactly as without it */
+    int M = 3, V = 300;
+    float *l = rnd((size_t)M * V, 2.0f), *l2 = malloc(sizeof(float) * M * V), *bias = calloc((size_t)V, sizeof(float));
+    float lse[3], lse2[3];
+    double loss[3], loss2[3];
+    int32_t lab[3] = {0, 7, 299}, corr[3];
+    memcpy(l2, l, sizeof(float) * M * V);
+    l2[V + 11] = NAN;
+    kern_xent_forward(l, lse, loss, corr, bias, lab, M, V);
+    kern_xent_forward(l2, lse2, loss2, corr, bias, lab, M, V);
+    assert_true(isnan(loss2[1]));
+    assert_true(loss2[0] == loss[0] && loss2[2] == loss[2] && lse2[0] == lse[0] && lse2[2] == lse[2]);
+    free(l), free(l2), free(bias);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 
 static void test_dropout_masks(void **state) {
@@ -511,6 +546,7 @@ int main(void) {
         cmocka_unit_test_setup(test_gemm, setup),
         cmocka_unit_test_setup(test_gelu_accuracy, setup),
         cmocka_unit_test_setup(test_xent, setup),
+        cmocka_unit_test_setup(test_exp_nonfinite, setup),
         cmocka_unit_test_setup(test_dropout_masks, setup),
         cmocka_unit_test_setup(test_layernorm, setup),
         cmocka_unit_test_setup(test_attention, setup),

@@ -501,6 +501,25 @@ static void test_safetensors_roundtrip(void **state) {
     assert_int_equal(model_load_safetensors(b, path, &err), -1);
     assert_non_null(strstr(err.msg, "cls.predictions.decoder.weight"));
     free(other);
+    /* a NaN or Inf in the weights: refused at load, naming the tensor and the first bad element */
+    n = 0;
+    float *bad = malloc(sizeof(float) * t->total);
+    memcpy(bad, model_params(a), sizeof(float) * t->total);
+    const ParamInfo *pw = params_get(t, wname);
+    bad[pw->offset + 2 * pw->shape[1] + 7] = INFINITY;
+    bad[pw->offset + 3 * pw->shape[1]] = NAN;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->params[i];
+        e[n++] = (StEntry){p->name, ST_F32, p->ndim, {p->shape[0], p->shape[1]}, bad + p->offset};
+    }
+    assert_int_equal(st_write(path, e, n, &err), 0);
+    memcpy(model_params(b), model_params(a), sizeof(float) * t->total);
+    assert_int_equal(model_load_safetensors(b, path, &err), -1);
+    assert_int_equal(err.kind, BP_ERR_CORRUPT);
+    if (!strstr(err.msg, path) || !strstr(err.msg, "tensor 'bert.encoder.layer.1.output.dense.weight' element [2, 7] is inf"))
+        fail_msg("message: %s", err.msg);
+    assert_memory_equal(model_params(a), model_params(b), t->total * sizeof(float)); /* untouched */
+    free(bad);
     /* a model with another shape refuses the file, naming the tensor */
     Config big = tiny_config(GELU_ERF, 0.1);
     big.model.hidden = 32;

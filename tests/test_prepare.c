@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -462,6 +463,68 @@ static void test_reader_refuses_and_counts(void **state) {
     assert_non_null(strstr(err.msg, "r_missing.txt: cannot open input: No such file"));
 }
 
+/* The whole file as far as textfile_next goes: -1 with the message in err, or 0 and the lines. */
+static int read_all(const char *path, size_t *lines, BpError *err) {
+    TextFile *tf = textfile_open(path, err);
+    if (!tf) return -1;
+    char *line;
+    size_t len;
+    int got;
+    *lines = 0;
+    while ((got = textfile_next(tf, &line, &len, err)) > 0) ++*lines;
+    textfile_close(tf);
+    return got;
+}
+
+static void expect_read_refused(const char *path, const char *want) {
+    BpError err = {0};
+    size_t lines;
+    if (read_all(path, &lines, &err) == 0) fail_msg("%s: read %zu lines, expected \"%s\"", path, lines, want);
+    if (!strstr(err.msg, path) || !strstr(err.msg, want)) fail_msg("message \"%s\" lacks the path or \"%s\"", err.msg, want);
+}
+
+/* What zlib's gzread accepted silently: plain text named .gz, bytes after the last gzip member;
+ * and a FIFO, on which open() waited for a writer forever. Several members in a row stay valid. */
+static void test_reader_hostile_files(void **state) {
+    (void)state;
+    const char *p = tu_path("h_plain.txt.gz");
+    tu_write_bytes(p, "just text\n", 10);
+    expect_read_refused(p, "named .gz but not gzip-compressed (no gzip magic 1f 8b)");
+    tu_write_bytes(p, "", 0);
+    expect_read_refused(p, "named .gz but not gzip-compressed (shorter than a gzip header)");
+
+    const char *a = tu_path("h_a.gz"), *cat = tu_path("h_cat.gz");
+    tu_write_gz(a, "one\ntwo\n", 8);
+    size_t na;
+    uint8_t *ga = tu_read_bytes(a, &na);
+    uint8_t *two = malloc(2 * na + 16);
+    memcpy(two, ga, na);
+    memcpy(two + na, ga, na);
+    tu_write_bytes(cat, two, 2 * na);
+    BpError err = {0};
+    size_t lines;
+    if (read_all(cat, &lines, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(lines, 4);
+    memcpy(two + na, "garbage!", 8);
+    tu_write_bytes(cat, two, na + 8);
+    expect_read_refused(cat, "trailing data after the end of the gzip stream");
+    char msg[64];
+    snprintf(msg, sizeof msg, "after 8 bytes of text (at byte %zu of the file)", na);
+    expect_read_refused(cat, msg);
+    memset(two + na, 0, 8); /* zero padding is data all the same */
+    tu_write_bytes(cat, two, na + 8);
+    expect_read_refused(cat, "trailing data");
+    free(ga);
+    free(two);
+
+    const char *fifo = tu_path("h_fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    double t0 = bp_now();
+    expect_read_refused(fifo, "input is not a regular file");
+    assert_true(bp_now() - t0 < 5.0);
+    expect_read_refused("/dev/null", "input is not a regular file");
+}
+
 /* The same text written three ways (LF with a final newline; CRLF without one; gzip) gives the same
  * lines to the reader, the same vocab to the trainer and the same shards to prepare, also with a
  * line of 3 MB (several times the reader's buffer) whose last word carries a character seen nowhere
@@ -554,6 +617,7 @@ int main(void) {
         cmocka_unit_test(test_vocab_built_and_removed),
         cmocka_unit_test(test_reader_lines),
         cmocka_unit_test(test_reader_refuses_and_counts),
+        cmocka_unit_test(test_reader_hostile_files),
         cmocka_unit_test(test_reader_and_vocab_trainer_agree),
     };
     return cmocka_run_group_tests(tests, group_setup, tu_dir_teardown);

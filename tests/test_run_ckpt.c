@@ -463,6 +463,43 @@ static void test_big_model_tiny_params(void **state) {
     expect_open_refused(BP_ERR_CORRUPT, "params section has");
 }
 
+/* A params section with a NaN (CRCs valid: written by a run that diverged, or crafted) is refused at
+ * restore as damage, naming the tensor and its first bad element, before the run takes a step. */
+static void test_nonfinite_params(void **state) {
+    (void)state;
+    Run r;
+    run_create(&r, NULL);
+    const ParamTable *t = model_table(r.model);
+    const ParamInfo *p = params_get(t, "bert.encoder.layer.1.attention.output.dense.weight");
+    size_t len;
+    float *params = (float *)copy_section(g_path, "params", &len);
+    params[p->offset + 3 * p->shape[1] + 5] = NAN;
+    params[p->offset + 4 * p->shape[1]] = INFINITY;
+    craft("params", params, len);
+    BpError err = {0};
+    RunCkpt *ck = run_ckpt_open(g_craft, &err);
+    if (!ck) fail_msg("%s", err.msg);
+    assert_int_equal(run_ckpt_restore_params(ck, r.model, &err), -1);
+    assert_int_equal(err.kind, BP_ERR_CORRUPT);
+    if (!strstr(err.msg, g_craft) ||
+        !strstr(err.msg, "tensor 'bert.encoder.layer.1.attention.output.dense.weight' element [3, 5] is nan"))
+        fail_msg("message: %s", err.msg);
+    run_ckpt_close(ck);
+    /* an Inf alone, in a vector */
+    free(params);
+    params = (float *)copy_section(g_path, "params", &len);
+    p = params_get(t, "cls.predictions.bias");
+    params[p->offset + 17] = -INFINITY;
+    craft("params", params, len);
+    ck = run_ckpt_open(g_craft, &err);
+    if (!ck) fail_msg("%s", err.msg);
+    assert_int_equal(run_ckpt_restore_params(ck, r.model, &err), -1);
+    if (!strstr(err.msg, "tensor 'cls.predictions.bias' element [17] is -inf")) fail_msg("message: %s", err.msg);
+    run_ckpt_close(ck);
+    free(params);
+    run_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -472,6 +509,7 @@ int main(void) {
         cmocka_unit_test(test_mismatch_kinds),
         cmocka_unit_test(test_crafted_json),
         cmocka_unit_test(test_big_model_tiny_params),
+        cmocka_unit_test(test_nonfinite_params),
     };
     return cmocka_run_group_tests(tests, setup, tu_dir_teardown);
 }

@@ -1,10 +1,14 @@
 /* Unit tests for shard.c: round trip in both token widths, and every kind of damage a shard can
  * suffer (truncation, a flipped bit in each section, wrong magic or version, a mismatched vocab),
- * each refused with a message naming the file. */
+ * each refused with a message naming the file; a shard that changes under a reader (modified,
+ * replaced, truncated while mapped) is a clear error, never a SIGBUS. */
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -287,6 +291,76 @@ static void test_missing_and_vocab_mismatch(void **state) {
     shard_close(&s);
 }
 
+static void expect_changed(const Shard *s, const char *want) {
+    BpError err = {0};
+    assert_int_equal(shard_check_unchanged(s, &err), -1);
+    assert_int_equal(err.kind, BP_ERR_IO);
+    if (!strstr(err.msg, s->path) || !strstr(err.msg, "the shard changed on disk since this run opened it") ||
+        !strstr(err.msg, want))
+        fail_msg("message \"%s\" lacks the path or \"%s\"", err.msg, want);
+}
+
+static void test_changed_under_reader(void **state) {
+    (void)state;
+    BpError err = {0};
+    Shard s;
+    write_any_shard(g_path, 400, 3);
+    assert_int_equal(shard_open(&s, g_path, &err), 0);
+    assert_true(s.map_len > 3 * 4096);
+    assert_int_equal(shard_check_unchanged(&s, &err), 0);
+    /* rewritten in place with the same size: only the mtime tells */
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, g_path, ts, 0), 0);
+    expect_changed(&s, "it was modified");
+    shard_close(&s);
+    /* replaced by rename, as prepare does */
+    assert_int_equal(shard_open(&s, g_path, &err), 0);
+    write_any_shard(g_path, 400, 4);
+    expect_changed(&s, "another file is at its path");
+    shard_close(&s);
+
+    /* truncated while mapped: the check says so, and a read past the new end (the race the check
+     * cannot close) ends the process with a message naming the shard instead of a SIGBUS */
+    assert_int_equal(shard_open(&s, g_path, &err), 0);
+    assert_int_equal(truncate(g_path, 4096), 0);
+    expect_changed(&s, "its size changed: ");
+    const char *log = tu_path("stderr.txt");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) _exit(3);
+        volatile int32_t sink = shard_token(&s, s.n_tokens - 1);
+        (void)sink;
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    size_t n;
+    char *msg = (char *)tu_read_bytes(log, &n);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1)
+        fail_msg("reader ended with status %#x (signal %d), stderr: %.*s", status,
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0, (int)n, msg);
+    if (!strstr(msg, g_path) || !strstr(msg, "the shard was truncated while this run was reading it (SIGBUS"))
+        fail_msg("stderr: %.*s", (int)n, msg);
+    free(msg);
+    shard_close(&s);
+    /* a SIGBUS elsewhere is not swallowed: it still kills the process */
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGBUS, SIG_DFL); /* cmocka's own handler would report and carry on */
+        write_any_shard(g_path, 3, 5);
+        if (shard_open(&s, g_path, &err) != 0) _exit(3);
+        raise(SIGBUS);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip_uint16, setup, tu_dir_teardown),
@@ -297,6 +371,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_sentence_section, setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_invariants_behind_valid_crcs, setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_missing_and_vocab_mismatch, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_changed_under_reader, setup, tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

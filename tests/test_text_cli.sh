@@ -24,6 +24,16 @@ run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces <"$TMP/in.txt"
 check "tokenize --pieces exits 0" [ "$rc" -eq 0 ]
 check "tokenize --pieces output" [ "$out" = $'hello , world ! un ##affa ##ble 中 文\n\n[UNK] running' ]
 
+# invalid UTF-8 is dropped as BERT drops it, but never silently: counted on stderr
+printf 'caf\xe9 running\nzq\n\xff\xfe running\n' >"$TMP/bad.txt"
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces <"$TMP/bad.txt"
+check "tokenize with invalid UTF-8 exits 0" [ "$rc" -eq 0 ]
+check "tokenize drops the invalid bytes" [ "$out" = $'[UNK] running\n[UNK]\nrunning' ]
+check "tokenize counts the invalid bytes on stderr" grep -qx -- \
+    "bert_pretrain tokenize: warning: 3 invalid UTF-8 byte(s) in 2 line(s) (the first at line 1) are dropped" "$TMP/err"
+run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" <"$TMP/in.txt"
+check "tokenize of valid text warns of nothing" [ ! -s "$TMP/err" ]
+
 run "$BP_BIN" tokenize --vocab "$FIX/vocab_small.txt" --pieces --cased <<<"Héllo WORLD"
 check "tokenize --cased keeps case and accents" [ "$out" = "Héllo WORLD" ]
 
