@@ -46,15 +46,31 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OPTIMIZERS = ("lamb", "lars", "adam", "adamw")
-# Peak lrs at the base batch (256) for the demo model (bert-tiny on the Brown corpus): the best of a
-# sweep at batch 64 (docs/comparison.md), times sqrt(256 / 64). LAMB and LARS scale each layer's
-# step to lr * ||x||, so their lr is a relative step size; Adam's and AdamW's is an absolute one
-# per coordinate, hence the different scales.
-DEFAULT_LR = {"lamb": 4e-2, "lars": 8e-2, "adam": 8e-3, "adamw": 4e-3}
-COLOURS = {"lamb": "tab:blue", "lars": "tab:orange", "adam": "tab:green", "adamw": "tab:red"}
+# The optimizers as the LAMB paper ran them: BERT's AdamW (AdamWeightDecay) has no bias correction,
+# LARS in the paper's form (its Alg. 1) and in the classic form (You et al. 2017).
+VARIANTS = {
+    "lamb": ["optimizer.name=lamb"],
+    "adamw": ["optimizer.name=adamw", "optimizer.bias_correction=false"],
+    "lars": ["optimizer.name=lars", "optimizer.lars_form=paper"],
+    "lars-classic": ["optimizer.name=lars", "optimizer.lars_form=classic"],
+    "adam": ["optimizer.name=adam"],
+    "adamw-bc": ["optimizer.name=adamw", "optimizer.bias_correction=true"],
+}
+OPTIMIZERS = tuple(VARIANTS)
+DEFAULT_OPTIMIZERS = ("lamb", "adamw", "lars", "lars-classic", "adam")
+# Centres of the lr grids at the base batch (256) for the demo model; only where each grid starts:
+# the grid is extended until its best lr is interior. LAMB and LARS scale each layer's step to
+# lr * ||x||, so their lr is a relative step size; Adam's and AdamW's is an absolute one per
+# coordinate; classic LARS multiplies eta * ||x|| / ||g|| by it, like an SGD lr.
+DEFAULT_LR = {"lamb": 4e-2, "adamw": 4e-3, "lars": 8e-2, "lars-classic": 4.0, "adam": 8e-3,
+              "adamw-bc": 4e-3}
+COLOURS = {"lamb": "tab:blue", "lars": "tab:orange", "adam": "tab:green", "adamw": "tab:red",
+           "lars-classic": "tab:brown", "adamw-bc": "tab:purple"}
+LABELS = {"lamb": "LAMB", "lars": "LARS (paper)", "lars-classic": "LARS (classic)", "adam": "Adam",
+          "adamw": "AdamW (no bias corr.)", "adamw-bc": "AdamW (bias corr.)"}
 STYLES = ["-", "--", ":", "-."]
 STATUS_FILE = "compare.json"
+EXIT_DIVERGED = 3  # bert_pretrain's exit status when the loss or the gradients became non-finite
 
 
 def die(msg, status=2):
@@ -77,38 +93,61 @@ def parse_list(text, conv, what):
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="scripts/compare.py",
-        description="Train the same config under LAMB, LARS, Adam and AdamW at one or more global "
-                    "batch sizes (square-root lr scaling, fixed epochs), then plot and tabulate.")
-    p.add_argument("config", help="the YAML config every run starts from")
-    p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                   help="comma-separated subset of lamb,lars,adam,adamw (default: all)")
+        description="Tune and compare LAMB, AdamW, LARS and Adam on one config at several global "
+                    "batch sizes with a fixed number of examples; `scripts/compare.py split ...` "
+                    "splits a corpus by document into train/valid/test.")
+    p.add_argument("config", help="the YAML config every run starts from (its data.eval: the "
+                                  "set the results are reported on)")
+    p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
+                   help="comma-separated subset of %s (default %s)"
+                        % (",".join(OPTIMIZERS), ",".join(DEFAULT_OPTIMIZERS)))
     p.add_argument("--batch-sizes", default="256,1024,4096", help="global batch sizes")
     p.add_argument("--base-batch", type=int, default=256,
-                   help="the batch the --lr values and --epochs-steps refer to (default 256)")
+                   help="the batch that --lr and --epochs-steps refer to (default 256)")
     p.add_argument("--lr", default="",
-                   help="peak lr per optimizer at the base batch, e.g. lamb=1e-2,adam=1e-3 "
+                   help="centre of each optimizer's lr grid at the base batch, e.g. lamb=1e-2 "
                         "(default %s)" % ",".join("%s=%g" % kv for kv in DEFAULT_LR.items()))
-    p.add_argument("--lr-sweep", default="1",
-                   help="lr multipliers tried per optimizer and batch, e.g. 0.5,1,2; the best by "
-                        "final eval MLM loss is the one reported (default 1)")
-    p.add_argument("--sweep-at", choices=("all", "base"), default="all",
-                   help="all: the lr sweep runs at every batch size (default); base: only at the "
-                        "base batch, and the other batches take its best lr scaled by "
-                        "sqrt(b / base), the paper's recipe (fewer runs)")
+    p.add_argument("--grid", default="0.5,1,2",
+                   help="lr multipliers of the first grid, around the centre (default 0.5,1,2)")
+    p.add_argument("--max-extend", type=int, default=3,
+                   help="grid points added at most per optimizer and batch while the best lr is at "
+                        "an edge of the grid (a factor 2 beyond it each; default 3)")
+    p.add_argument("--valid", default="",
+                   help="the validation shard the tuning runs evaluate on (required when the grid "
+                        "has more than one point; must not be the config's data.eval)")
+    p.add_argument("--seeds", default="1,2,3",
+                   help="training.seed of the final runs at each chosen lr (default 1,2,3)")
+    p.add_argument("--tune-seed", type=int, default=0,
+                   help="training.seed of the tuning runs (default 0, none of the final seeds)")
+    p.add_argument("--sqrt-scaled", default="",
+                   help="optimizers tuned at the base batch only, the other batches taking the best "
+                        "lr there times sqrt(b / base), as the paper ran LAMB (default: none, every "
+                        "optimizer tuned at every batch)")
+    p.add_argument("--warmup", choices=("steps", "ratio"), default="steps",
+                   help="steps: the same number of warmup steps at every batch size, as the paper's "
+                        "table (default); ratio: the config's warmup_ratio of each run's steps")
+    p.add_argument("--warmup-steps", type=int, default=-1,
+                   help="--warmup steps: how many (default: the config's warmup at the base batch)")
     p.add_argument("--epochs-steps", type=int, default=0,
                    help="optimizer steps at the base batch; batch b runs N*base/b steps (default: "
                         "as many examples as the config's own phases)")
     p.add_argument("--evals", type=int, default=8,
                    help="evaluations per run (training.eval_every = steps / evals; default 8)")
-    p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p.add_argument("--out", default="runs/compare",
+                   help="results: per-run metrics, the table, the plots; small files, meant to be "
+                        "committed so that a study continues from them (default runs/compare)")
+    p.add_argument("--work", default="",
+                   help="the trainers' run dirs with their checkpoints (default OUT-work)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="config override passed to every run (repeatable)")
     p.add_argument("--bin", default=os.path.join(ROOT, "bert_pretrain"),
                    help="the bert_pretrain binary (default ./bert_pretrain)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check every run's config and print the commands; train nothing")
+                   help="check the first runs' configs and print their commands; train nothing")
     p.add_argument("--plot-only", action="store_true",
                    help="train nothing; redraw the plots and the table from the runs in OUT")
+    p.add_argument("--sweep-at", choices=("all", "base"), default="all",
+                   help="base: the same as --sqrt-scaled with every optimizer")
     a = p.parse_args(argv)
 
     a.optimizers = parse_list(a.optimizers, str, "--optimizers")
@@ -120,11 +159,20 @@ def parse_args(argv):
     a.batch_sizes = sorted(set(parse_list(a.batch_sizes, int, "--batch-sizes")))
     if a.batch_sizes[0] < 1 or a.base_batch < 1:
         die("batch sizes must be positive")
-    a.lr_sweep = parse_list(a.lr_sweep, float, "--lr-sweep")
-    if any(not (m > 0 and math.isfinite(m)) for m in a.lr_sweep):
-        die("--lr-sweep: multipliers must be positive")
-    if len(set(a.lr_sweep)) != len(a.lr_sweep):
-        die("--lr-sweep: a multiplier is named twice")
+    a.grid = sorted(parse_list(a.grid, float, "--grid"))
+    if any(not (m > 0 and math.isfinite(m)) for m in a.grid) or len(set(a.grid)) != len(a.grid):
+        die("--grid: multipliers must be positive and distinct")
+    a.seeds = parse_list(a.seeds, int, "--seeds")
+    if len(set(a.seeds)) != len(a.seeds) or min(a.seeds) < 0:
+        die("--seeds: seeds must be distinct and >= 0")
+    a.sqrt_scaled = (list(a.optimizers) if a.sweep_at == "base" else
+                     parse_list(a.sqrt_scaled, str, "--sqrt-scaled") if a.sqrt_scaled else [])
+    for o in a.sqrt_scaled:
+        if o not in a.optimizers:
+            die("--sqrt-scaled: '%s' is not one of --optimizers" % o)
+    if a.sqrt_scaled and a.base_batch not in a.batch_sizes:
+        die("--sqrt-scaled/--sweep-at base: the base batch %d must be one of --batch-sizes"
+            % a.base_batch)
     a.lr_base = dict(DEFAULT_LR)
     for item in parse_list(a.lr, str, "--lr") if a.lr else []:
         name, sep, value = item.partition("=")
@@ -137,21 +185,25 @@ def parse_args(argv):
             die("--lr: '%s' is not a number" % value)
         if not (a.lr_base[name] > 0 and math.isfinite(a.lr_base[name])):
             die("--lr: %s must be positive" % item)
-    if a.sweep_at == "base" and a.base_batch not in a.batch_sizes:
-        die("--sweep-at base: the base batch %d must be one of --batch-sizes" % a.base_batch)
-    if a.epochs_steps < 0 or a.evals < 1:
-        die("--epochs-steps must be >= 0 and --evals >= 1")
+    if a.epochs_steps < 0 or a.evals < 1 or a.max_extend < 0:
+        die("--epochs-steps and --max-extend must be >= 0 and --evals >= 1")
     for s in a.sets:
         if "=" not in s:
             die("--set: expected section.key=value, got '%s'" % s)
         key = s.split("=", 1)[0].strip()
-        if key in ("optimizer.name", "schedule.lr", "training.run_dir") or re.fullmatch(
+        if key in ("optimizer.name", "schedule.lr", "training.run_dir", "training.seed",
+                   "data.eval", "schedule.warmup_steps") or re.fullmatch(
                 r"phases\.\d+\.(batch_size|steps)", key):
             die("--set %s: the comparison sets this for each run (use --optimizers, --lr, "
-                "--batch-sizes, --epochs-steps, --out)" % key)
+                "--batch-sizes, --epochs-steps, --seeds, --valid, --warmup-steps, --out)" % key)
     if not os.path.isfile(a.config):
         die("config %s: no such file" % a.config)
+    if len(a.grid) > 1 and not a.valid:
+        die("tuning needs a validation shard that is not the evaluation set: --valid PATH "
+            "(`scripts/compare.py split` and docs/comparison.md show how to make one)")
+    a.valid = os.path.abspath(a.valid) if a.valid else ""
     a.out = os.path.abspath(a.out)
+    a.work = os.path.abspath(a.work) if a.work else a.out + "-work"
     return a
 
 
@@ -162,10 +214,10 @@ PHASE_RE = re.compile(r"^(\d+)\s+(\d+)\s+(\d+) = (\d+) x (\d+) x (\d+)\s+(\d+)\s
 
 
 def dry_run(binary, config, sets):
-    """Runs `bert_pretrain CONFIG --set ... --dry-run`; returns its phases [{seq_len, batch, micro,
-    steps, warmup (None when the phase continues a schedule segment)}] from the resolved config it
-    prints as JSON (or, failing that, from its summary table), or exits 2 with the trainer's
-    message."""
+    """Runs `bert_pretrain CONFIG --set ... --dry-run`; returns {"phases": [{seq_len, batch, micro,
+    steps, warmup (None when the phase continues a schedule segment)}], "cfg": the resolved config}
+    from the JSON it prints (the phases, failing that, from its summary table), or exits 2 with the
+    trainer's message."""
     cmd = [binary, config] + [x for s in sets for x in ("--set", s)] + ["--dry-run"]
     try:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -176,6 +228,7 @@ def dry_run(binary, config, sets):
         sys.stderr.write(r.stderr)
         die("the config does not check out (exit %d): %s" % (r.returncode, shlex.join(cmd)))
     phases = []
+    cfg = {}
     try:
         cfg = json.loads(r.stdout)
         micro = int(cfg["training"]["micro_batch"])
@@ -195,7 +248,45 @@ def dry_run(binary, config, sets):
                                "warmup": int(warm) if warm.isdigit() else None})
     if not phases:
         die("could not read the phases from the output of: %s" % shlex.join(cmd))
-    return phases
+    return {"phases": phases, "cfg": cfg if isinstance(cfg, dict) else {}}
+
+
+# ------------------------------------------------------------------------------ the three-way split
+
+def split_documents(argv):
+    """`compare.py split TEXT OUTDIR [--valid F] [--test F] [--seed S]`: the documents of TEXT (blank
+    line between documents) into OUTDIR/train.txt, valid.txt and test.txt. A document goes by a hash
+    of (seed, its index), so the split does not depend on the order of the others, and a document
+    is in exactly one file."""
+    p = argparse.ArgumentParser(prog="scripts/compare.py split")
+    p.add_argument("text")
+    p.add_argument("outdir")
+    p.add_argument("--valid", type=float, default=0.1, help="share of documents for tuning")
+    p.add_argument("--test", type=float, default=0.1, help="share of documents for the results")
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args(argv)
+    if not (0 < a.valid and 0 < a.test and a.valid + a.test < 1):
+        die("split: --valid and --test must be positive with a sum below 1")
+    try:
+        with open(a.text, encoding="utf-8") as f:
+            docs = [d for d in re.split(r"\n[ \t\r]*\n", f.read()) if d.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        die("split: %s: %s" % (a.text, e))
+    import hashlib
+    parts = {"train": [], "valid": [], "test": []}
+    for i, d in enumerate(docs):
+        h = hashlib.sha256(b"%d:%d" % (a.seed, i)).digest()
+        u = int.from_bytes(h[:8], "little") / 2.0 ** 64
+        parts["test" if u < a.test else "valid" if u < a.test + a.valid else "train"].append(d)
+    if not all(parts.values()):
+        die("split: %d documents leave a part empty (%s)" % (
+            len(docs), ", ".join("%s %d" % (k, len(v)) for k, v in parts.items())))
+    os.makedirs(a.outdir, exist_ok=True)
+    for k, v in parts.items():
+        with open(os.path.join(a.outdir, k + ".txt"), "w", encoding="utf-8") as f:
+            f.write("\n\n".join(x.strip("\n") for x in v) + "\n")
+    print("split: %s" % ", ".join("%s %d documents" % (k, len(v)) for k, v in parts.items()))
+    return 0
 
 
 # -------------------------------------------------------------------------------------- the plan
@@ -204,53 +295,152 @@ def fmt_lr(lr):
     return "%.3g" % lr
 
 
-def plan_runs(a, base_phases, batches, mults):
-    """Every (optimizer, batch in batches, multiplier in mults[optimizer]) as a dict with its run
-    dir and its --set overrides."""
-    cfg_examples = [p["steps"] * p["batch"] for p in base_phases]
+def schedule_plan(a, base):
+    """(steps per phase at each batch, total examples, warmup steps or None for the ratio rule)."""
+    cfg_examples = [p["steps"] * p["batch"] for p in base["phases"]]
     total_examples = a.epochs_steps * a.base_batch if a.epochs_steps else sum(cfg_examples)
-    micro = base_phases[0]["micro"]
-    runs = []
-    for b in batches:
-        steps = []
-        for ex in cfg_examples:
-            # the config's split of examples between phases, scaled to the total asked for
-            n = ex * total_examples / sum(cfg_examples) / b
-            steps.append(max(1, int(round(n))))
-        mb = min(micro, b)
-        mb = math.gcd(b, mb)
+    steps = {}
+    for b in a.batch_sizes:
+        # the config's split of examples between phases, scaled to the total asked for
+        steps[b] = [max(1, int(round(ex * total_examples / sum(cfg_examples) / b)))
+                    for ex in cfg_examples]
+    warmup = None
+    if a.warmup == "steps":
+        warmup = a.warmup_steps
+        if warmup < 0:
+            sched = base["cfg"].get("schedule", {})
+            base_steps = total_examples // a.base_batch
+            if isinstance(sched.get("warmup_steps"), int) and sched["warmup_steps"] >= 0:
+                warmup = sched["warmup_steps"]
+            else:
+                # the config's warmup at the base batch, rounded half up as the trainer does
+                warmup = int(math.floor(float(sched.get("warmup_ratio", 0.01)) * base_steps + 0.5))
+        for b in a.batch_sizes:
+            if warmup >= sum(steps[b]):
+                die("%d warmup steps at every batch size leave batch %d (%d steps) no decay: "
+                    "lower --warmup-steps, give more --epochs-steps, or use --warmup ratio"
+                    % (warmup, b, sum(steps[b])))
+    return steps, total_examples, warmup
+
+
+def make_run(a, plan, opt, b, lr, seed, stage):
+    """One run: its name, its dirs (results in OUT, checkpoints in WORK) and its --set overrides."""
+    steps, _, warmup = plan
+    name = "%s_b%d_lr%s" % (opt, b, fmt_lr(lr)) + ("_s%d" % seed if stage == "final" else "")
+    rel = os.path.join(stage, name)
+    total = sum(steps[b])
+    sets = VARIANTS[opt] + ["schedule.lr=%.6g" % lr, "training.seed=%d" % seed,
+                            # relative to the working directory: the recorded settings name no
+                            # machine path
+                            "training.run_dir=%s" % os.path.relpath(os.path.join(a.work, rel)),
+                            "training.eval_every=%d" % max(1, total // a.evals),
+                            "training.trust_ratio_every=%d" % max(1, total // 10),
+                            "training.checkpoint_every=%d" % max(1, total // 5)]
+    if stage == "tune":
+        sets.append("data.eval=%s" % os.path.relpath(a.valid))
+    if warmup is not None:
+        sets.append("schedule.warmup_steps=%d" % warmup)
+    for i, n in enumerate(steps[b]):
+        sets += ["phases.%d.batch_size=%d" % (i, b), "phases.%d.steps=%d" % (i, n)]
+    sets += a.sets
+    micro = a.micro
+    mb = math.gcd(b, min(micro, b))
+    if mb != micro:
+        # after the user's: a micro-batch that does not divide this batch cannot run
+        sets.append("training.micro_batch=%d" % mb)
+    return {"name": name, "rel": rel, "dir": os.path.join(a.out, rel),
+            "work": os.path.join(a.work, rel), "optimizer": opt, "batch": b, "lr": lr,
+            "seed": seed, "stage": stage, "steps": total, "examples": total * b, "sets": sets}
+
+
+def batch_order(a):
+    """The base batch first (the sqrt-scaled optimizers need its tuned lr), then the others."""
+    return ([a.base_batch] if a.base_batch in a.batch_sizes else []) + [
+        b for b in a.batch_sizes if b != a.base_batch]
+
+
+def score(r):
+    """Final eval MLM loss of a finished run; +inf for a divergence; None when it has none."""
+    if r["state"] == "diverged":
+        return float("inf")
+    f = r.get("final")
+    if f is not None and finite(f.get("eval_mlm_loss")):
+        return f["eval_mlm_loss"]
+    return None
+
+
+def next_multiplier(a, mults, runs):
+    """The grid point to add (a factor 2 beyond the edge where the best lr is), or None when the
+    best is interior, the extensions are spent, or a run has no score (failed or unfinished)."""
+    scores = [score(r) for r in runs]
+    if any(x is None for x in scores) or len(mults) - len(a.grid) >= a.max_extend:
+        return None
+    best = min(range(len(runs)), key=lambda k: (scores[k], k))
+    if math.isinf(scores[best]):
+        return min(mults) / 2  # every lr diverged: go lower
+    if len(mults) > 1 and runs[best]["mult"] == max(mults):
+        return max(mults) * 2
+    if len(mults) > 1 and runs[best]["mult"] == min(mults):
+        return min(mults) / 2
+    return None
+
+
+def tune_group(a, plan, opt, b, step, centre):
+    """Tunes one (optimizer, batch): the grid around centre, extended while its best lr sits at an
+    edge. step(run) trains a run (or only records it) and returns False to stop. Returns (runs,
+    best run or None, stopped)."""
+    mults = list(a.grid)
+    while True:
+        runs = []
+        for m in sorted(mults):
+            r = make_run(a, plan, opt, b, centre * m, a.tune_seed, "tune")
+            r["mult"] = m
+            runs.append(r)
+            if not step(r):
+                return runs, None, True
+        collect(runs)
+        nxt = next_multiplier(a, mults, runs)
+        if nxt is None:
+            break
+        mults.append(nxt)
+    scored = [r for r in runs if score(r) is not None and math.isfinite(score(r))]
+    best = min(scored, key=score) if scored else None
+    if best is not None:
+        best["best"] = True
+    return runs, best, False
+
+
+def study(a, plan, step):
+    """The whole protocol, batch by batch: each optimizer tuned on the validation shard (or, when
+    sqrt-scaled, its base-batch lr times sqrt(b / base)), then trained with every final seed at the
+    chosen lr and evaluated on the config's data.eval. Returns (runs, stopped)."""
+    everything, chosen = [], {}
+    for b in batch_order(a):
         for opt in a.optimizers:
-            for mult in mults[opt]:
-                lr = a.lr_base[opt] * mult * math.sqrt(b / a.base_batch)
-                name = "%s_b%d_lr%s" % (opt, b, fmt_lr(lr))
-                run_dir = os.path.join(a.out, name)
-                total = sum(steps)
-                sets = ["optimizer.name=%s" % opt, "schedule.lr=%.6g" % lr,
-                        "training.run_dir=%s" % run_dir,
-                        "training.eval_every=%d" % max(1, total // a.evals),
-                        "training.trust_ratio_every=%d" % max(1, total // 40),
-                        "training.checkpoint_every=%d" % max(1, total // 5)]
-                for i, s in enumerate(steps):
-                    sets += ["phases.%d.batch_size=%d" % (i, b), "phases.%d.steps=%d" % (i, s)]
-                sets += a.sets
-                if mb != micro:
-                    # after the user's: a micro-batch that does not divide this batch cannot run
-                    sets.append("training.micro_batch=%d" % mb)
-                runs.append({"name": name, "dir": run_dir, "optimizer": opt, "batch": b,
-                             "mult": mult, "lr": lr, "steps": total, "examples": total * b,
-                             "swept": a.sweep_at == "all" or b == a.base_batch, "sets": sets})
-    return runs
-
-
-def best_mults(a, base_runs):
-    """--sweep-at base: the multiplier whose run at the base batch ended with the lowest eval MLM
-    loss, per optimizer; the smallest multiplier when none of them finished."""
-    out = {}
-    for opt in a.optimizers:
-        group = [r for r in collect(base_runs) if r["optimizer"] == opt]
-        best = [r for r in group if r["best"]]
-        out[opt] = [best[0]["mult"] if best else min(a.lr_sweep)]
-    return out
+            centre = a.lr_base[opt] * math.sqrt(b / a.base_batch)
+            if len(a.grid) == 1:
+                lr = centre * a.grid[0]
+            elif opt in a.sqrt_scaled and b != a.base_batch:
+                base_lr = chosen.get((opt, a.base_batch))
+                if base_lr is None:
+                    continue
+                lr = base_lr * math.sqrt(b / a.base_batch)
+            else:
+                runs, best, stopped = tune_group(a, plan, opt, b, step, centre)
+                everything += runs
+                if stopped:
+                    return everything, True
+                if best is None:
+                    continue
+                lr = best["lr"]
+            chosen[(opt, b)] = lr
+            for seed in a.seeds:
+                r = make_run(a, plan, opt, b, lr, seed, "final")
+                r["sqrt_scaled"] = opt in a.sqrt_scaled and b != a.base_batch
+                everything.append(r)
+                if not step(r):
+                    return everything, True
+    return everything, False
 
 
 # ------------------------------------------------------------------------------------- run records
@@ -324,14 +514,28 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
+def portable_sets(sets):
+    return [x for x in sets if not x.startswith(("training.run_dir=", "data.eval="))]
+
+
+def keep_metrics(run):
+    """Copies the trainer's metrics.jsonl from the work dir into OUT (the part that is kept)."""
+    src = os.path.join(run["work"], "metrics.jsonl")
+    if os.path.exists(src):
+        tmp = os.path.join(run["dir"], "metrics.jsonl.tmp")
+        with open(src, "rb") as f, open(tmp, "wb") as g:
+            g.write(f.read())
+        os.replace(tmp, os.path.join(run["dir"], "metrics.jsonl"))
+
+
 def train(run, a, intr):
     """Trains (or resumes) one run; returns its state: finished, diverged, failed, interrupted."""
     os.makedirs(run["dir"], exist_ok=True)
+    os.makedirs(run["work"], exist_ok=True)
     status = read_status(run["dir"])
-    # the run dir name holds the optimizer, batch and lr, not the steps or the --set options (the
-    # run dir itself may have moved with OUT)
-    old = [x for x in status.get("sets", []) if not x.startswith("training.run_dir=")]
-    new = [x for x in run["sets"] if not x.startswith("training.run_dir=")]
+    # the run dir name holds the optimizer, batch and lr, not the steps or the --set options; the
+    # paths (run dir, validation shard) may differ between checkouts of committed results
+    old, new = portable_sets(status.get("sets", [])), portable_sets(run["sets"])
     if "sets" in status and old != new:
         die("%s was trained with other settings (%s); use another --out or delete that directory"
             % (run["dir"], " ".join(x for x in old if x not in new) or "in another order"))
@@ -350,7 +554,7 @@ def train(run, a, intr):
     print("+ " + shlex.join(cmd), flush=True)
     t0 = time.monotonic()
     tail = []
-    with open(os.path.join(run["dir"], "train.log"), "a") as log:
+    with open(os.path.join(run["work"], "train.log"), "a") as log:
         log.write("+ %s\n" % shlex.join(cmd))
         log.flush()
         # Its own session: a Ctrl-C reaches the trainer once, through Interrupt, not twice.
@@ -366,17 +570,18 @@ def train(run, a, intr):
         rc = child.wait()
         intr.child = None
     wall = time.monotonic() - t0
+    keep_metrics(run)
     steps, evals, _ = read_metrics(run["dir"])
     status = read_status(run["dir"])
     status["wall_s"] = status.get("wall_s", 0.0) + wall
     status["rc"] = rc
-    status["command"] = shlex.join(cmd)
+    status["command"] = shlex.join([os.path.relpath(cmd[0])] + cmd[1:])
     status["sets"] = run["sets"]
     if rc == 0 and finished_in_metrics(run, steps, evals):
         state = "finished"
     elif rc == 0 or intr.signum:
         state = "interrupted"
-    elif rc == 1 and any("non-finite" in line for line in tail):
+    elif rc == EXIT_DIVERGED:
         state = "diverged"
         status["diverged_at"] = steps[-1]["step"] + 1 if steps else 1
     elif rc == 2:
@@ -385,7 +590,7 @@ def train(run, a, intr):
     else:
         state = "failed"
         print("== %s: exit status %d; last lines of its output are in %s"
-              % (run["name"], rc, os.path.join(run["dir"], "train.log")), flush=True)
+              % (run["name"], rc, os.path.join(run["work"], "train.log")), flush=True)
     status["state"] = state
     write_status(run["dir"], status)
     print("== %s: %s after %.0f s" % (run["name"], state, wall), flush=True)
@@ -400,7 +605,7 @@ def final_eval(run, evals):
 
 
 def collect(runs):
-    """Each run with its metrics, state, final eval, wall time; marks the best lr per (opt, batch)."""
+    """Each run with its metrics, state, final eval and wall time (from OUT)."""
     for r in runs:
         steps, evals, trusts = read_metrics(r["dir"])
         status = read_status(r["dir"])
@@ -416,15 +621,7 @@ def collect(runs):
         if wall is None and steps:
             wall = steps[-1].get("elapsed_s")
         r["wall_s"] = wall
-        r["best"] = False
-    groups = {}
-    for r in runs:
-        groups.setdefault((r["optimizer"], r["batch"]), []).append(r)
-    for group in groups.values():
-        scored = [r for r in group if r["final"] is not None
-                  and isinstance(r["final"].get("eval_mlm_loss"), (int, float))]
-        if scored:
-            min(scored, key=lambda r: r["final"]["eval_mlm_loss"])["best"] = True
+        r.setdefault("best", False)
     return runs
 
 
@@ -459,75 +656,117 @@ def majority_acc(runs):
     return None
 
 
-def write_results(a, runs, cmdline):
-    sweep = len(a.lr_sweep) > 1
-    L = ["# Optimizer comparison", "",
-         "Config `%s`; base batch %d; square-root lr scaling lr(b) = lr_base * sqrt(b / %d); "
-         "fixed epochs: every run sees %d examples (steps = %d * %d / b)."
-         % (os.path.relpath(a.config, ROOT), a.base_batch, a.base_batch,
-            runs[0]["examples"] if runs else 0,
-            runs[0]["examples"] // a.base_batch if runs else 0, a.base_batch), "",
-         "Reproduce: `%s`" % cmdline, ""]
-    if sweep and a.sweep_at == "base":
-        L += ["The lr sweep (x%s) ran at batch %d only; the other batch sizes take the best "
-              "multiplier found there, scaled by sqrt(b / %d), as the paper does." %
-              (", x".join("%g" % m for m in a.lr_sweep), a.base_batch, a.base_batch), ""]
-    L += [
-         "| run | optimizer | batch | lr | steps | eval MLM loss | eval MLM acc | eval NSP acc "
-         "| diverged | wall time | best lr |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|:---:|"]
+def spread(values):
+    """(mean, sample standard deviation or None with one value, min, max) of a non-empty list."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, sd, min(values), max(values)
+
+
+def fmt_spread(values, scale, spec):
+    if not values:
+        return "—"
+    mean, sd, lo, hi = spread([scale * v for v in values])
+    text = spec % mean
+    if sd is not None:
+        text += " ± " + spec % sd + " [" + spec % lo + ", " + spec % hi + "]"
+    return text
+
+
+def final_cells(a, runs):
+    """{(optimizer, batch): summary of its final runs}: lr, seeds finished and diverged, test loss
+    and accuracy as mean ± sd [min, max]."""
+    out = {}
     for r in runs:
-        f = r["final"] or {}
-        L.append("| %s | %s | %d | %s%s | %d | %s | %s | %s | %s | %s | %s |" % (
-            r["name"], r["optimizer"], r["batch"], fmt_lr(r["lr"]),
-            ("" if not sweep else " (x%g)" % r["mult"] if r["swept"]
-             else " (x%g of batch %d)" % (r["mult"], a.base_batch)), r["steps"],
-            fmt_num(f.get("eval_mlm_loss"), "%.3f"), fmt_pct(f.get("eval_mlm_acc")),
-            fmt_pct(f.get("eval_nsp_acc")), diverged_cell(r), fmt_time(r["wall_s"]),
-            "**best**" if r["best"] and r["swept"] else ""))
+        if r["stage"] == "final":
+            out.setdefault((r["optimizer"], r["batch"]), []).append(r)
+    cells = {}
+    for key, group in out.items():
+        done = [r for r in group if r["final"] is not None]
+        cells[key] = {
+            "lr": group[0]["lr"], "sqrt_scaled": group[0].get("sqrt_scaled", False),
+            "seeds": len(group), "finished": len(done),
+            "diverged": sum(r["state"] == "diverged" for r in group),
+            "loss": [r["final"]["eval_mlm_loss"] for r in done if finite(r["final"].get("eval_mlm_loss"))],
+            "acc": [r["final"]["eval_mlm_acc"] for r in done if finite(r["final"].get("eval_mlm_acc"))]}
+    return cells
+
+
+def write_results(a, plan, runs, cmdline):
+    steps, examples, warmup = plan
+    label = lambda o: LABELS.get(o, o)
+    L = ["# Optimizer comparison", "",
+         "Config `%s`; every run sees %d examples (steps = %d x %d / batch); warmup %s; lr tuned "
+         "%s on the validation shard `%s` (grid x%s around a centre, extended by factors of 2 "
+         "while the best lr is at an edge, at most %d points more), tuning seed %d; final runs at "
+         "the chosen lr with seeds %s, evaluated on the config's `data.eval`."
+         % (os.path.relpath(a.config, ROOT), examples, examples // a.base_batch, a.base_batch,
+            "%d steps at every batch size" % warmup if warmup is not None
+            else "the config's warmup_ratio of each run's steps",
+            "at every batch size" + ("" if not a.sqrt_scaled else
+                                     " (%s: at batch %d only, then x sqrt(b / %d))"
+                                     % (", ".join(a.sqrt_scaled), a.base_batch, a.base_batch)),
+            os.path.basename(a.valid) if a.valid else "none", ", x".join("%g" % m for m in a.grid),
+            a.max_extend, a.tune_seed, ", ".join(map(str, a.seeds))), "",
+         "Reproduce (and continue): `%s`" % cmdline, ""]
+    cells = final_cells(a, runs)
+    L += ["## Results on the evaluation set (final runs)", "",
+          "Eval MLM loss and accuracy: mean ± sample sd [min, max] over the seeds that finished.", "",
+          "| optimizer | batch | lr | seeds (finished / diverged) | eval MLM loss | eval MLM acc |",
+          "|---|---:|---:|---|---:|---:|"]
+    for b in a.batch_sizes:
+        for o in a.optimizers:
+            c = cells.get((o, b))
+            if c is None:
+                tuned = [r for r in runs if r["stage"] == "tune" and r["optimizer"] == o
+                         and r["batch"] == b]
+                why = ("every lr tried diverged" if tuned and all(r["state"] == "diverged"
+                                                                  for r in tuned) else "not run yet")
+                L.append("| %s | %d | — | %s | — | — |" % (label(o), b, why))
+                continue
+            L.append("| %s | %d | %s%s | %d (%d / %d) | %s | %s |" % (
+                label(o), b, fmt_lr(c["lr"]), " (sqrt-scaled)" if c["sqrt_scaled"] else "",
+                c["seeds"], c["finished"], c["diverged"], fmt_spread(c["loss"], 1, "%.3f"),
+                fmt_spread(c["acc"], 100, "%.1f")))
     base = majority_acc(runs)
     if base is not None:
         L += ["", "Predicting the most frequent token everywhere scores %s MLM accuracy on the eval "
               "set; the uniform guess has loss ln(vocab)." % fmt_pct(base)]
-    L += ["", "Best lr per optimizer and batch: final eval MLM loss / MLM accuracy (lr).", "",
-          "| optimizer | " + " | ".join("batch %d" % b for b in a.batch_sizes) + " |",
-          "|---|" + "---:|" * len(a.batch_sizes)]
-    for opt in a.optimizers:
-        cells = []
-        for b in a.batch_sizes:
-            group = [r for r in runs if r["optimizer"] == opt and r["batch"] == b]
-            best = [r for r in group if r["best"]]
-            if best:
-                f = best[0]["final"]
-                cells.append("%s / %s (%s)" % (fmt_num(f.get("eval_mlm_loss"), "%.3f"),
-                                               fmt_pct(f.get("eval_mlm_acc")), fmt_lr(best[0]["lr"])))
-            elif any(r["state"] == "diverged" for r in group):
-                cells.append("diverged")
-            else:
-                cells.append("—")
-        L.append("| %s | %s |" % (opt, " | ".join(cells)))
-    edge = []
-    if sweep:
-        for r in runs:
-            if r["best"] and r["swept"] and r["mult"] in (min(a.lr_sweep), max(a.lr_sweep)):
-                edge.append("%s at batch %d (x%g)" % (r["optimizer"], r["batch"], r["mult"]))
-    if edge:
-        L += ["", "The best lr sits at the edge of the sweep for: %s; a wider sweep may find a "
-              "better one." % "; ".join(edge)]
-    L += ["", "Lowest final eval MLM loss at each batch:", ""]
-    for b in a.batch_sizes:
-        best = [r for r in runs if r["batch"] == b and r["best"]]
-        if best:
-            w = min(best, key=lambda r: r["final"]["eval_mlm_loss"])
-            L.append("- batch %d: %s (%.3f)" % (b, w["optimizer"], w["final"]["eval_mlm_loss"]))
-        else:
-            L.append("- batch %d: no finished run" % b)
+    L += ["", "## Tuning (validation shard)", "",
+          "| optimizer | batch | lrs tried: validation MLM loss (x = diverged) | chosen | interior |",
+          "|---|---:|---|---:|---|"]
+    groups = {}
+    for r in runs:
+        if r["stage"] == "tune":
+            groups.setdefault((r["optimizer"], r["batch"]), []).append(r)
+    for (o, b), group in sorted(groups.items(), key=lambda kv: (kv[0][1], a.optimizers.index(kv[0][0]))):
+        group = sorted(group, key=lambda r: r["lr"])
+        tried = ", ".join("%s: %s" % (fmt_lr(r["lr"]), "x" if r["state"] == "diverged" else
+                                      fmt_num((r["final"] or {}).get("eval_mlm_loss"), "%.3f")
+                                      if r["final"] else r["state"]) for r in group)
+        best = [r for r in group if r["best"]]
+        interior = bool(best) and group[0] is not best[0] and group[-1] is not best[0]
+        L.append("| %s | %d | %s | %s | %s |" % (label(o), b, tried,
+                                                  fmt_lr(best[0]["lr"]) if best else "—",
+                                                  "yes" if interior else "**no**"))
+    L += ["", "## Every run", "",
+          "| run | stage | eval MLM loss | eval MLM acc | eval NSP acc | diverged | wall time |",
+          "|---|---|---:|---:|---:|---|---:|"]
+    for r in runs:
+        f = r["final"] or {}
+        L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            r["name"], r["stage"] + (" (chosen)" if r["best"] else ""),
+            fmt_num(f.get("eval_mlm_loss"), "%.3f"), fmt_pct(f.get("eval_mlm_acc")),
+            fmt_pct(f.get("eval_nsp_acc")), diverged_cell(r), fmt_time(r["wall_s"])))
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(L) + "\n")
-    keep = ("name", "optimizer", "batch", "mult", "lr", "steps", "examples", "state",
+    keep = ("name", "stage", "optimizer", "batch", "lr", "seed", "steps", "examples", "state",
             "diverged_at", "wall_s", "best", "final")
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump([{k: r[k] for k in keep} for r in runs], f, indent=1)
+        json.dump({"runs": [{k: r.get(k) for k in keep} for r in runs],
+                   "final": [dict(optimizer=o, batch=b, **c) for (o, b), c in sorted(cells.items())]},
+                  f, indent=1)
         f.write("\n")
 
 
@@ -573,11 +812,10 @@ def smooth(values, window):
 
 def plot_losses(plt, a, runs, path):
     from matplotlib.lines import Line2D
-    shown = [r for r in runs if r["best"] or (r["state"] in ("diverged", "unfinished", "failed",
-                                                               "interrupted")
-                                              and not any(o["best"] for o in runs
-                                                          if o["optimizer"] == r["optimizer"]
-                                                          and o["batch"] == r["batch"]))]
+    # the final runs (every seed); the chosen tuning run where there are none yet
+    finals = {(r["optimizer"], r["batch"]) for r in runs if r["stage"] == "final" and r["step_records"]}
+    shown = [r for r in runs if (r["stage"] == "final" and r["step_records"]) or
+             (r["best"] and (r["optimizer"], r["batch"]) not in finals)]
     fig, ax = plt.subplots(2, 2, figsize=(12, 8.2), sharey="row")
     style = {b: STYLES[i % len(STYLES)] for i, b in enumerate(a.batch_sizes)}
     ymax, ymin = None, None
@@ -623,10 +861,7 @@ def plot_losses(plt, a, runs, path):
             ax[i][j].grid(True, alpha=0.3)
     ax[0][0].set_title("against step")
     ax[0][1].set_title("against examples seen (the same budget for every run)")
-    handles = [Line2D([], [], color=COLOURS[o], lw=2.5, label=o.upper() if o != "adamw" else "AdamW")
-               for o in a.optimizers]
-    handles = [h if h.get_label() != "ADAM" else Line2D([], [], color=COLOURS["adam"], lw=2.5,
-                                                          label="Adam") for h in handles]
+    handles = [Line2D([], [], color=COLOURS[o], lw=2.5, label=LABELS[o]) for o in a.optimizers]
     handles += [Line2D([], [], color="black", ls=style[b], lw=1.4, label="batch %d" % b)
                 for b in a.batch_sizes]
     if base is not None:
@@ -637,9 +872,8 @@ def plot_losses(plt, a, runs, path):
                               label="diverged"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
                fontsize=10)
-    title = "%s: same data and seed, square-root lr scaling, fixed epochs" % os.path.basename(a.config)
-    if len(a.lr_sweep) > 1:
-        title += "; best lr per optimizer and batch"
+    title = ("%s: final runs at each optimizer's tuned lr (every seed), fixed examples"
+             % os.path.basename(a.config))
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     fig.savefig(path, dpi=80)
@@ -707,7 +941,8 @@ def plot_trust(plt, a, runs, path):
     for o in opts:
         for b in batches:
             cands = [r for r in runs if r["optimizer"] == o and r["batch"] == b and r["trusts"]]
-            best = [r for r in cands if r["best"]] or cands
+            best = ([r for r in cands if r["stage"] == "final"] or [r for r in cands if r["best"]]
+                    or cands)
             if best:
                 picked[(o, b)] = best[0]
     batches = [b for b in batches if any((o, b) in picked for o in opts)]
@@ -794,35 +1029,43 @@ def plot_trust(plt, a, runs, path):
 
 # --------------------------------------------------------------------------------------------- main
 
-def check_runs(a, base, runs):
-    """Dry-runs every planned config so that a mistake stops the comparison before it trains."""
+def check_runs(a, plan, runs):
+    """Dry-runs planned configs so that a mistake stops the comparison before it trains: the steps,
+    the batch and the warmup the trainer plans must be the ones asked for."""
     for r in runs:
-        phases = dry_run(a.bin, a.config, r["sets"])
+        phases = dry_run(a.bin, a.config, r["sets"])["phases"]
         got = sum(p["steps"] for p in phases)
         if got != r["steps"] or phases[0]["batch"] != r["batch"]:
             die("%s: the trainer plans %d steps at batch %d, expected %d at %d"
                 % (r["name"], got, phases[0]["batch"], r["steps"], r["batch"]))
-        w = phases[0]["warmup"]
-        if w is not None and base[0]["warmup"] and base[0]["steps"] > 0:
-            want = base[0]["warmup"] / base[0]["steps"] * phases[0]["steps"]
-            if abs(w - want) > max(1.0, 0.02 * want):
-                print("compare: warning: %s warms up for %d steps, not %.0f: the config gives "
-                      "warmup_steps, not warmup_ratio, so warmup does not scale with the steps"
-                      % (r["name"], w, want), file=sys.stderr)
+        if plan[2] is not None and phases[0]["warmup"] not in (None, plan[2]):
+            die("%s: the trainer plans %d warmup steps, expected %d"
+                % (r["name"], phases[0]["warmup"], plan[2]))
 
 
-def run_all(a, runs, intr):
-    """Trains the runs in order; returns (stopped, failed)."""
-    failed = False
-    for r in runs:
-        state = train(r, a, intr)
-        failed |= state == "failed"
-        if state == "interrupted" or intr.signum:
-            return True, failed
-    return False, failed
+def same_file(x, y):
+    try:
+        return os.path.samefile(x, y)
+    except OSError:
+        return os.path.abspath(x) == os.path.abspath(y)
+
+
+def first_runs(a, plan):
+    """The runs the protocol starts with: the first grid of every tuned (optimizer, batch), and one
+    final run per (optimizer, batch) at its grid centre (the final lrs are not known yet)."""
+    runs = []
+    for b in batch_order(a):
+        for o in a.optimizers:
+            centre = a.lr_base[o] * math.sqrt(b / a.base_batch)
+            if len(a.grid) > 1 and not (o in a.sqrt_scaled and b != a.base_batch):
+                runs += [make_run(a, plan, o, b, centre * m, a.tune_seed, "tune") for m in a.grid]
+            runs.append(make_run(a, plan, o, b, centre, a.seeds[0], "final"))
+    return runs
 
 
 def main(argv):
+    if argv[:1] == ["split"]:
+        return split_documents(argv[1:])
     a = parse_args(argv)
     # the command that reproduces the results: without the flags that only redraw or preview
     cmdline = "scripts/compare.py " + shlex.join(x for x in argv if x not in ("--plot-only",
@@ -830,47 +1073,49 @@ def main(argv):
     if not os.access(a.bin, os.X_OK):
         die("%s is not an executable (HINT: `make` builds ./bert_pretrain)" % a.bin)
     base = dry_run(a.bin, a.config, a.sets)
-    sweep = {o: a.lr_sweep for o in a.optimizers}
-    if a.sweep_at == "base":
-        first = plan_runs(a, base, [a.base_batch], sweep)
-        later = [b for b in a.batch_sizes if b != a.base_batch]
-    else:
-        first = plan_runs(a, base, a.batch_sizes, sweep)
-        later = []
+    a.micro = base["phases"][0]["micro"]
+    evalset = base["cfg"].get("data", {}).get("eval")
+    if a.valid and evalset and same_file(a.valid, evalset):
+        die("--valid %s is the config's data.eval: the lr would be chosen on the set the results "
+            "are reported on" % a.valid)
+    plan = schedule_plan(a, base)
+    if a.dry_run:
+        runs = first_runs(a, plan)
+        print("compare: checking %d configs" % len(runs), flush=True)
+        check_runs(a, plan, runs)
+        for r in runs:
+            print(shlex.join([a.bin, a.config] + [x for s in r["sets"] for x in ("--set", s)]
+                             + ["--resume", "auto"]))
+        print("compare: the grids grow while their best lr is at an edge, and the final runs take "
+              "the chosen lr (the grid centre is shown)")
+        return 0
+    os.makedirs(a.out, exist_ok=True)
     stopped = failed = False
-    if not a.plot_only:
-        # the later runs' lrs are not known yet; their configs are checked at multiplier 1
-        probe = plan_runs(a, base, later, {o: [1.0] for o in a.optimizers})
-        print("compare: %d runs%s into %s; checking each config"
-              % (len(first), " (then %d at the other batch sizes)" % len(probe) if later else "",
-                 a.out), flush=True)
-        check_runs(a, base, first + probe)
-        if a.dry_run:
-            for r in first + probe:
-                print(shlex.join([a.bin, a.config] + [x for s in r["sets"] for x in ("--set", s)]
-                                 + ["--resume", "auto"]))
-            if later:
-                print("compare: the runs at batch %s take the best lr of batch %d (multiplier 1 "
-                      "shown)" % (",".join(map(str, later)), a.base_batch))
-            return 0
-        os.makedirs(a.out, exist_ok=True)
+    if a.plot_only:
+        runs, _ = study(a, plan, lambda r: os.path.exists(os.path.join(r["dir"], STATUS_FILE)))
+    else:
+        check_runs(a, plan, first_runs(a, plan)[:1])
         intr = Interrupt()
+        outcome = {"failed": False, "stopped": False}
+
+        def step(r):
+            if r["stage"] == "final" or len(a.grid) == 1:
+                check_runs(a, plan, [r])
+            state = train(r, a, intr)
+            outcome["failed"] |= state == "failed"
+            outcome["stopped"] = state == "interrupted" or bool(intr.signum)
+            return not outcome["stopped"]
         try:
-            stopped, failed = run_all(a, first, intr)
-            if later and not stopped:
-                second = plan_runs(a, base, later, best_mults(a, first))
-                stopped, failed2 = run_all(a, second, intr)
-                failed |= failed2
+            runs, stopped = study(a, plan, step)
         except KeyboardInterrupt:
             stopped = True
+        failed = outcome["failed"]
         if stopped:
             print("compare: interrupted; the same command continues where this stopped",
                   file=sys.stderr)
             return 130
-    runs = first + (plan_runs(a, base, later, best_mults(a, first)) if later else [])
-    os.makedirs(a.out, exist_ok=True)
     runs = collect(runs)
-    write_results(a, runs, cmdline)
+    write_results(a, plan, runs, cmdline)
     plt = ensure_matplotlib()
     plot_losses(plt, a, runs, os.path.join(a.out, "loss.png"))
     made = plot_trust(plt, a, runs, os.path.join(a.out, "trust_ratios.png"))

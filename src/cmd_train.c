@@ -24,7 +24,9 @@ static const CliCommand TRAIN = {
     .name = "train",
     .usage = "CONFIG.yaml [--set section.key=value ...] [--resume auto|PATH] [--dry-run]",
     .description = "Trains through every phase of CONFIG (configs/README.md documents every key).\n"
-                   "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n",
+                   "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n"
+                   "Exit status 3: training stopped because the loss or the gradients became\n"
+                   "non-finite (a divergence; not with training.skip_nonfinite).\n",
     .positional = "CONFIG.yaml",
     .min_positional = 1,
     .max_positional = 1,

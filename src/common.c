@@ -23,6 +23,7 @@ static int vfail(BpError *err, BpErrorKind kind, const char *fmt, va_list ap) {
 }
 
 int bp_error_status(const BpError *err) {
+    if (err->kind == BP_ERR_DIVERGED) return BP_EXIT_DIVERGED;
     return err->kind == BP_ERR_USAGE || err->kind == BP_ERR_MISMATCH ? BP_EXIT_USAGE : BP_EXIT_RUNTIME;
 }
 

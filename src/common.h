@@ -20,6 +20,7 @@ typedef enum {
     BP_ERR_CORRUPT,     /* a file is not what it claims: magic, version, CRC, size, structure */
     BP_ERR_USAGE,       /* the command line or the configuration is wrong */
     BP_ERR_MISMATCH,    /* a valid file that does not fit this run (config changed, other shape) */
+    BP_ERR_DIVERGED,    /* training stopped: the loss or the gradients became non-finite */
 } BpErrorKind;
 
 typedef struct {
@@ -29,9 +30,11 @@ typedef struct {
 
 #define BP_EXIT_RUNTIME 1
 #define BP_EXIT_USAGE 2
+#define BP_EXIT_DIVERGED 3
 
 /* The exit status for an error: 2 for a usage error or a mismatch (the user must change what they
- * asked), 1 for everything else. */
+ * asked), 3 for a divergence (a result of the settings, not a fault: a sweep records it and goes
+ * on), 1 for everything else. */
 int bp_error_status(const BpError *err);
 
 /* Fills err (if non-NULL) with a printf-style message of the given kind; returns -1 so callers can

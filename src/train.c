@@ -301,9 +301,10 @@ static int check_finite(Trainer *tr, double loss, double norm, bool *skip, BpErr
         *skip = true;
         return 0;
     }
-    return bp_fail(err, "%s. The last good checkpoint is %s (left intact). HINT: lower the lr, enable "
+    return bp_fail_kind(err, BP_ERR_DIVERGED,
+                        "%s. The last good checkpoint is %s (left intact). HINT: lower the lr, enable "
                         "clipping, or set training.skip_nonfinite: true",
-                   msg, tr->last_checkpoint[0] ? tr->last_checkpoint : "(none yet)");
+                        msg, tr->last_checkpoint[0] ? tr->last_checkpoint : "(none yet)");
 }
 
 /* Test hook: BERT_PRETRAIN_INJECT_NAN=S puts a NaN into the gradients at optimizer step S (1-based),

@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # End-to-end test of scripts/compare.py on a one-layer, 32-wide BERT and the tiny corpus in
-# tests/fixtures/train: every optimizer at two batch sizes, a few steps each. Checks the run
-# directories (names carry the square-root-scaled lr, step counts keep the examples fixed), the
-# PNGs, the table (a row per run, a divergence recorded as one and the comparison going on), that a
-# stopped comparison continues where it stopped, and that finished runs are not run again.
+# tests/fixtures/train, split by document into train/valid/test. Checks: the split; that tuning
+# needs a validation shard other than the evaluation set; the same warmup steps at every batch
+# size (the paper's rule) and the ratio rule as an option; the lr grid extended past its edge; the
+# tuning runs evaluated on the validation shard and the final runs (one per seed) on data.eval; a
+# divergence recognised by the trainer's exit status 3 (a real injected NaN); the table's mean and
+# spread; a stopped comparison continuing; the results in OUT (without the checkpoints) enough to
+# continue without running anything again.
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 T=$TMP
+
+# --- the split: every document in exactly one part ------------------------------------------------
+"$PY" scripts/compare.py split tests/fixtures/train/corpus.txt "$T/text" --valid 0.25 --test 0.25 \
+    --seed 2 >"$T/split.log" 2>&1
+rc=$?
+require "split exits 0 (exit $rc): $(cat "$T/split.log")" test $rc -eq 0
+docs() { awk 'BEGIN{RS=""} END{print NR}' "$@"; }
+n_all=$(docs tests/fixtures/train/corpus.txt)
+n_parts=$(( $(docs "$T/text/train.txt") + $(docs "$T/text/valid.txt") + $(docs "$T/text/test.txt") ))
+check "split: $n_parts documents in the three parts, wanted $n_all" test "$n_parts" -eq "$n_all"
+check "split: no sentence in two parts" test -z "$(cat "$T"/text/*.txt | grep . | sort | uniq -d)"
+check "split: parts non-empty: $(cat "$T/split.log")" test -s "$T/text/valid.txt" -a -s "$T/text/test.txt"
 
 cat >"$T/cfg.yaml" <<EOF
 model: {preset: bert-tiny, layers: 1, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
 data:
   vocab: vocab.txt
   vocab_size: 300
-  input: [$PWD/tests/fixtures/train/corpus.txt]
+  input: [text/train.txt]
   train: shards/train
-  eval: shards/eval
-  eval_fraction: 0.25
+  eval: shards/test
+  eval_fraction: 0
   eval_examples: 16
 optimizer: {name: lamb}
 schedule: {lr: 1.0e-2, warmup_ratio: 0.25}
@@ -25,22 +40,25 @@ phases:
   - {seq_len: 32, batch_size: 8, steps: 4, max_predictions_per_seq: 5}
 training: {micro_batch: 4, seed: 3, run_dir: run, threads: 1}
 EOF
-"$BP_BIN" prepare "$T/cfg.yaml" >"$T/prepare.log" 2>&1
-rc=$?
-require "prepare the fixture corpus (exit $rc): $(tail -n 3 "$T/prepare.log")" test $rc -eq 0
+ok=0
+"$BP_BIN" prepare "$T/cfg.yaml" >"$T/prepare.log" 2>&1 || ok=1
+for p in valid test; do
+    "$BP_BIN" prepare "$T/cfg.yaml" --set "data.input=[$T/text/$p.txt]" --set "data.train=$T/shards/$p" \
+        --set "data.eval=$T/shards/none" >>"$T/prepare.log" 2>&1 || ok=1
+done
+require "prepare the three shards: $(tail -n 3 "$T/prepare.log")" test $ok -eq 0
 
-# The trainer behind a wrapper that plays two parts: LARS at batch 8 "diverges" (exit 1 with the
-# trainer's non-finite message), and the first call for AdamW at batch 4 stops early with exit 0, as
-# a Ctrl-C'd trainer does after its checkpoint.
+# The trainer behind a wrapper: LARS at batch 8 gets a NaN injected at its first step (the real
+# trainer then stops with exit 3), and the first call for LAMB's final run at batch 8 stops early
+# with exit 0, as a Ctrl-C'd trainer does after its checkpoint.
 cat >"$T/bp" <<EOF
 #!/usr/bin/env bash
 args="\$*"
 if [[ "\$args" != *--dry-run* ]]; then
     if [[ "\$args" == *optimizer.name=lars* && "\$args" == *phases.0.batch_size=8\ * ]]; then
-        echo "bert_pretrain: step 1: non-finite loss (nan) in bert.encoder.layer.0.output.dense.weight" >&2
-        exit 1
+        export BERT_PRETRAIN_INJECT_NAN=1
     fi
-    if [[ "\$args" == *optimizer.name=adamw* && "\$args" == *phases.0.batch_size=4\ * && ! -e "$T/stopped" ]]; then
+    if [[ "\$args" == *final/lamb_b8* && ! -e "$T/stopped" ]]; then
         touch "$T/stopped"
         echo "bert_pretrain: interrupted; checkpoint written" >&2
         exit 0
@@ -52,138 +70,126 @@ chmod +x "$T/bp"
 
 OUT=$T/cmp
 compare() {
-    "$PY" scripts/compare.py "$T/cfg.yaml" --bin "$T/bp" --batch-sizes 4,8 --base-batch 4 \
-        --epochs-steps 4 --evals 2 --lr lamb=0.01,lars=0.01,adam=0.001,adamw=0.001 \
-        --set training.trust_ratio_every=1 --out "$OUT" "$@"
+    "$PY" scripts/compare.py "$T/cfg.yaml" --bin "$T/bp" --optimizers lamb,lars --batch-sizes 4,8 \
+        --base-batch 4 --epochs-steps 8 --evals 2 --lr lamb=0.01,lars=0.01 --grid 1,2 \
+        --max-extend 1 --seeds 1,2 --valid "$T/shards/valid" --set training.trust_ratio_every=1 \
+        --out "$OUT" "$@"
 }
-# compare_to LOG ARGS...: a comparison with ARGS, its output in $T/LOG.log; sets $rc and $log
-compare_to() {
+compare_to() { # LOG ARGS...: a comparison with ARGS, its output in $T/LOG.log; sets $rc and $log
     log=$T/$1.log
     shift
     compare "$@" >"$log" 2>&1
     rc=$?
 }
 
-# --dry-run: checks every config, prints the commands, trains nothing
+# --- usage ----------------------------------------------------------------------------------------
+"$PY" scripts/compare.py "$T/cfg.yaml" --bin "$T/bp" --grid 1,2 --out "$OUT" >"$T/nv.log" 2>&1
+rc=$?
+check "tuning without --valid: exit 2 (exit $rc)" test $rc -eq 2
+check "... saying why: $(tail -n 1 "$T/nv.log")" grep -q "validation shard that is not the evaluation set" "$T/nv.log"
+compare_to same --valid "$T/shards/test"
+check "--valid that is data.eval: exit 2 (exit $rc)" test $rc -eq 2
+check "... refused as the evaluation set: $(tail -n 1 "$log")" grep -q "is the config's data.eval" "$log"
+compare_to bad --optimizers lamb,sgd
+check "unknown optimizer: exit 2 (exit $rc), named: $(tail -n 1 "$log")" grep -q "unknown optimizer 'sgd'" "$log"
+compare_to long --warmup-steps 4
+check "a warmup as long as batch 8's run (4 steps) refused (exit $rc): $(tail -n 1 "$log")" \
+    grep -q "leave batch 8 (4 steps) no decay" "$log"
+check "nothing trained by the refusals" test ! -e "$OUT"
+
+# --- --dry-run: the first grids and one final run per (optimizer, batch); the paper's warmup ------
 compare_to dry --dry-run
 n=$(grep -c -- "--resume auto" "$log")
-check "--dry-run exits 0 (exit $rc): $(tail -n 5 "$log")" test $rc -eq 0
-check "--dry-run lists 8 commands (got $n)" test "$n" -eq 8
-check "--dry-run trains nothing: $(ls "$OUT" 2>&1 | head -3)" test ! -e "$OUT"
+check "--dry-run exits 0 (exit $rc): $(tail -n 3 "$log")" test $rc -eq 0
+check "--dry-run: 2 optimizers x 2 batches x (2 grid points + 1 final) = 12 commands (got $n)" test "$n" -eq 12
+# the config's warmup_ratio 0.25 of the 8 base-batch steps = 2 steps, at batch 8 too
+w=$(grep -- "--resume auto" "$log" | grep -o 'schedule.warmup_steps=[0-9]*' | sort -u | tr '\n' ' ')
+check "--dry-run: the same warmup steps at every batch size: '$w'" test "$w" = "schedule.warmup_steps=2 "
+check "--dry-run: tuning runs evaluate on the validation shard" \
+    test "$(grep -- "--resume auto" "$log" | grep /tune/ | grep -vc "data.eval=.*shards/valid")" -eq 0
+check "--dry-run: final runs evaluate on data.eval" \
+    test "$(grep -- "--resume auto" "$log" | grep /final/ | grep -c "data.eval=")" -eq 0
+check "--dry-run: BERT's AdamW has no bias correction (the default set)" \
+    grep -q "bias_correction=false" <("$PY" scripts/compare.py "$T/cfg.yaml" --bin "$T/bp" \
+        --optimizers adamw --batch-sizes 4 --base-batch 4 --grid 1 --out "$OUT" --dry-run 2>&1)
+compare_to ratio --dry-run --warmup ratio
+check "--warmup ratio: no fixed warmup steps" not grep -q "schedule.warmup_steps" "$log"
+check "--dry-run trains nothing" test ! -e "$OUT"
 
-# a bad optimizer name and a config the trainer refuses are usage errors (exit 2)
-compare_to bad --optimizers lamb,sgd
-check "unknown optimizer: exit 2 (exit $rc)" test $rc -eq 2
-check "unknown optimizer named: $(tail -n 2 "$log")" grep -q "unknown optimizer 'sgd'" "$log"
-compare_to bad2 --set training.micro_batch=0
-check "a config the trainer refuses: exit 2 (exit $rc): $(tail -n 3 "$log")" test $rc -eq 2
-check "a config the trainer refuses stops the comparison before any run" test ! -e "$OUT"
-
-# first call: stops at adamw_b4 (the wrapper's early exit 0) with status 130
+# --- first call: stops at LAMB's first final run at batch 8 (the wrapper's early exit 0) ---------
 compare_to first
 check "an interrupted trainer stops the comparison with exit 130 (exit $rc): $(tail -n 5 "$log")" \
     test $rc -eq 130
-check "... saying the same command continues" \
-    grep -q "interrupted; the same command continues" "$log"
-check "... after the runs before it" test -s "$OUT/lamb_b4_lr0.01/metrics.jsonl"
-check "... and none after it" test ! -e "$OUT/lamb_b8_lr0.0141"
+check "... saying the same command continues" grep -q "interrupted; the same command continues" "$log"
 
-# second call: continues and finishes
+# --- second call: continues and finishes ----------------------------------------------------------
 compare_to second
 check "the same command finishes the comparison (exit $rc): $(tail -n 20 "$log")" test $rc -eq 0
-check "a run finished in the first call is not run again: $(grep lamb_b4 "$log" | head -3)" \
+check "a run finished in the first call is not run again" \
     grep -q "lamb_b4_lr0.01: finished before, not run again" "$log"
-
-# eight run directories, named with the square-root-scaled lr; steps keep the examples fixed
-want="adam_b4_lr0.001 adam_b8_lr0.00141 adamw_b4_lr0.001 adamw_b8_lr0.00141 lamb_b4_lr0.01
-lamb_b8_lr0.0141 lars_b4_lr0.01 lars_b8_lr0.0141"
-want=$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')
-got=$(cd "$OUT" && ls -d ./*_b* | sed 's|^\./||' | sort | tr '\n' ' ')
-check "run directories: got '$got', wanted '$want'" test "$got" = "$want"
-for d in lamb_b4_lr0.01:4 lamb_b8_lr0.0141:2 adam_b8_lr0.00141:2 adamw_b4_lr0.001:4; do
-    rd=${d%%:*}
-    n=${d##*:}
-    last=$(grep -E '"type": ?"step"' "$OUT/$rd/metrics.jsonl" | tail -n 1 |
-        sed 's/.*"step": \?\([0-9]*\).*/\1/')
-    evals=$(grep -cE '"type": ?"eval"' "$OUT/$rd/metrics.jsonl")
-    check "$rd: last step '$last', wanted $n" test "$last" = "$n"
-    check "$rd: $evals eval records, wanted some" test "$evals" -ge 1
-done
-check "trust ratios logged for LAMB" \
-    grep -qE '"type": ?"trust"' "$OUT/lamb_b8_lr0.0141/metrics.jsonl"
-check "no trust ratios for Adam" \
-    not grep -qE '"type": ?"trust"' "$OUT/adam_b8_lr0.00141/metrics.jsonl"
-
-# the pictures and the table
-for png in loss.png trust_ratios.png; do
-    magic=$(head -c 8 "$OUT/$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')
-    size=$(stat -c %s "$OUT/$png" 2>/dev/null)
-    check "$png is a PNG (magic '$magic')" test "$magic" = 89504e470d0a1a0a
-    check "$png holds a picture ($size bytes)" test "${size:-0}" -gt 20000
-done
-rows=$(grep -cE '^\| (lamb|lars|adam|adamw)_b[0-9]+_lr' "$OUT/results.md")
-check "results.md has $rows run rows, wanted 8: $(cat "$OUT/results.md")" test "$rows" -eq 8
-row() { grep -E "^\| $1 \|" "$OUT/results.md"; }
-check "the table records the divergence: $(row lars_b8_lr0.0141)" \
-    grep -q '| yes (step 1) |' <<<"$(row lars_b8_lr0.0141)"
-check "the table: a run that did not diverge: $(row lamb_b8_lr0.0141)" \
-    grep -q '| no |' <<<"$(row lamb_b8_lr0.0141)"
-check "the table: loss and accuracies of a run: $(row lamb_b8_lr0.0141)" \
-    grep -qE '\| [0-9]+\.[0-9]{3} \| [0-9.]+% \| [0-9.]+% \|' <<<"$(row lamb_b8_lr0.0141)"
-best=$(grep -c '\*\*best\*\*' "$OUT/results.md")
-check "the best lr is marked for each optimizer and batch that finished: $best, wanted 7" \
-    test "$best" -eq 7
-check "summary row for lars: $(grep -E '^\| lars \|' "$OUT/results.md")" \
-    grep -qE '^\| lars \| [0-9.]+ / [0-9.]+% \(0.01\) \| diverged \|' "$OUT/results.md"
-
-# a third call trains nothing and redraws the same table
-cp "$OUT/results.md" "$T/results.before"
-compare_to third
-check "a finished comparison exits 0 (exit $rc)" test $rc -eq 0
-check "... runs nothing again ($(grep -c '^+ ' "$log") commands run)" not grep -q '^+ ' "$log"
-check "... and writes the same table" cmp -s "$OUT/results.md" "$T/results.before"
-
-# the same OUT with other settings (more steps): refused, nothing trained
-compare_to other --epochs-steps 6
-check "a run dir trained with other settings is refused with exit 2 (exit $rc)" test $rc -eq 2
-check "... naming the run and the setting: $(tail -n 2 "$log")" \
-    grep -q "lamb_b4_lr0.01 was trained with other settings (.*phases.0.steps=4" "$log"
-check "... and trains nothing" not grep -q '^+ ' "$log"
-
-# --sweep-at base: the sweep (x1 reused from above, x2 new) runs at batch 4 only, and batch 8 takes
-# each optimizer's best multiplier there, times sqrt(8/4)
-compare_to sb_dry --sweep-at base --lr-sweep 1,2 --dry-run
-n=$(grep -c -- "--resume auto" "$log")
-check "--sweep-at base --dry-run exits 0 (exit $rc)" test $rc -eq 0
-check "--sweep-at base --dry-run: 8 sweep runs at batch 4, 4 runs at batch 8 ($n commands)" \
-    test "$n" -eq 12
-compare_to sb_bad --sweep-at base --lr-sweep 1,2 --batch-sizes 8
-check "--sweep-at base without the base batch: exit 2 (exit $rc)" test $rc -eq 2
-check "... refused: $(tail -n 1 "$log")" grep -q "base batch 4 must be one of --batch-sizes" "$log"
-compare_to sb --sweep-at base --lr-sweep 1,2
-verdict=$("$PY" - "$OUT/results.json" <<'PYEOF'
-import json, math, sys
-runs = json.load(open(sys.argv[1]))
+verdict=$("$PY" - "$OUT/results.json" "$OUT" <<'PYEOF'
+import json, os, sys
+res = json.load(open(sys.argv[1]))
+runs, out = res["runs"], sys.argv[2]
 problems = []
-if len(runs) != 12:
-    problems.append("%d runs, wanted 12" % len(runs))
-for opt in ("lamb", "lars", "adam", "adamw"):
-    base = [r for r in runs if r["optimizer"] == opt and r["batch"] == 4]
-    big = [r for r in runs if r["optimizer"] == opt and r["batch"] == 8]
-    best = [r for r in base if r["best"]]
-    if len(base) != 2 or len(big) != 1 or len(best) != 1:
-        problems.append("%s: %d/%d/%d runs" % (opt, len(base), len(big), len(best)))
-        continue
-    b, g = best[0], big[0]
-    if g["mult"] != b["mult"] or abs(g["lr"] - b["lr"] * math.sqrt(2)) > 1e-9 * g["lr"]:
-        problems.append("%s: batch 8 lr %g (x%g), best at 4 is %g (x%g)"
-                        % (opt, g["lr"], g["mult"], b["lr"], b["mult"]))
+for opt in ("lamb", "lars"):
+    for b in (4, 8):
+        tune = sorted([r for r in runs if r["stage"] == "tune" and r["optimizer"] == opt
+                       and r["batch"] == b], key=lambda r: r["lr"])
+        final = [r for r in runs if r["stage"] == "final" and r["optimizer"] == opt and r["batch"] == b]
+        # a 2-point grid always has its best at an edge: one point added, a factor 2 beyond it
+        centre = 0.01 * (b / 4) ** 0.5
+        mults = [round(r["lr"] / centre, 4) for r in tune]
+        if mults not in ([0.5, 1, 2], [1, 2, 4]):
+            problems.append("%s b%d: tuning lr multipliers %s" % (opt, b, mults))
+        if opt == "lars" and b == 8:
+            if any(r["state"] != "diverged" for r in tune) or final:
+                problems.append("lars b8: states %s, %d final runs" % ([r["state"] for r in tune], len(final)))
+            st = json.load(open(os.path.join(out, "tune", tune[0]["name"], "compare.json")))
+            if st.get("rc") != 3:
+                problems.append("lars b8: trainer exit %s, wanted 3" % st.get("rc"))
+            continue
+        best = [r for r in tune if r["best"]]
+        if len(best) != 1 or sorted(r["seed"] for r in final) != [1, 2]:
+            problems.append("%s b%d: %d chosen, final seeds %s" % (opt, b, len(best), [r["seed"] for r in final]))
+        elif any(r["lr"] != best[0]["lr"] or r["state"] != "finished" for r in final):
+            problems.append("%s b%d: final runs %s at lr %s, chosen %s"
+                            % (opt, b, [r["state"] for r in final], final[0]["lr"], best[0]["lr"]))
+        elif min(r["final"]["eval_mlm_loss"] for r in final) <= 0:
+            problems.append("%s b%d: no eval loss" % (opt, b))
 print("; ".join(problems) if problems else "ok")
 PYEOF
 )
-check "--sweep-at base exits 0 (exit $rc): $(tail -n 3 "$log")" test $rc -eq 0
-check "--sweep-at base: batch 8 runs at the best batch-4 lr x sqrt(2): $verdict" \
+check "tuning grids extended past their edge, finals at the chosen lr per seed, LARS b8 diverged with exit 3: $verdict" \
     test "$verdict" = ok
-check "--sweep-at base: finished runs reused" grep -q "lamb_b4_lr0.01: finished before" "$log"
+check "the results keep no checkpoint" test -z "$(find "$OUT" -name '*.bin' | head -1)"
+check "... and their recorded settings name no absolute path (relative to the working directory)" \
+    not grep -rqE '"(training.run_dir|data.eval)=/' "$OUT" --include=compare.json
+row=$(grep -E '^\| LAMB \| 4 \|' "$OUT/results.md")
+check "the final table: mean ± sd [min, max] over 2 seeds: $row" \
+    grep -qE '\| 2 \(2 / 0\) \| [0-9.]+ ± [0-9.]+ \[[0-9.]+, [0-9.]+\] \|' <<<"$row"
+check "the final table: LARS at batch 8 diverged at every lr: $(grep -E '^\| LARS.* \| 8 \|' "$OUT/results.md")" \
+    grep -qE '^\| LARS.* \| 8 \| .*every lr tried diverged' "$OUT/results.md"
+for png in loss.png trust_ratios.png; do
+    magic=$(head -c 8 "$OUT/$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    check "$png is a PNG (magic '$magic')" test "$magic" = 89504e470d0a1a0a
+done
+
+# --- the results alone (no work dir, as from a commit) continue without running anything ---------
+cp "$OUT/results.md" "$T/results.before"
+rm -rf "$OUT-work"
+compare_to third
+check "from the results alone: exit 0 (exit $rc): $(tail -n 3 "$log")" test $rc -eq 0
+check "... runs nothing again ($(grep -c '^+ ' "$log") commands run)" not grep -q '^+ ' "$log"
+check "... and writes the same table" cmp -s "$OUT/results.md" "$T/results.before"
+compare_to plot --plot-only
+check "--plot-only redraws the same table (exit $rc)" cmp -s "$OUT/results.md" "$T/results.before"
+
+# --- the same OUT with other settings (more steps): refused, nothing trained ---------------------
+compare_to other --epochs-steps 12
+check "a run trained with other settings is refused with exit 2 (exit $rc)" test $rc -eq 2
+check "... naming the run and the setting: $(tail -n 2 "$log")" \
+    grep -q "lamb_b4_lr0.01 was trained with other settings (.*phases.0.steps=8" "$log"
+check "... and trains nothing" not grep -q '^+ ' "$log"
 
 finish

@@ -130,7 +130,7 @@ check "... and reported" grep -q "training.log_every changed: 1 -> 5 (allowed)" 
 # --- a forced NaN stops the run, names step and tensor, keeps the last good checkpoint -------------
 BERT_PRETRAIN_INJECT_NAN=6 "$BIN" tiny.yaml --set training.run_dir=runN > /dev/null 2> n.err
 rc=$?
-check "NaN stops the run with exit 1 (rc=$rc)" test $rc -eq 1
+check "NaN stops the run with exit 3, the divergence status (rc=$rc)" test $rc -eq 3
 check "... naming the step and the first offending tensor" grep -q "step 6: non-finite gradient .*first offending tensor: bert\." n.err
 check "... and the last good checkpoint" grep -q "last good checkpoint is runN/ckpt-00000004.bin" n.err
 check "... which is intact" "$BIN" eval tiny.yaml --checkpoint runN/ckpt-00000004.bin > /dev/null 2>&1
