@@ -58,7 +58,7 @@ static void print_help(const CliCommand *cmd) {
         printf("  %-26s %s\n", left, o->help ? o->help : "");
     }
     printf("  %-26s %s\n", "-h, --help", "this help");
-    printf("\nExit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n");
+    printf("\nExit status: 0 success, 1 runtime failure, 2 usage or configuration error, 3 training diverged.\n");
 }
 
 static bool parse_long(const char *s, long *out) {

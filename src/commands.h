@@ -1,6 +1,7 @@
 /* commands.h: the subcommands main.c dispatches to. Each takes the arguments after its name
  * (argv[0] is the subcommand name) and returns the process exit status: 0 success, 1 runtime
- * failure, 2 usage or configuration error (and "not built yet"). */
+ * failure, 2 usage or configuration error, 3 training diverged (BpError kinds map to these through
+ * bp_error_status). */
 #ifndef BP_COMMANDS_H
 #define BP_COMMANDS_H
 

@@ -33,7 +33,7 @@ static void usage(FILE *out) {
             "subcommands:\n");
     for (size_t i = 0; i < sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0]; i++)
         fprintf(out, "  %s\n", SUBCOMMANDS[i].usage);
-    fprintf(out, "\nExit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n");
+    fprintf(out, "\nExit status: 0 success, 1 runtime failure, 2 usage or configuration error, 3 training diverged.\n");
 }
 
 int main(int argc, char **argv) {
