@@ -25,36 +25,24 @@
 #define MC 192
 #define NC 1024
 
-/* op(A) rows i0 .. i0+mc-1, k in [p0, p0+kc): panels of MR rows, each [pair][row][2] */
-static void pack_a(uint16_t *dst, bool ta, const float *A, int lda, int i0, int mc, int p0, int kc) {
+/* Packs rows r0 .. r0+nrows-1 (element (r, k) at src[r * rs + k * ks]), k in [0, kc), into panels
+ * of W rows, each [pair][row][2] bf16, zero-padded to W rows and an even k. The loop order follows
+ * the stride-1 index, so a transposed operand is read along its rows too. */
+static void pack(uint16_t *dst, int W, const float *src, size_t rs, size_t ks, int nrows, int kc) {
     int kp = (kc + 1) / 2;
-    for (int ir = 0; ir < mc; ir += MR) {
-        uint16_t *pan = dst + (size_t)ir * kp * 2;
-        for (int r = 0; r < MR; r++) {
-            int i = i0 + ir + r;
-            bool live = ir + r < mc;
-            for (int k = 0; k < 2 * kp; k++) {
-                float x = 0.0f;
-                if (live && k < kc) x = ta ? A[(size_t)(p0 + k) * lda + i] : A[(size_t)i * lda + p0 + k];
-                pan[((size_t)(k >> 1) * MR + r) * 2 + (k & 1)] = gemm_bf16_from_float(x);
-            }
-        }
-    }
-}
-
-/* op(B) k in [p0, p0+kc), columns j0 .. j0+nc-1: panels of NR columns, each [pair][column][2] */
-static void pack_b(uint16_t *dst, bool tb, const float *B, int ldb, int p0, int kc, int j0, int nc) {
-    int kp = (kc + 1) / 2;
-    for (int jr = 0; jr < nc; jr += NR) {
-        uint16_t *pan = dst + (size_t)jr * kp * 2;
-        for (int c = 0; c < NR; c++) {
-            int j = j0 + jr + c;
-            bool live = jr + c < nc;
-            for (int k = 0; k < 2 * kp; k++) {
-                float x = 0.0f;
-                if (live && k < kc) x = tb ? B[(size_t)j * ldb + p0 + k] : B[(size_t)(p0 + k) * ldb + j];
-                pan[((size_t)(k >> 1) * NR + c) * 2 + (k & 1)] = gemm_bf16_from_float(x);
-            }
+    for (int p0 = 0; p0 < nrows; p0 += W) {
+        uint16_t *pan = dst + (size_t)p0 * kp * 2;
+        int live = nrows - p0 < W ? nrows - p0 : W;
+        memset(pan, 0, (size_t)W * kp * 2 * sizeof *pan);
+        const float *s = src + (size_t)p0 * rs;
+        if (ks == 1) {
+            for (int r = 0; r < live; r++)
+                for (int k = 0; k < kc; k++)
+                    pan[((size_t)(k >> 1) * W + r) * 2 + (k & 1)] = gemm_bf16_from_float(s[r * rs + k]);
+        } else {
+            for (int k = 0; k < kc; k++)
+                for (int r = 0; r < live; r++)
+                    pan[((size_t)(k >> 1) * W + r) * 2 + (k & 1)] = gemm_bf16_from_float(s[k * ks + r * rs]);
         }
     }
 }
@@ -117,10 +105,12 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
         int nc = N - jc < NC ? N - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC, kp = (kc + 1) / 2;
-            pack_b(pb, tb, B, ldb, pc, kc, jc, nc);
+            pack(pb, NR, tb ? B + (size_t)jc * ldb + pc : B + (size_t)pc * ldb + jc, tb ? (size_t)ldb : 1,
+                 tb ? 1 : (size_t)ldb, nc, kc);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
-                pack_a(pa, ta, A, lda, ic, mc, pc, kc);
+                pack(pa, MR, ta ? A + (size_t)pc * lda + ic : A + (size_t)ic * lda + pc, ta ? 1 : (size_t)lda,
+                     ta ? (size_t)lda : 1, mc, kc);
                 for (int jr = 0; jr < nc; jr += NR)
                     for (int ir = 0; ir < mc; ir += MR)
                         micro_kernel(kp, pa + (size_t)ir * kp * 2, pb + (size_t)jr * kp * 2,

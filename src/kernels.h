@@ -33,6 +33,13 @@
 int kern_init_threads(int threads);
 int kern_threads(void);
 
+/* Matrix products in bf16 from now on (gemm_bf16.h: inputs rounded to bf16, fp32 sums) or in fp32
+ * (OpenBLAS). Process-wide like the thread count: model_forward and model_backward set their model's
+ * precision on entry. Turn it on only where gemm_cpu_features()->avx512_bf16 holds. Call outside
+ * parallel regions. */
+void kern_set_bf16(bool on);
+bool kern_bf16(void);
+
 /* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when ta/tb; lda/ldb/ldc are
  * row strides as in cblas. Parallel over the OpenMP threads (see the thread policy). */
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
