@@ -28,6 +28,38 @@
 /* Packs rows r0 .. r0+nrows-1 (element (r, k) at src[r * rs + k * ks]), k in [0, kc), into panels
  * of W rows, each [pair][row][2] bf16, zero-padded to W rows and an even k. The loop order follows
  * the stride-1 index, so a transposed operand is read along its rows too. */
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* the (k, k+1) pair of row r as one 32-bit word of a panel of W rows */
+static inline void put_pair(uint16_t *pan, int W, int q, int r, uint32_t w) {
+    memcpy(pan + ((size_t)q * W + r) * 2, &w, 4);
+}
+
+/* row r (k contiguous): VCVTNE2PS2BF16 rounds 32 k at a time (nearest even, like
+   gemm_bf16_from_float except that it flushes subnormals, |x| < 2^-126, to zero) */
+BF16_TARGET static void pack_row(uint16_t *pan, int W, int r, const float *row, int kc) {
+    int k = 0;
+    for (; k + 32 <= kc; k += 32) {
+        uint32_t t[16];
+        _mm512_storeu_si512(t, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + k + 16), _mm512_loadu_ps(row + k)));
+        for (int j = 0; j < 16; j++) put_pair(pan, W, k / 2 + j, r, t[j]);
+    }
+    for (; k < kc; k++) pan[((size_t)(k >> 1) * W + r) * 2 + (k & 1)] = gemm_bf16_from_float(row[k]);
+}
+
+/* 16 rows (r contiguous) of k pairs: k and k+1 converted side by side and interleaved */
+BF16_TARGET static void pack_cols16(uint16_t *pan, int W, int r0, const float *src, size_t ks, int kc) {
+    for (int k = 0; k < kc; k += 2) {
+        __m512 x0 = _mm512_loadu_ps(src + k * ks), x1 = k + 1 < kc ? _mm512_loadu_ps(src + (k + 1) * ks) : _mm512_setzero_ps();
+        __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x0));
+        __m512i hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x1)), 16);
+        _mm512_storeu_si512(pan + ((size_t)(k >> 1) * W + r0) * 2, _mm512_or_si512(lo, hi));
+    }
+}
+
+/* Packs rows r0 .. r0+nrows-1 (element (r, k) at src[r * rs + k * ks]), k in [0, kc), into panels
+ * of W rows, each [pair][row][2] bf16, zero-padded to W rows and an even k. Reads follow the
+ * operand's stride-1 index. */
 static void pack(uint16_t *dst, int W, const float *src, size_t rs, size_t ks, int nrows, int kc) {
     int kp = (kc + 1) / 2;
     for (int p0 = 0; p0 < nrows; p0 += W) {
@@ -36,20 +68,20 @@ static void pack(uint16_t *dst, int W, const float *src, size_t rs, size_t ks, i
         memset(pan, 0, (size_t)W * kp * 2 * sizeof *pan);
         const float *s = src + (size_t)p0 * rs;
         if (ks == 1) {
-            for (int r = 0; r < live; r++)
-                for (int k = 0; k < kc; k++)
-                    pan[((size_t)(k >> 1) * W + r) * 2 + (k & 1)] = gemm_bf16_from_float(s[r * rs + k]);
+            for (int r = 0; r < live; r++) pack_row(pan, W, r, s + r * rs, kc);
         } else {
+            int r = 0;
+            if (rs == 1)
+                for (; r + 16 <= live; r += 16) pack_cols16(pan, W, r, s + r, ks, kc);
             for (int k = 0; k < kc; k++)
-                for (int r = 0; r < live; r++)
-                    pan[((size_t)(k >> 1) * W + r) * 2 + (k & 1)] = gemm_bf16_from_float(s[k * ks + r * rs]);
+                for (int q = r; q < live; q++)
+                    pan[((size_t)(k >> 1) * W + q) * 2 + (k & 1)] = gemm_bf16_from_float(s[k * ks + q * rs]);
         }
     }
 }
 
 /* C tile (mr <= MR rows, nr <= NR columns) = alpha * a b + (add ? C : beta * C); beta 0 reads no C */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-micro_kernel(int kp, const uint16_t *a, const uint16_t *b, float *c, int ldc, int mr, int nr, float alpha,
+BF16_TARGET static void micro_kernel(int kp, const uint16_t *a, const uint16_t *b, float *c, int ldc, int mr, int nr, float alpha,
              float beta, bool add) {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8

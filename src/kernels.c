@@ -159,6 +159,11 @@ static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, con
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void kern_gemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* How kern_gemm cuts the longer side of C: a function of the shape alone, never of the thread
  * count, because OpenBLAS's result for an element depends on the block it is computed in (tested:
  * most splits change some bits). The same calls then run whether one thread or many take them, and

@@ -45,6 +45,11 @@ bool kern_bf16(void);
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* One single-threaded product in the current precision (kern_set_bf16), as the attention kernels
+ * run theirs per (example, head); callable inside a parallel region. */
+void kern_gemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
+
 /* FLOP counter, for tests that check the FLOP count against the work actually done: while on,
  * every sgemm call the kernels make (each block of kern_gemm and kern_gemm_many, each attention
  * product) adds its 2 M N K. Off at start. Thread-safe; switch and reset outside parallel regions. */
