@@ -129,6 +129,9 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     r->params = (double)model_table(m)->total;
     r->activation_bytes = (double)model_activation_bytes(mc, V, B, T, P);
     r->optimizer = optim_describe(opt);
+    r->engine = *model_engine(m);
+    r->blas_core = gemm_openblas_core();
+    r->blas_selftest = gemm_sgemm_selftest();
     ModelStats st;
     CpuMark mark0 = cpu_mark();
     for (int s = 0; s < all; s++) {
@@ -200,8 +203,8 @@ static double time_gemm_batched(const ModelGemmShape *g, int m, const float *A, 
         double t0 = bp_now();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int i = 0; i < m; i++)
-            cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans, g->M,
-                        g->N, g->K, 1.0f, A + i * sa, lda_of(g), B + i * sb, ldb_of(g), 0.0f, C + i * sc, g->N);
+            kern_gemm_single(g->ta, g->tb, g->M, g->N, g->K, 1.0f, A + i * sa, lda_of(g), B + i * sb, ldb_of(g), 0.0f,
+                             C + i * sc, g->N);
         double t = bp_now() - t0;
         spent += t;
         if (t < best) best = t;

@@ -41,6 +41,9 @@ typedef struct {
     double params;           /* parameter count */
     double activation_bytes; /* model_activation_bytes for (B, T, P) */
     const char *optimizer;   /* optim_describe (a static string) */
+    GemmEngine engine;       /* the precision the products ran in (model_engine) */
+    const char *blas_core;   /* OpenBLAS's core for the fp32 products (gemm_openblas_core) */
+    double blas_selftest;    /* gemm_sgemm_selftest of that core */
     /* per step, warm-up steps first (warmup + steps entries each; malloc'd) */
     double *step_s, *forward_s, *backward_s, *optimizer_s;
     double *rss_mib; /* RSS after each step, -1 when /proc/self/statm is unreadable */

@@ -108,6 +108,9 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
            mc->hidden, mc->heads, mc->intermediate, V, r->batch, r->seq, r->predictions, r->threads,
            mc->gelu == GELU_TANH ? "tanh" : "erf", mc->dropout, mc->attention_dropout, r->optimizer);
     printf("bench: parameters %.2fM, activations %.1f MiB\n", r->params / 1e6, r->activation_bytes / 1048576.0);
+    printf("bench: products in %s on %s (%s); fp32 products on OpenBLAS core %s (self-test error %.1e)\n",
+           r->engine.bf16 ? "bf16" : "fp32", r->engine.bf16 ? r->engine.isa : "OpenBLAS", r->engine.why, r->blas_core,
+           r->blas_selftest);
     int all = r->warmup + r->steps;
     printf("bench: step times (ms, warm-up first):");
     for (int s = 0; s < all; s++) printf(" %.0f%s", 1e3 * r->step_s[s], s + 1 == r->warmup ? " |" : "");
@@ -134,8 +137,10 @@ static void print_sgemm(const BenchResult *r) {
             n_att++;
             continue;
         }
-        printf("bench: sgemm %-14s %c%c %6d x %6d x %6d: kern_gemm %6.1f, OpenBLAS %d threads %6.1f GFLOP/s\n",
-               g->what, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->M, g->N, g->K, x->kern_gflops, r->threads,
+        printf("bench: gemm %-14s %c%c %6d x %6d x %6d: kern_gemm (%s) %6.1f, fp32 OpenBLAS %d threads %6.1f "
+               "GFLOP/s\n",
+               g->what, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->M, g->N, g->K,
+               r->engine.bf16 ? "bf16" : "fp32", x->kern_gflops, r->threads,
                x->openblas_gflops);
     }
     if (att)
@@ -157,11 +162,12 @@ static void print_json(const Config *cfg, int V, const BenchResult *r) {
            "\"step_s\": %.6f, \"forward_s\": %.6f, \"backward_s\": %.6f, \"optimizer_s\": %.6f, "
            "\"tokens_per_s\": %.1f, \"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"kern_gemm_gflops\": %.2f, \"ratio\": %.3f, \"peak_rss_mib\": %.1f, \"rss_first_mib\": %.1f, "
-           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f}\n",
+           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\"}\n",
            mc->layers, mc->hidden, mc->heads, r->seq, r->batch, r->predictions, V, r->threads, r->warmup, r->steps,
            r->median_step_s, r->median_forward_s, r->median_backward_s, r->median_optimizer_s, r->tokens_per_s,
            r->gflops, r->gflops_fwd_bwd, r->sgemm_gflops, r->kern_gemm_gflops, r->ratio, r->peak_rss_mib,
-           r->rss_first_mib, r->rss_last_mib, r->rss_growth_mib, r->others_cpu, r->others_cpu_sgemm);
+           r->rss_first_mib, r->rss_last_mib, r->rss_growth_mib, r->others_cpu, r->others_cpu_sgemm,
+           r->engine.bf16 ? "bf16" : "fp32", r->blas_core);
 }
 
 static int bench_steps_run(const Config *cfg, int V, BpError *err) {

@@ -27,6 +27,7 @@
 
 /* enum fields are read and written as int through the table */
 _Static_assert(sizeof(GeluKind) == sizeof(int), "enum size");
+_Static_assert(sizeof(PrecisionKind) == sizeof(int), "enum size");
 _Static_assert(sizeof(OptimizerKind) == sizeof(int), "enum size");
 _Static_assert(sizeof(LarsForm) == sizeof(int), "enum size");
 _Static_assert(sizeof(DecayFrom) == sizeof(int), "enum size");
@@ -53,6 +54,7 @@ static const Preset PRESETS[] = {
 
 static const char *const OPT_NAMES[] = {"lamb", "lars", "adam", "adamw"};
 static const char *const GELU_NAMES[] = {"erf", "tanh"};
+static const char *const PRECISION_NAMES[] = {"auto", "fp32", "bf16"};
 static const char *const LARS_NAMES[] = {"paper", "classic"};
 static const char *const DECAY_NAMES[] = {"warmup", "zero"};
 static const char *const FORM_NAMES[] = {"bert", "nvidia"};
@@ -193,6 +195,7 @@ static const KeyDef KEYS[] = {
     NUM("training", "log_every", K_INT, training.log_every, 1, IMAX, F_RESUME_SAFE),
     NUM("training", "eval_every", K_INT, training.eval_every, 0, IMAX, F_RESUME_SAFE),
     NUM("training", "threads", K_INT, training.threads, 0, 4096, F_RESUME_SAFE),
+    ENUM("training", "precision", training.precision, PRECISION_NAMES),
     NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, F_RESUME_SAFE),
     BOOL("training", "skip_nonfinite", training.skip_nonfinite, F_RESUME_SAFE),
     NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, F_RESUME_SAFE),
@@ -322,6 +325,7 @@ void config_defaults(Config *cfg) {
     t->log_every = 1;
     t->eval_every = 0;
     t->threads = 0;
+    t->precision = PRECISION_FP32;
     t->trust_ratio_every = 100;
     t->skip_nonfinite = false;
     t->max_memory_gb = 0;

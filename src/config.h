@@ -23,6 +23,8 @@
 #define CFG_MAX_PHASES 8
 
 typedef enum { GELU_ERF = 0, GELU_TANH = 1 } GeluKind;
+/* matrix-product precision (docs/mixed_precision.md); auto = bf16 where the CPU has native bf16 */
+typedef enum { PRECISION_AUTO = 0, PRECISION_FP32 = 1, PRECISION_BF16 = 2 } PrecisionKind;
 
 typedef struct {
     char preset[32];          /* bert-tiny|bert-mini|bert-small|bert-medium|bert-base|bert-large */
@@ -122,6 +124,7 @@ typedef struct {
     int log_every;
     int eval_every;        /* 0 = only at the end */
     int threads;           /* 0 = all cores */
+    PrecisionKind precision; /* fp32 (default) | bf16 | auto */
     int trust_ratio_every; /* log LAMB/LARS per-layer trust ratios every K steps, 0 = never */
     bool skip_nonfinite;   /* skip a step with NaN/Inf instead of stopping */
     double max_memory_gb;  /* refuse to start above this estimate; 0 = the machine's memory */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gemm_bf16.h"
 #include "rng.h"
 
 static int g_threads = 0;
@@ -141,13 +142,26 @@ void kern_flops_enable(bool on) { atomic_store(&g_flops_on, on); }
 uint64_t kern_flops_read(void) { return (uint64_t)atomic_load(&g_flops); }
 void kern_flops_reset(void) { atomic_store(&g_flops, 0); }
 
+static bool g_bf16;
+void kern_set_bf16(bool on) { g_bf16 = on; }
+bool kern_bf16(void) { return g_bf16; }
+
 static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                          const float *B, int ldb, float beta, float *C, int ldc) {
     if (atomic_load_explicit(&g_flops_on, memory_order_relaxed))
         atomic_fetch_add_explicit(&g_flops, 2 * (uint_fast64_t)M * (uint_fast64_t)N * (uint_fast64_t)K,
                                   memory_order_relaxed);
+    if (g_bf16) {
+        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void kern_gemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* How kern_gemm cuts the longer side of C: a function of the shape alone, never of the thread

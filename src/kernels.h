@@ -33,10 +33,22 @@
 int kern_init_threads(int threads);
 int kern_threads(void);
 
+/* Matrix products in bf16 from now on (gemm_bf16.h: inputs rounded to bf16, fp32 sums) or in fp32
+ * (OpenBLAS). Process-wide like the thread count: model_forward and model_backward set their model's
+ * precision on entry. Turn it on only where gemm_cpu_features()->avx512_bf16 holds. Call outside
+ * parallel regions. */
+void kern_set_bf16(bool on);
+bool kern_bf16(void);
+
 /* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when ta/tb; lda/ldb/ldc are
  * row strides as in cblas. Parallel over the OpenMP threads (see the thread policy). */
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+
+/* One single-threaded product in the current precision (kern_set_bf16), as the attention kernels
+ * run theirs per (example, head); callable inside a parallel region. */
+void kern_gemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
 
 /* FLOP counter, for tests that check the FLOP count against the work actually done: while on,
  * every sgemm call the kernels make (each block of kern_gemm and kern_gemm_many, each attention

@@ -1,8 +1,11 @@
 /* main.c: command-line dispatch only. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
+#include "gemm_cpu.h"
 
 typedef struct {
     const char *name;
@@ -36,7 +39,38 @@ static void usage(FILE *out) {
     fprintf(out, "\nExit status: 0 success, 1 runtime failure, 2 usage or configuration error, 3 training diverged.\n");
 }
 
+/* OpenBLAS picks its core when the library loads, before main: when it fell back to a generic core
+ * on a CPU with AVX2/AVX-512 (new CPU models it does not know) and nobody set OPENBLAS_CORETYPE, set
+ * the right one and start again, once (the variable is then set, so the check passes). After such a
+ * restart the new core's self-test must pass, or the run stops rather than train on a broken kernel. */
+static void fix_blas_core(char **argv) {
+    const char *fixed_from = getenv("BP_OPENBLAS_CORE_FIXED_FROM");
+    if (fixed_from) {
+        double e = gemm_sgemm_selftest();
+        if (!(e < 1e-5)) {
+            fprintf(stderr, "bert_pretrain: OpenBLAS core %s (chosen instead of %s) fails its sgemm self-test "
+                            "(error %.2g); set OPENBLAS_CORETYPE yourself\n", gemm_openblas_core(), fixed_from, e);
+            exit(1);
+        }
+        fprintf(stderr, "bert_pretrain: OpenBLAS core %s instead of the generic %s (self-test error %.1e)\n",
+                gemm_openblas_core(), fixed_from, e);
+        unsetenv("BP_OPENBLAS_CORE_FIXED_FROM");
+        return;
+    }
+    const char *core = gemm_openblas_core();
+    const char *fix = gemm_openblas_core_fix(core, getenv("OPENBLAS_CORETYPE"), gemm_cpu_features());
+    if (!fix) return;
+    setenv("OPENBLAS_CORETYPE", fix, 1);
+    setenv("BP_OPENBLAS_CORE_FIXED_FROM", core, 1);
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "bert_pretrain: warning: could not restart with OPENBLAS_CORETYPE=%s; fp32 products run on "
+                    "OpenBLAS's generic %s kernel\n", fix, core);
+    unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("BP_OPENBLAS_CORE_FIXED_FROM");
+}
+
 int main(int argc, char **argv) {
+    fix_blas_core(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_cpu.h"
 #include "kernels.h"
 #include "rng.h"
 
@@ -235,6 +236,7 @@ struct Model {
     GlobalParams gp;
     LayerParams *lp;               /* (L) */
     bool qkv_w_fused, qkv_b_fused; /* query, key, value weights / biases contiguous */
+    GemmEngine engine;             /* training.precision resolved on this CPU */
     /* the plan */
     int plan_B, plan_T, plan_P;
     unsigned char *act_mem;
@@ -262,6 +264,7 @@ Model *model_create(const Config *cfg, int vocab_size, BpError *err) {
     m->mc = *mc;
     m->mc.vocab_size = V;
     m->V = V;
+    if (gemm_engine_resolve(cfg->training.precision, gemm_cpu_features(), &m->engine, err)) goto fail;
     if (mc->layers >= 1) {
         m->lp = bp_calloc((size_t)mc->layers, sizeof *m->lp, "layer offsets", err);
         m->layer_act = bp_calloc((size_t)mc->layers, sizeof *m->layer_act, "layer activations", err);
@@ -323,6 +326,7 @@ int model_check_finite(const ParamTable *t, const float *buf, const char *source
     return 0;
 }
 const ModelConfig *model_config(const Model *m) { return &m->mc; }
+const GemmEngine *model_engine(const Model *m) { return &m->engine; }
 float *model_params(const Model *m) { return m->params; }
 float *model_grads(const Model *m) { return m->grads; }
 
@@ -675,6 +679,7 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *fa, ModelStats *s
     if (T > m->mc.max_position)
         return bp_fail(err, "sequence length %d exceeds model.max_position %d", T, m->mc.max_position);
     if (model_plan(m, B, T, P, err)) return -1;
+    kern_set_bf16(m->engine.bf16);
     BP_ASSERT(B <= m->plan_B && T <= m->plan_T && P <= m->plan_P, "batch (%d, %d, %d) outside the plan", B, T, P);
     m->have_forward = false;
     m->B = B;
@@ -891,6 +896,7 @@ static void grad_ready(const Model *m, int b) {
 void model_backward(Model *m) {
     BP_ASSERT(m->have_forward, "model_backward needs a model_forward before it (one backward per forward)");
     m->have_forward = false; /* the logits become their gradient below */
+    kern_set_bf16(m->engine.bf16);
     memset(m->act.d_out, 0, (size_t)m->B * m->T * m->mc.hidden * sizeof(float));
     mlm_head_backward(m);
     nsp_head_backward(m);

@@ -36,6 +36,7 @@
 #include "batch.h"
 #include "common.h"
 #include "config.h"
+#include "gemm_cpu.h"
 #include "params.h"
 
 typedef struct Model Model;
@@ -51,11 +52,13 @@ int model_param_table(const ModelConfig *mc, int vocab_size, ParamTable *out, Bp
 /* Parameters and gradients (ParamTable.total floats each, 64-byte aligned, zeroed), exclusion flags
  * from cfg->optimizer. Weights are zero until model_init_weights or model_load_safetensors. Sets no
  * process-wide state: the caller owns the thread count (kern_init_threads; the commands call
- * cli_set_threads). */
+ * cli_set_threads). Resolves cfg->training.precision on this CPU (gemm_engine_resolve: bf16 on a CPU
+ * without native bf16 is a usage error); model_forward and model_backward run their products in it. */
 Model *model_create(const Config *cfg, int vocab_size, BpError *err);
 void model_free(Model *m);
 const ParamTable *model_table(const Model *m);
 const ModelConfig *model_config(const Model *m); /* vocab_size is the model's V */
+const GemmEngine *model_engine(const Model *m);  /* the precision the products run in, and why */
 /* the parameter and gradient buffers (ParamTable.total floats each) */
 float *model_params(const Model *m);
 float *model_grads(const Model *m);

@@ -1,0 +1,57 @@
+/* gemm_cpu.h: which matrix-product engine runs, decided once at run time from CPUID, so that one
+ * binary serves every x86-64 CPU: the precision (training.precision: auto | fp32 | bf16, resolved
+ * against the CPU's native bf16 dot products) and the OpenBLAS core type behind the fp32 products
+ * (a generic fallback core on a CPU with AVX2 or AVX-512 is named and corrected; docs/performance.md,
+ * docs/mixed_precision.md). */
+#ifndef BP_GEMM_CPU_H
+#define BP_GEMM_CPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common.h"
+#include "config.h"
+
+/* What CPUID and the OS (XCR0) allow. AVX-512 counts only when the OS saves the zmm state; AMX only
+ * when the OS also grants the tile data state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, requested by
+ * gemm_cpu_features on first call). */
+typedef struct {
+    bool avx2_fma;
+    bool avx512;      /* F, BW, DQ, VL */
+    bool avx512_bf16; /* VDPBF16PS: bf16 pair dot products into fp32 */
+    bool amx_bf16;    /* AMX-TILE + AMX-BF16 present and tile data permitted */
+    bool amx_present; /* in CPUID, whether or not the OS granted the tile data */
+} GemmCpu;
+
+/* Detected once (thread-safe); BP_CPU_NO_BF16=1 in the environment hides AVX512-BF16 and AMX, which
+ * lets tests take the no-bf16 paths on any machine. */
+const GemmCpu *gemm_cpu_features(void);
+
+/* The resolved engine: bf16 or fp32, the instruction set of the products and a one-line reason. */
+typedef struct {
+    bool bf16;
+    const char *isa; /* "avx512-bf16" or "openblas <corename>" */
+    char why[160];
+} GemmEngine;
+
+/* auto: bf16 on native bf16 dot products, fp32 elsewhere. bf16 on a CPU without them fails with a
+ * usage error naming what is missing. */
+int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out, BpError *err);
+
+/* ---- the fp32 path's OpenBLAS core ---- */
+
+/* OpenBLAS's kernel family in use (openblas_get_corename). */
+const char *gemm_openblas_core(void);
+
+/* The OPENBLAS_CORETYPE to start with instead of `core`, or NULL to keep it: non-NULL only when core
+ * is one of OpenBLAS's generic fallbacks (Prescott, Core2, Nehalem, Katmai ...: no AVX2) while the
+ * CPU has AVX2+FMA (-> "Haswell") or AVX-512 (-> "SkylakeX", "Cooperlake" with AVX512-BF16), and
+ * `env_coretype` (the environment's OPENBLAS_CORETYPE) is NULL: a setting is never overridden. */
+const char *gemm_openblas_core_fix(const char *core, const char *env_coretype, const GemmCpu *cpu);
+
+/* Numerical self-test of the sgemm in use: a 67x45x83 product (all four transpose cases) against a
+ * float64 reference. Returns the worst |error| / (|A||B| row-column bound); a correct fp32 kernel
+ * gives ~1e-7, a broken one O(1). */
+double gemm_sgemm_selftest(void);
+
+#endif
