@@ -12,6 +12,7 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "dist.h"
+#include "gemm_cpu.h"
 #include "grad_sync.h"
 #include "log.h"
 #include "model.h"
@@ -276,6 +277,9 @@ static void print_startup(const Trainer *tr, bool resumed) {
                 p->seq_len, p->max_predictions_per_seq, (long)p->batch_size * p->seq_len, p->segment_lr,
                 p->segment_warmup, p->restart_schedule ? " (re-warmup)" : "");
     }
+    const GemmEngine *e = model_engine(tr->model);
+    fprintf(stderr, "  matrix products in %s on %s (%s); fp32 products on OpenBLAS core %s\n",
+            e->bf16 ? "bf16" : "fp32", e->bf16 ? e->isa : "OpenBLAS", e->why, gemm_openblas_core());
     double mem = train_memory_estimate(cfg, tr->vocab_size);
     fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem / 1073741824.0,
             machine_memory_bytes() / 1073741824.0, cfg->training.run_dir,
