@@ -508,6 +508,9 @@ static int finish_split(Prep *p, BpError *err) {
                              "needs at least 2. HINT: separate documents with a blank line, or set "
                              "data.eval_fraction: 0",
                              docs, dc->eval_fraction);
+    if (bad > 0 && p->log)
+        fprintf(p->log, "prepare: warning: %ld of %ld JSONL records are bad and were skipped; the first at %s\n",
+                bad, p->r->lines, p->r->first_bad);
     if (p->have_pending) {
         bool to_eval = dc->eval_fraction > 0 && p->docs_eval == 0;
         if (to_eval) p->docs_eval++;

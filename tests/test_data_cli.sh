@@ -100,7 +100,7 @@ expect_fail "blank input (vocab built by the run is removed)" "$T/w" 1 "$T/w/bla
 
 mkdir -p "$T/d/adir"
 config "$T/d" "$FIX/corpus_a.txt" "$T/d/adir"
-expect_fail "directory as input" "$T/d" 1 "$T/d/adir: input is not a regular file" "$BP_BIN" prepare "$T/d/cfg.yaml"
+expect_fail "empty directory as input" "$T/d" 1 "$T/d/adir: no input files in this directory" "$BP_BIN" prepare "$T/d/cfg.yaml"
 
 if [ "$(id -u)" != 0 ]; then
     mkdir -p "$T/u" && cp "$FIX/corpus_b.txt" "$T/u/secret.txt" && chmod 000 "$T/u/secret.txt"
