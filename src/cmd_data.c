@@ -17,8 +17,11 @@ static const CliCommand PREPARE = {
     .name = "prepare",
     .usage = "prepare CONFIG.yaml [--set section.key=value ...]",
     .description =
-        "Reads data.input (text files, .txt or .gz: one sentence per line, a blank line between\n"
-        "documents, as Google's create_pretraining_data.py; every file also ends a document), tokenizes\n"
+        "Reads data.input (text files, .txt or .gz; directories and glob patterns expand to their\n"
+        "files in sorted order) in data.input_format: lines (one sentence per line, a blank line between\n"
+        "documents, as Google's create_pretraining_data.py), documents_per_line, or jsonl (one JSON\n"
+        "object per line, its data.jsonl_field string one document; bad records are counted, and more\n"
+        "than data.max_bad_records of them is an error). Every file also ends a document. Tokenizes\n"
         "every sentence with data.vocab, and writes two token shards: data.train, and data.eval with\n"
         "about a data.eval_fraction share of the documents (each document held out when a hash of\n"
         "training.seed and its number falls below the fraction; at least one document when the fraction\n"
@@ -32,7 +35,9 @@ static const CliCommand PREPARE = {
         "\n"
         "Outputs are written atomically: on any error (a missing, empty or unreadable input, a refused\n"
         "encoding, a truncated .gz) nothing is written, and a vocab built by this run is removed again.\n"
-        "Progress goes to stderr, the summary to stdout.\n",
+        "Blocks of lines are tokenized on training.threads threads (0: every core) and written in input\n"
+        "order: the shards are the same byte for byte whatever the thread count. Progress (MB/s, ETA)\n"
+        "goes to stderr, the summary to stdout. docs/data.md has the formats and the measured speed.\n",
     .positional = "CONFIG.yaml",
     .min_positional = 1,
     .max_positional = 1,
@@ -41,8 +46,12 @@ static const CliCommand PREPARE = {
 
 static void print_prepare_report(const PrepareReport *r) {
     printf("prepare: done in %.1f s\n", r->seconds);
-    printf("  inputs     %d file(s), %.1f MB of text, %ld non-blank lines\n", r->files, r->text_bytes / 1e6,
-           r->lines);
+    static const char *const formats[] = {"lines", "documents_per_line", "jsonl"};
+    printf("  inputs     %d file(s) (%s), %.1f MB of text (%.1f MB on disk), %ld non-blank lines\n", r->files,
+           formats[r->input_format], r->text_bytes / 1e6, r->disk_bytes / 1e6, r->lines);
+    if (r->bad_records)
+        printf("  bad records %ld of %ld skipped (%.3g%%, within data.max_bad_records); the first at %s\n",
+               r->bad_records, r->records, 100.0 * r->bad_records / r->records, r->first_bad);
     printf("  vocab      %s: %d entries, crc %08" PRIx32 "%s\n", r->vocab, r->vocab_size, r->vocab_crc,
            r->vocab_built ? " (built now)" : "");
     printf("  documents  %ld (%ld dropped: no sentence left after tokenizing)\n", r->documents,
@@ -62,8 +71,8 @@ static void print_prepare_report(const PrepareReport *r) {
                r->eval.tokens, r->eval.bytes / 1e6);
     else
         printf("  eval       none written (data.eval_fraction is 0)\n");
-    printf("  throughput %.1f MB/s, %.2fM tokens/s (whole run%s)\n", r->text_bytes / 1e6 / r->seconds,
-           r->tokens / 1e6 / r->seconds, r->vocab_built ? ", vocab build included" : "");
+    printf("  throughput %.1f MB/s, %.2fM tokens/s on %d thread(s) (whole run%s)\n", r->text_bytes / 1e6 / r->seconds,
+           r->tokens / 1e6 / r->seconds, r->threads, r->vocab_built ? ", vocab build included" : "");
 }
 
 int cmd_prepare(int argc, char **argv) {

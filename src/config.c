@@ -58,6 +58,7 @@ static const char *const PRECISION_NAMES[] = {"auto", "fp32", "bf16"};
 static const char *const LARS_NAMES[] = {"paper", "classic"};
 static const char *const DECAY_NAMES[] = {"warmup", "zero"};
 static const char *const FORM_NAMES[] = {"bert", "nvidia"};
+static const char *const INPUT_FORMAT_NAMES[] = {"lines", "documents_per_line", "jsonl"}; /* TextFormat */
 
 const char *config_optimizer_name(OptimizerKind k) {
     return (unsigned)k < BP_ARRAY_LEN(OPT_NAMES) ? OPT_NAMES[k] : "?";
@@ -159,6 +160,11 @@ static const KeyDef KEYS[] = {
     BOOL("data", "lowercase", data.lowercase, 0),
     NUM("data", "vocab_size", K_INT, data.vocab_size, 16, 1 << 24, F_RESUME_SAFE),
     NUM("data", "eval_examples", K_INT, data.eval_examples, 1, IMAX, F_RESUME_SAFE),
+    ENUM("data", "input_format", data.input_format, INPUT_FORMAT_NAMES),
+    {"data", "jsonl_field", K_STR, OFF(data.jsonl_field), sizeof(((Config *)0)->data.jsonl_field), 0, 0, 0, 0,
+     F_NONEMPTY | F_RESUME_SAFE, NULL, 0, -1},
+    NUM("data", "max_bad_records", K_DOUBLE, data.max_bad_records, 0, 1, F_RESUME_SAFE),
+    NUM("data", "vocab_sample_mb", K_DOUBLE, data.vocab_sample_mb, 0, 1e9, F_RESUME_SAFE),
 
     ENUM("optimizer", "name", optimizer.name, OPT_NAMES),
     NUM("optimizer", "beta1", K_DOUBLE, optimizer.beta1, 0, 1, F_HI_OPEN),
@@ -283,6 +289,10 @@ void config_defaults(Config *cfg) {
     d->lowercase = true;
     d->vocab_size = 8192;
     d->eval_examples = 1024;
+    d->input_format = 0; /* TEXT_FORMAT_LINES */
+    snprintf(d->jsonl_field, sizeof d->jsonl_field, "text");
+    d->max_bad_records = 0.001;
+    d->vocab_sample_mb = 0;
 
     OptimConfig *o = &cfg->optimizer;
     o->name = OPT_LAMB;
@@ -429,6 +439,7 @@ static int check_key(const KeyDef *k, const Config *cfg, const PhaseConfig *ph, 
             return bp_fail_usage(err, "%s = '%s' is not a preset", name, (const char *)field);
         return 0;
     case K_PATH:
+    case K_STR:
         if ((k->flags & F_NONEMPTY) && !((const char *)field)[0])
             return bp_fail_usage(err, "%s must not be empty", name);
         return 0;

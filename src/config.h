@@ -56,6 +56,10 @@ typedef struct {
     bool lowercase;           /* uncased vocab: lower-case + strip accents, true */
     int vocab_size;           /* size of a vocab built by `prepare` when data.vocab is missing, 8192 */
     int eval_examples;        /* held-out examples per evaluation, 1024 */
+    int input_format;         /* TextFormat (textfile.h): lines | documents_per_line | jsonl */
+    char jsonl_field[64];     /* jsonl: the record's text field, "text" */
+    double max_bad_records;   /* share of jsonl records that may be bad before prepare fails, 0.001 */
+    double vocab_sample_mb;   /* vocab builder: MB of the inputs to learn from (0 = all), 0 */
 } DataConfig;
 
 typedef enum { OPT_LAMB = 0, OPT_LARS = 1, OPT_ADAM = 2, OPT_ADAMW = 3 } OptimizerKind;

@@ -1,7 +1,16 @@
 /* prepare.h: text -> (WordPiece vocab when missing) -> token shards, the `prepare` pipeline.
  *
- * Reads data.input (text files, .txt or .gz, through textfile.h: one sentence per line, a blank
- * line between documents, as Google's create_pretraining_data.py; every file also ends a document),
+ * Reads data.input (text files, .txt or .gz, through textfile.h, in data.input_format: by default
+ * one sentence per line, a blank line between documents, as Google's create_pretraining_data.py;
+ * or one document per line, or JSON Lines; every file also ends a document). An entry of
+ * data.input may be a directory (every regular file under it, recursively, hidden ones and the
+ * outputs skipped, in byte order of their paths) or a glob pattern (its matches in byte order; no
+ * match is an error). Bad JSONL records are skipped and counted; more than data.max_bad_records
+ * of the records is an error naming the first (FILE:LINE).
+ *
+ * Scale: blocks of about 8 MB of lines are tokenized by training.threads threads (0: every core)
+ * and written in input order, so the shards are the same byte for byte whatever the thread count;
+ * memory is bounded by the block and the longest document, whatever the inputs' size.
  * tokenizes every sentence with data.vocab and writes two token shards: data.train, and data.eval
  * with about a data.eval_fraction share of the documents. The eval split: document k (counting the
  * documents kept) is held out when rng_u01d(rng_hash(training.seed, RNG_SPLIT, k)) falls below the
@@ -52,6 +61,11 @@ typedef struct {
     double eval_fraction;
     PrepareShardReport train, eval;
     double seconds; /* the whole run, vocab build included */
+    int threads;    /* tokenizing threads (training.threads; 0 there = every core) */
+    int input_format; /* TextFormat */
+    size_t disk_bytes; /* the inputs' size on disk (compressed for .gz) */
+    long records, bad_records; /* jsonl: non-blank lines read, and those that were bad (skipped) */
+    char first_bad[CFG_PATH_MAX + 96]; /* "FILE:LINE: why" of the first bad record; "" when none */
 } PrepareReport;
 
 /* Runs the pipeline for cfg->data. 0 with *out filled, or -1 with err filled (usage errors for a

@@ -17,6 +17,7 @@
 #ifndef BP_TEXTFILE_H
 #define BP_TEXTFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common.h"
@@ -53,5 +54,57 @@ void textfile_close(TextFile *tf);
 /* "N invalid UTF-8 byte(s) in L line(s) (the first at line F) are dropped": the warning both
  * readers print for a file that passed the rule with some invalid bytes. Writes into buf. */
 const char *textfile_invalid_note(const TextFileStats *s, char *buf, size_t cap);
+
+/* ---------------------------------------------------------------------------------------------
+ * Input formats (data.input_format): how the lines of a file become documents and sentences.
+ *   lines               one sentence per line, a blank line ends a document (create_pretraining_data.py)
+ *   documents_per_line  each non-blank line is one document, split into sentences by the rule below
+ *   jsonl               each non-blank line is a JSON object, one document; its string field
+ *                       (data.jsonl_field, "text") is split at its newlines into paragraphs, and each
+ *                       paragraph into sentences by the rule below
+ * In every format the end of a file also ends a document.
+ *
+ * The sentence rule (text_split_sentences) is scripts/wiki_to_text.py's, so every input gets the
+ * same one: a candidate end is "...", U+2026 or a run of . ! ? followed by any closing quotes or
+ * brackets and then white space; it ends a sentence when the next character (after any opening
+ * quotes or brackets) is a capital or a digit, except after a "." that ends an initial ("J."), a
+ * dotted abbreviation ("U.S.", "e.g."), a title or month ("Mr.", "Dr.", "Jan.": the script's list),
+ * or "No." / "pp." / "Vol." ... before a digit. Difference from the script: "a capital" is an ASCII
+ * capital or one of the Latin-1, Greek or Cyrillic capital letters; the script asks Python's
+ * str.isupper, which knows every script's. Sentences without a letter or digit are dropped. */
+typedef enum { TEXT_FORMAT_LINES = 0, TEXT_FORMAT_DOCS_PER_LINE = 1, TEXT_FORMAT_JSONL = 2 } TextFormat;
+
+/* Receives one sentence (trimmed, not NUL-terminated); non-zero stops the caller. */
+typedef int (*TextSentenceFn)(void *ctx, const char *s, size_t n);
+
+/* Calls fn for each sentence of paragraph p[0..n) in order. Returns 0, or fn's non-zero result. */
+int text_split_sentences(const char *p, size_t n, TextSentenceFn fn, void *ctx);
+
+/* The string value of key `field` in the JSON object that is line[0..n), escapes decoded (\uXXXX
+ * with surrogate pairs to UTF-8) into *buf (grown with realloc, NUL-terminated), its length in
+ * *out_len. Returns 1; 0 for a bad record with *why set to a static reason ("not a JSON object",
+ * "the field is missing", "the field is not a string"); -1 when out of memory. The whole line is
+ * checked as JSON (nesting up to 256 levels); duplicate keys: the last one counts, as in Python's
+ * json. */
+int text_jsonl_field(const char *line, size_t n, const char *field, char **buf, size_t *cap, size_t *out_len,
+                     const char **why);
+
+/* What one line of a file is in a format, for text_line_units. */
+typedef enum {
+    TEXT_LINE_FAILED = -1,   /* fn stopped it, or out of memory (*why says which: NULL for fn) */
+    TEXT_LINE_CONTINUES = 0, /* its sentences (if any) belong to the document being read */
+    TEXT_LINE_ENDS_DOC = 1,  /* the document ends after its sentences (none for a blank line) */
+    TEXT_LINE_BAD = 2,       /* a bad record (jsonl): *why says what is wrong; nothing was emitted */
+    TEXT_LINE_SKIPPED = 3,   /* a blank line where blank lines mean nothing (documents_per_line, jsonl) */
+} TextLineKind;
+
+/* Runs one line of a file of format fmt: calls fn for each of its sentences, then says what the
+ * line was. The lines format passes a non-blank line whole, as one sentence. buf/cap: scratch for
+ * the decoded JSON text (freed by the caller). */
+TextLineKind text_line_units(TextFormat fmt, const char *field, const char *line, size_t n, char **buf,
+                             size_t *cap, TextSentenceFn fn, void *ctx, const char **why);
+
+/* Whether s[0..n) holds only blanks (space, \t, \r, \v, \f): what ends a document in `lines`. */
+bool text_is_blank(const char *s, size_t n);
 
 #endif

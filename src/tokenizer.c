@@ -13,9 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "rng.h"
 #include "textfile.h"
 #include "unicode_tables.h"
 
+#define VOCAB_SAMPLE_SEED 0x766f636162ULL /* fixed: the same sample on every run */
 #define TOK_MAX_INPUT_CHARS 200 /* tokenization.py's WordpieceTokenizer max_input_chars_per_word */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -751,28 +755,58 @@ static int count_word(void *ctx, const char *word, size_t nbytes, size_t nchars)
     return 0;
 }
 
-/* Counts the words of one .txt or .gz file, read line by line by the reader prepare uses. */
-static int count_file(WordCounter *wc, const char *path, bool lowercase, FILE *progress, BpError *err) {
+typedef struct {
+    WordCounter *wc;
+    bool lowercase;
+    BpError *err;
+} SentenceWords;
+
+static int count_sentence(void *ctx, const char *s, size_t n) {
+    SentenceWords *sw = ctx;
+    return tokenizer_basic(s, n, sw->lowercase, count_word, sw->wc, sw->err);
+}
+
+/* Counts the words of one input file, read line by line by the reader prepare uses; `keep` is the
+ * share of lines to sample (1: all), file_index seeds which. */
+static int count_file(WordCounter *wc, const char *path, int file_index, double keep, const VocabBuildOptions *opt,
+                      BpError *err) {
     TextFile *tf = textfile_open(path, err);
     if (!tf) return -1;
     uint64_t words_before = wc->n_words;
-    char *line;
+    size_t sampled = 0, bad = 0, first_bad = 0, jcap = 0;
+    char *line, *jbuf = NULL;
+    const char *why, *first_why = NULL;
     size_t len;
     int got;
+    SentenceWords sw = {wc, opt->lowercase, err};
     while ((got = textfile_next(tf, &line, &len, err)) > 0) {
-        if (tokenizer_basic(line, len, lowercase, count_word, wc, err)) {
-            bp_err_prefix(err, "%s", path);
+        size_t no = textfile_stats(tf)->lines;
+        if (keep < 1 && rng_u01d(rng_hash(VOCAB_SAMPLE_SEED, (uint64_t)file_index, no, 0)) >= keep) continue;
+        sampled++;
+        TextLineKind k = text_line_units((TextFormat)opt->format, opt->jsonl_field ? opt->jsonl_field : "text",
+                                         line, len, &jbuf, &jcap, count_sentence, &sw, &why);
+        if (k == TEXT_LINE_BAD && bad++ == 0) {
+            first_bad = no;
+            first_why = why;
+        } else if (k == TEXT_LINE_FAILED) {
+            if (why) bp_fail(err, "%s", why);
+            bp_err_prefix(err, "%s:%zu", path, no);
             got = -1;
             break;
         }
     }
+    free(jbuf);
     const TextFileStats *st = textfile_stats(tf);
-    if (got == 0 && progress) {
+    if (got == 0 && opt->progress) {
         char note[256];
         if (st->bad_bytes)
-            fprintf(progress, "vocab: warning: %s: %s\n", path, textfile_invalid_note(st, note, sizeof note));
-        fprintf(progress, "vocab: %s: %zu lines, %llu words\n", path, st->lines,
-                (unsigned long long)(wc->n_words - words_before));
+            fprintf(opt->progress, "vocab: warning: %s: %s\n", path, textfile_invalid_note(st, note, sizeof note));
+        if (bad)
+            fprintf(opt->progress, "vocab: warning: %s: %zu bad record(s) skipped, the first at line %zu: %s\n",
+                    path, bad, first_bad, first_why);
+        fprintf(opt->progress, "vocab: %s: %zu lines", path, st->lines);
+        if (keep < 1) fprintf(opt->progress, ", %zu sampled (%.3g%%)", sampled, 100.0 * keep);
+        fprintf(opt->progress, ", %llu words\n", (unsigned long long)(wc->n_words - words_before));
     }
     textfile_close(tf);
     return got;
@@ -1121,6 +1155,18 @@ static int write_vocab(const char *out_path, const StrTable *syms, size_t n_alph
     return rc;
 }
 
+/* The share of lines the sample keeps: sample_mb over the inputs' size on disk (1: all). */
+static double vocab_sample_share(const char *const *inputs, int n_inputs, double sample_mb) {
+    if (sample_mb <= 0) return 1;
+    double disk = 0;
+    for (int f = 0; f < n_inputs; f++) {
+        struct stat st;
+        if (stat(inputs[f], &st) == 0) disk += (double)st.st_size;
+    }
+    double share = sample_mb * 1e6 / disk;
+    return disk > 0 && share < 1 ? share : 1;
+}
+
 int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
                      const char *out_path, BpError *err) {
     double t0 = bp_now();
@@ -1135,8 +1181,9 @@ int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOp
     MergeWork mw = {0};
     int32_t *order = NULL;
     int rc = -1;
+    double keep = vocab_sample_share(inputs, n_inputs, opt->sample_mb);
     for (int f = 0; f < n_inputs; f++) /* (1) */
-        if (count_file(&wc, inputs[f], opt->lowercase, opt->progress, err)) goto done;
+        if (count_file(&wc, inputs[f], f, keep, opt, err)) goto done;
     size_t n_uniq = wc.words.n;
     if (n_uniq == 0) {
         bp_fail(err, "no words in %s%s (empty input?)", inputs[0], n_inputs > 1 ? " ..." : "");

@@ -72,7 +72,7 @@ size_t tokenizer_utf8_encode(uint32_t cp, char *out);
 size_t tokenizer_utf8_invalid(const char *text, size_t len, size_t *first_bad);
 
 /* Trains a WordPiece vocab from text files (.txt or .gz, read by textfile.h: the same lines, the
- * same UTF-8 rule as prepare) and writes it atomically to out_path: special tokens first ([PAD]
+ * same UTF-8 rule, the same formats as prepare; bad JSONL records are skipped and counted) and writes it atomically to out_path: special tokens first ([PAD]
  * [UNK] [CLS] [SEP] [MASK]), then the alphabet, then the merges; deterministic. min_count: merging
  * stops when the most frequent pair occurs fewer times, so the vocab can end below `size`.
  * progress (NULL: quiet) receives a line per file, warnings and the summary. */
@@ -81,6 +81,14 @@ typedef struct {
     bool lowercase;
     int min_count; /* 2 is the usual choice */
     FILE *progress;
+    int format;              /* TextFormat (textfile.h) of the inputs; 0: lines */
+    const char *jsonl_field; /* jsonl: the text field; NULL: "text" */
+    /* MB of text to learn from, 0 = all: each line (record) is kept when a fixed hash of its file
+     * index and line number falls below sample_mb / (the inputs' MB on disk), so the sample is the
+     * same on every run and spread evenly over every file; memory then grows with the sample's
+     * distinct words, not the corpus'. (A .gz file's size on disk is its compressed size: such
+     * inputs give a larger sample than asked for.) */
+    double sample_mb;
 } VocabBuildOptions;
 int vocab_build_opts(const char *const *inputs, int n_inputs, const VocabBuildOptions *opt,
                      const char *out_path, BpError *err);

@@ -100,7 +100,7 @@ expect_fail "blank input (vocab built by the run is removed)" "$T/w" 1 "$T/w/bla
 
 mkdir -p "$T/d/adir"
 config "$T/d" "$FIX/corpus_a.txt" "$T/d/adir"
-expect_fail "directory as input" "$T/d" 1 "$T/d/adir: input is not a regular file" "$BP_BIN" prepare "$T/d/cfg.yaml"
+expect_fail "empty directory as input" "$T/d" 1 "$T/d/adir: no input files in this directory" "$BP_BIN" prepare "$T/d/cfg.yaml"
 
 if [ "$(id -u)" != 0 ]; then
     mkdir -p "$T/u" && cp "$FIX/corpus_b.txt" "$T/u/secret.txt" && chmod 000 "$T/u/secret.txt"
@@ -250,5 +250,20 @@ cp -r "$T/a" "$T/f" && printf '\x55' | dd of="$T/f/shards/train" bs=1 seek=200 c
 expect_show_fail "show-batch on a bit-flipped shard" 1 "$T/f/shards/train: damaged shard: token section CRC32 mismatch" "$T/f/cfg.yaml"
 rm -f "$T/a/shards/train"
 expect_show_fail "show-batch without shards" 1 "cannot open shard: No such file or directory. HINT: run \`bert_pretrain prepare CONFIG\` first" "$C"
+
+# JSONL: a bad record within data.max_bad_records is a warning and a summary line; above it an
+# error naming the first at FILE:LINE, with nothing written
+mkdir -p "$T/j"
+for i in $(seq 1 30); do printf '{"text": "The cat sat on the mat %d. A dog ran."}\n' "$i"; done >"$T/j/c.jsonl"
+sed -i '5s/.*/{"text": 5}/' "$T/j/c.jsonl"
+config "$T/j" "$T/j/c.jsonl"
+cp "$T/a/vocab.txt" "$T/j/"
+run "$BP_BIN" prepare "$T/j/cfg.yaml" --set data.input_format=jsonl --set data.max_bad_records=0.1
+check "jsonl: exit 0 ($(head -c 300 "$TMP/err"))" [ "$rc" -eq 0 ]
+check "jsonl: the warning names the first bad record" grep -qF "the first at $T/j/c.jsonl:5: the field is not a string" "$TMP/err"
+check "jsonl: the summary counts it" grep -qF "bad records 1 of 30 skipped" "$TMP/out"
+rm -rf "$T/j/shards"
+expect_fail "jsonl above max_bad_records" "$T/j/shards" 1 "1 of 30 JSONL records are bad" \
+    "$BP_BIN" prepare "$T/j/cfg.yaml" --set data.input_format=jsonl --set data.max_bad_records=0.01
 
 finish

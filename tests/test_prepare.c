@@ -605,6 +605,240 @@ static void test_reader_and_vocab_trainer_agree(void **state) {
     free(crlf);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* input formats, directories and patterns, threads                                            */
+
+typedef struct {
+    char out[1024];
+    int n;
+} Collected;
+
+static int collect(void *ctx, const char *s, size_t n) {
+    Collected *c = ctx;
+    size_t at = strlen(c->out);
+    snprintf(c->out + at, sizeof c->out - at, "%s%.*s", c->n++ ? "|" : "", (int)n, s);
+    return 0;
+}
+
+/* The expected sentences are what scripts/wiki_to_text.py's sentences() gives for the same text. */
+static void test_sentence_rule(void **state) {
+    (void)state;
+    const char *t = "He paid 3.5 million. The U.S. Army won in Jan. 1990. See pp. 12 and No. 5 here. J. R. R. "
+                    "Tolkien wrote it! \"Really?\" She left... (Then) it rained. Dr. Who? e.g. This. "
+                    "\xc3\x89l habl\xc3\xb3. ok. 3 times";
+    Collected c = {"", 0};
+    assert_int_equal(text_split_sentences(t, strlen(t), collect, &c), 0);
+    assert_string_equal(c.out, "He paid 3.5 million.|The U.S. Army won in Jan. 1990.|See pp. 12 and No. 5 here.|"
+                               "J. R. R. Tolkien wrote it!|\"Really?\"|She left...|(Then) it rained.|"
+                               "Dr. Who? e.g. This.|\xc3\x89l habl\xc3\xb3. ok.|3 times");
+    Collected d = {"", 0};
+    assert_int_equal(text_split_sentences("  ... !! ", 9, collect, &d), 0);
+    assert_int_equal(d.n, 0); /* no letter or digit: nothing */
+}
+
+/* JSONL: escapes decoded (\u with a surrogate pair too), other keys of any shape skipped, a "text"
+ * key nested in another value not taken, the text split at its newlines and by the sentence rule,
+ * one record one document; the shards equal those of the same text in the lines format, and .gz
+ * JSONL equals plain JSONL. */
+static void test_jsonl_equals_lines(void **state) {
+    (void)state;
+    const char *jsonl =
+        "{\"id\": 1, \"meta\": {\"text\": 5, \"x\": [1, -2.5e3, true, null, {\"a\": \"}\"}]}, \"text\": "
+        "\"\\u00611 a2. A3 a4.\\nA5 \\\"a6\\\"\\ta7 \\ud83d\\ude00.\"}\n"
+        "\n"
+        "{\"text\": \"a8 a9 a10.\", \"text2\": \"a11\"}\r\n"
+        "{\"text\": \"ignored\", \"text\": \"A12 a13. A14.\"}\n";
+    const char *lines = "a1 a2.\nA3 a4.\nA5 \"a6\"\ta7 \xf0\x9f\x98\x80.\n\na8 a9 a10.\n\nA12 a13.\nA14.\n";
+    const char *j = tu_path("f.jsonl"), *jgz = tu_path("f.jsonl.gz"), *l = tu_path("f.txt");
+    tu_write_bytes(j, jsonl, strlen(jsonl));
+    tu_write_gz(jgz, jsonl, strlen(jsonl));
+    tu_write_bytes(l, lines, strlen(lines));
+    BpError err;
+    Config *c = cfg_for("fl", 0, 1, &l);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.sentences, 6);
+    c = cfg_for("fj", 0, 1, &j);
+    c->data.input_format = TEXT_FORMAT_JSONL;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.documents, 3);
+    assert_int_equal(g_rep.sentences, 6);
+    assert_int_equal(g_rep.records, 3);
+    assert_int_equal(g_rep.bad_records, 0);
+    assert_true(tu_same_bytes(tu_path("fl.train"), tu_path("fj.train")));
+    c = cfg_for("fz", 0, 1, &jgz);
+    c->data.input_format = TEXT_FORMAT_JSONL;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_true(tu_same_bytes(tu_path("fj.train"), tu_path("fz.train")));
+}
+
+/* Bad records (not JSON, truncated, the field missing, the field not a string, trailing data) are
+ * skipped and counted with the first one's file:line; above data.max_bad_records they are an error
+ * and nothing is written. */
+static void test_jsonl_bad_records(void **state) {
+    (void)state;
+    static char text[1 << 16];
+    size_t n = 0;
+    const char *bad[5] = {"not json at all", "{\"text\": \"a1 a2.\"", "{\"body\": \"a1.\"}", "{\"text\": 7}",
+                          "{\"text\": \"a1.\"} x"};
+    for (int r = 0; r < 200; r++) {
+        if (r % 40 == 6) n += (size_t)snprintf(text + n, sizeof text - n, "%s\n", bad[r / 40]);
+        else n += (size_t)snprintf(text + n, sizeof text - n, "{\"text\": \"a%d a%d.\"}\n", r, r + 1);
+    }
+    const char *in = tu_path("bad.jsonl");
+    tu_write_bytes(in, text, n);
+    BpError err;
+    Config *c = cfg_for("bj", 0.1, 1, &in);
+    c->data.input_format = TEXT_FORMAT_JSONL;
+    c->data.max_bad_records = 0.05;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.records, 200);
+    assert_int_equal(g_rep.bad_records, 5);
+    assert_int_equal(g_rep.documents, 195);
+    char want[512];
+    snprintf(want, sizeof want, "%s:7: not a JSON object", in);
+    assert_string_equal(g_rep.first_bad, want);
+
+    c->data.max_bad_records = 0.02; /* 5 of 200 = 2.5% */
+    unlink(c->data.train);
+    unlink(c->data.eval);
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, "5 of 200 JSONL records are bad"));
+    assert_non_null(strstr(err.msg, want));
+    assert_false(exists(c->data.train) || exists(c->data.eval));
+    assert_true(no_temporaries());
+
+    /* every record bad: the file has no text, and the message says why */
+    const char *all = tu_path("allbad.jsonl");
+    tu_write_bytes(all, "{\"body\": \"a1.\"}\n{\"body\": \"a2.\"}\n", 32);
+    c = cfg_for("ab", 0, 1, &all);
+    c->data.input_format = TEXT_FORMAT_JSONL;
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, "2 bad record(s)"));
+    assert_non_null(strstr(err.msg, "the field is missing"));
+}
+
+/* documents_per_line: each non-blank line a document, split by the sentence rule. */
+static void test_documents_per_line(void **state) {
+    (void)state;
+    const char *dpl = "a1 a2. A3 a4? a5 a6.\n\n  \nMr. A7 a8. J. A9 a10.\n";
+    const char *lines = "a1 a2.\nA3 a4? a5 a6.\n\nMr. A7 a8.\nJ. A9 a10.\n";
+    const char *d = tu_path("d.txt"), *l = tu_path("dl.txt");
+    tu_write_bytes(d, dpl, strlen(dpl));
+    tu_write_bytes(l, lines, strlen(lines));
+    BpError err;
+    Config *c = cfg_for("dl", 0, 1, &l);
+    assert_int_equal(run_prepare(c, &err), 0);
+    c = cfg_for("dd", 0, 1, &d);
+    c->data.input_format = TEXT_FORMAT_DOCS_PER_LINE;
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.documents, 2);
+    assert_int_equal(g_rep.sentences, 4);
+    assert_true(tu_same_bytes(tu_path("dl.train"), tu_path("dd.train")));
+}
+
+/* A directory expands to its files recursively in byte order (hidden files and the outputs
+ * skipped), a pattern to its matches in byte order: the shards equal those of the explicit list,
+ * and differ from those of another order (so the order is really checked). */
+static void test_directory_and_glob_inputs(void **state) {
+    (void)state;
+    static char text[1 << 14];
+    char dir[200], sub[200], names[4][240];
+    snprintf(dir, sizeof dir, "%s/in", g_dir);
+    snprintf(sub, sizeof sub, "%s/in/sub", g_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    const char *leaf[4] = {"b.txt", "a.txt", "sub/c.txt", ".hidden.txt"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(names[k], sizeof names[k], "%s/%s", dir, leaf[k]);
+        size_t n = make_corpus(text, sizeof text, 5 + k, NULL);
+        tu_write_bytes(names[k], text, n);
+    }
+    BpError err;
+    const char *d = dir;
+    Config *c = cfg_for("dir", 0, 1, &d);
+    snprintf(c->data.train, CFG_PATH_MAX, "%s/in/dir.train", g_dir); /* an output inside: skipped */
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.files, 3);
+    assert_int_equal(run_prepare(c, &err), 0); /* again, with the shard of the first run in the directory */
+    assert_int_equal(g_rep.files, 3);
+    const char *sorted[3] = {names[1], names[0], names[2]};
+    c = cfg_for("list", 0, 3, sorted);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_true(tu_same_bytes(tu_path("in/dir.train"), tu_path("list.train")));
+    const char *other[3] = {names[0], names[1], names[2]};
+    c = cfg_for("other", 0, 3, other);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_false(tu_same_bytes(tu_path("list.train"), tu_path("other.train")));
+
+    char pat[240];
+    snprintf(pat, sizeof pat, "%s/*.txt", dir);
+    const char *p = pat;
+    c = cfg_for("glob", 0, 1, &p);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_int_equal(g_rep.files, 2);
+    c = cfg_for("list2", 0, 2, sorted);
+    assert_int_equal(run_prepare(c, &err), 0);
+    assert_true(tu_same_bytes(tu_path("glob.train"), tu_path("list2.train")));
+
+    snprintf(pat, sizeof pat, "%s/*.none", dir);
+    c = cfg_for("nomatch", 0, 1, &p);
+    assert_int_equal(run_prepare(c, &err), -1);
+    assert_non_null(strstr(err.msg, "no file matches this pattern"));
+}
+
+/* 1, 2 and 3 threads write the same shards byte for byte, over several blocks and in every format. */
+static void test_threads_same_shards(void **state) {
+    (void)state;
+    const int n_docs = 50000; /* about 150k lines: more than one block of lines */
+    size_t cap = (size_t)64 << 20;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    size_t len = make_corpus(text, cap, n_docs, NULL);
+    const char *in = tu_path("thr.txt");
+    tu_write_bytes(in, text, len);
+    /* the same documents as JSONL: each document's sentences joined by "\n" */
+    size_t jn = 0;
+    char *j = malloc(cap);
+    assert_non_null(j);
+    jn += (size_t)snprintf(j, cap, "{\"text\": \"");
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (text[i] == '\n' && text[i + 1] == '\n') {
+            jn += (size_t)snprintf(j + jn, cap - jn, "\"}\n{\"text\": \"");
+            i++;
+        } else {
+            jn += (size_t)snprintf(j + jn, cap - jn, text[i] == '\n' ? "\\n" : "%c", text[i]);
+        }
+    }
+    jn += (size_t)snprintf(j + jn, cap - jn, "\"}\n");
+    const char *jin = tu_path("thr.jsonl");
+    tu_write_bytes(jin, j, jn);
+    free(j);
+    free(text);
+    BpError err;
+    const char *tags[2][3] = {{"t1", "t2", "t3"}, {"j1", "j2", "j3"}};
+    for (int f = 0; f < 2; f++) {
+        for (int t = 0; t < 3; t++) {
+            Config *c = cfg_for(tags[f][t], 0.05, 1, f ? &jin : &in);
+            c->data.input_format = f ? TEXT_FORMAT_JSONL : TEXT_FORMAT_LINES;
+            c->training.threads = t + 1;
+            assert_int_equal(run_prepare(c, &err), 0);
+            assert_int_equal(g_rep.threads, t + 1);
+            assert_int_equal(g_rep.documents, n_docs);
+        }
+        for (int t = 1; t < 3; t++) {
+            char a[64], b[64];
+            snprintf(a, sizeof a, "%s.train", tags[f][0]);
+            snprintf(b, sizeof b, "%s.train", tags[f][t]);
+            assert_true(tu_same_bytes(tu_path(a), tu_path(b)));
+            snprintf(a, sizeof a, "%s.eval", tags[f][0]);
+            snprintf(b, sizeof b, "%s.eval", tags[f][t]);
+            assert_true(tu_same_bytes(tu_path(a), tu_path(b)));
+        }
+    }
+    /* the JSONL (sentences split at the newlines; each "a1 a2." has no capital after it) equals the lines */
+    assert_true(tu_same_bytes(tu_path("t1.train"), tu_path("j1.train")));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval_split_follows_the_hash),
@@ -619,6 +853,12 @@ int main(void) {
         cmocka_unit_test(test_reader_refuses_and_counts),
         cmocka_unit_test(test_reader_hostile_files),
         cmocka_unit_test(test_reader_and_vocab_trainer_agree),
+        cmocka_unit_test(test_sentence_rule),
+        cmocka_unit_test(test_jsonl_equals_lines),
+        cmocka_unit_test(test_jsonl_bad_records),
+        cmocka_unit_test(test_documents_per_line),
+        cmocka_unit_test(test_directory_and_glob_inputs),
+        cmocka_unit_test(test_threads_same_shards),
     };
     return cmocka_run_group_tests(tests, group_setup, tu_dir_teardown);
 }
