@@ -38,6 +38,7 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$FUZZ_BUILD/crashes/$t/" > "$TMP/fuzz_$t.log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$TMP/fuzz_$t.log")
+    echo "$t: ${#inputs[@]} committed inputs replayed, then ${runs:-?} fuzzed in ${SECONDS_EACH} s"
     check "$t: ${SECONDS_EACH} s of fuzzing, ${runs:-?} inputs, no crash (rc=$rc)" test $rc -eq 0
     [ $rc -eq 0 ] || log_tail "$TMP/fuzz_$t.log"
 done

@@ -2,9 +2,9 @@
  * the helpers are static.
  *
  * Most parsers take a path, so fuzz_file writes the input to a file in a private scratch directory
- * (under $TMPDIR, else /tmp), created on first use and removed at exit. Writing a few KiB to the
- * page cache costs microseconds, far below what a parse costs, and keeps each target honest: the
- * parser sees a real regular file, mapped or read exactly as in production.
+ * (under $TMPDIR, else /dev/shm or /tmp), created on first use and removed at exit. Writing a few
+ * KiB to the page cache costs microseconds, far below what a parse costs, and keeps each target
+ * honest: the parser sees a real regular file, mapped or read exactly as in production.
  *
  * Checksummed formats (checkpoint, shard) would stop almost every mutation at the first CRC, so
  * their targets recompute the CRCs of a mutated file before opening it:
@@ -37,8 +37,10 @@ static inline void fuzz_remove_dir(void) {
  * without it would test nothing. */
 static inline const char *fuzz_scratch(void) {
     if (fuzz_dir[0]) return fuzz_dir;
+    /* /dev/shm when there is one: the checkpoint writer fsyncs, which costs nothing on tmpfs */
     const char *tmp = getenv("TMPDIR");
-    snprintf(fuzz_dir, sizeof fuzz_dir, "%s/bp_fuzz_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!tmp || !tmp[0]) tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(fuzz_dir, sizeof fuzz_dir, "%s/bp_fuzz_XXXXXX", tmp);
     if (!mkdtemp(fuzz_dir)) {
         perror("fuzz: mkdtemp");
         abort();
