@@ -128,12 +128,14 @@ fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes/$$t; \
 	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
-	    echo "=== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	    echo "=== fuzz_$$t for $(FUZZ_SECONDS) s (log: build-fuzz/fuzz_$$t.log)"; \
 	    build-fuzz/fuzz_$$t build-fuzz/corpus/$$t tests/fuzz/corpus/$$t $$dict \
 	        -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-	        -artifact_prefix=build-fuzz/crashes/$$t/ 2>&1 | grep -E '^(#[0-9]+ *DONE|stat::number_of_executed|stat::average_exec|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' ; \
-	    ls build-fuzz/crashes/$$t | grep -q . && echo "fuzz_$$t: crashes in build-fuzz/crashes/$$t" && exit 1; \
-	done; true
+	        -artifact_prefix=build-fuzz/crashes/$$t/ > build-fuzz/fuzz_$$t.log 2>&1; \
+	    rc=$$?; \
+	    grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY)' build-fuzz/fuzz_$$t.log; \
+	    [ $$rc -eq 0 ] || { echo "fuzz_$$t failed (exit $$rc): build-fuzz/fuzz_$$t.log, build-fuzz/crashes/$$t/"; exit 1; }; \
+	done
 
 clean:
 	rm -rf build build-asan build-fuzz bert_pretrain
