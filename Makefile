@@ -6,10 +6,13 @@
 #   make test-asan  the whole suite against the sanitizer build
 #   make demo       fetch the Brown corpus, build a vocab, prepare shards, train the demo BERT
 #   make bench      speed table (ours vs PyTorch vs the sgemm rate)
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (tests/fuzz, docs/fuzzing.md)
 
 # Open MPI (ompi-c) for data-parallel training: the one binary runs alone or under mpirun (dist.h).
+# clang-14 + its runtime and libomp for the libFuzzer targets (tests/fuzz/, make fuzz).
 PKGS      := openblas yaml-0.1 zlib ompi-c
-DEB_PKGS  := libopenblas-dev libyaml-dev zlib1g-dev libcmocka-dev pkg-config libopenmpi-dev openmpi-bin
+DEB_PKGS  := libopenblas-dev libyaml-dev zlib1g-dev libcmocka-dev pkg-config libopenmpi-dev openmpi-bin \
+             clang-14 libclang-rt-14-dev libomp-14-dev
 CC        := gcc
 # -O3 without fast-math: erf/GELU and softmax need IEEE semantics (style.md). -fno-math-errno only
 # drops errno bookkeeping around sqrtf & co. (results are unchanged), which lets gcc vectorise the
@@ -39,7 +42,7 @@ ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o)
 ALIB      := build-asan/libbert.a
 ATEST_BIN := $(TEST_SRC:tests/%.c=build-asan/tests/%)
 
-.PHONY: all deps test asan test-asan demo bench clean
+.PHONY: all deps test asan test-asan demo bench clean fuzz fuzz-build
 all: bert_pretrain
 
 # Installs the Debian development packages the build needs when any is missing: apt-get as root,
@@ -61,7 +64,7 @@ build/tests/%: tests/%.c $(LIB) | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Isrc -Itests -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
-test: bert_pretrain $(TEST_BIN)
+test: bert_pretrain $(TEST_BIN) $(FUZZ_BIN)
 	@BP_BIN=$(CURDIR)/bert_pretrain BP_TEST_BUILD=build tests/run_tests.sh
 
 asan: build-asan/bert_pretrain
@@ -91,7 +94,52 @@ demo: bert_pretrain
 bench: bert_pretrain
 	scripts/bench.sh
 
-clean:
-	rm -rf build build-asan bert_pretrain
+# ---- fuzzing ----------------------------------------------------------------------------------
+# libFuzzer targets (tests/fuzz/fuzz_*.c) for every parser of outside input, linked against the
+# library built by clang with ASan + UBSan in build-fuzz/ (libFuzzer is clang's). `make test` runs
+# tests/test_fuzz.sh: every committed corpus and regression input once, then each target for
+# FUZZ_SMOKE_SECONDS. `make fuzz` runs each target for FUZZ_SECONDS, growing build-fuzz/corpus/T
+# from tests/fuzz/corpus/T; crashes land in build-fuzz/crashes/T/ (commit them under
+# tests/fuzz/regressions/T/ with the fix).
+FUZZ_CC      := clang-14
+# -Wno-pass-failed: with sanitizer instrumentation clang cannot vectorise some `omp simd`
+# reductions and says so as a warning; a missed vectorisation in a fuzz build is no defect.
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror \
+                -Wno-pass-failed -fopenmp -MMD -MP -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FLIB_OBJ     := $(LIB_SRC:src/%.c=build-fuzz/%.o)
+FLIB         := build-fuzz/libbert.a
+FUZZ_SECONDS ?= 60
 
--include $(OBJ:.o=.d) $(AOBJ:.o=.d)
+fuzz-build: $(FUZZ_BIN)
+
+$(FLIB): $(FLIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+build-fuzz/%.o: src/%.c | deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FLIB) | deps
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes/$$t; \
+	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	    echo "=== fuzz_$$t for $(FUZZ_SECONDS) s (log: build-fuzz/fuzz_$$t.log)"; \
+	    build-fuzz/fuzz_$$t build-fuzz/corpus/$$t tests/fuzz/corpus/$$t $$dict \
+	        -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	        -artifact_prefix=build-fuzz/crashes/$$t/ > build-fuzz/fuzz_$$t.log 2>&1; \
+	    rc=$$?; \
+	    grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY)' build-fuzz/fuzz_$$t.log; \
+	    [ $$rc -eq 0 ] || { echo "fuzz_$$t failed (exit $$rc): build-fuzz/fuzz_$$t.log, build-fuzz/crashes/$$t/"; exit 1; }; \
+	done
+
+clean:
+	rm -rf build build-asan build-fuzz bert_pretrain
+
+-include $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FLIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)

@@ -61,6 +61,7 @@ static uint64_t get_u64(const uint8_t *p) {
 
 static int check_sections(const CkptSection *s, int n, BpError *err) {
     if (n < 0 || (n > 0 && !s)) return bp_fail(err, "no sections given");
+    if (n > CKPT_MAX_SECTIONS) return bp_fail(err, "%d sections, at most %d", n, CKPT_MAX_SECTIONS);
     for (int i = 0; i < n; i++) {
         if (!s[i].name || !s[i].name[0] || strlen(s[i].name) >= CKPT_NAME_LEN)
             return bp_fail(err, "section %d: name '%.40s' must be 1 to %d characters", i,
@@ -146,6 +147,9 @@ static int verify(CkptFile *f, BpError *err) {
     if (table_end + 4 > len)
         return bp_fail_kind(err, BP_ERR_CORRUPT, "truncated: the table of %u sections ends at byte %zu but the file has %zu",
                        n, table_end + 4, len);
+    if (n > CKPT_MAX_SECTIONS)
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "%u sections, more than the %d a checkpoint holds", n,
+                            CKPT_MAX_SECTIONS);
     if (bp_crc32(0, m, table_end) != get_u32(m + table_end))
         return bp_fail_kind(err, BP_ERR_CORRUPT, "header CRC mismatch (file corrupt?)");
 

@@ -31,6 +31,9 @@
 #define CKPT_MAGIC "BPCKPT01"
 #define CKPT_VERSION 1
 #define CKPT_NAME_LEN 32 /* bytes in the table, NUL included: names are 1..31 chars */
+/* Sections a file may hold (a training checkpoint has 5). The reader checks names for uniqueness
+ * pairwise, so an unbounded count would let a crafted table make open quadratic. */
+#define CKPT_MAX_SECTIONS 1024
 
 typedef struct {
     const char *name;

@@ -172,7 +172,10 @@ static int flat_index(Flat *f) {
     if (!f->index) return -1;
     for (size_t i = 0; i < f->n; i++) {
         size_t s = (size_t)hash_key(f->e[i].key) & (f->slots - 1);
-        while (f->index[s]) s = (s + 1) & (f->slots - 1);
+        /* a key given twice ({"a": 1, "a": 2}, or {"a.b": 1, "a": {"b": 2}}) is refused: a lookup
+           finds only one of them, so a change could hide behind the other */
+        for (; f->index[s]; s = (s + 1) & (f->slots - 1))
+            if (!strcmp(f->e[f->index[s] - 1].key, f->e[i].key)) return -1;
         f->index[s] = i + 1;
     }
     return 0;

@@ -12,8 +12,8 @@ typedef void (*ConfigDiffFn)(const char *key, const char *old_value, const char 
                              void *ctx);
 
 /* Returns the number of differing keys, or -1 when either JSON text cannot be parsed (aliases,
- * anchors, nesting deeper than 64, a key over 511 bytes and a list of scalars over 4 KiB are
- * refused: the stored one is BP_ERR_CORRUPT). */
+ * anchors, nesting deeper than 64, a key over 511 bytes, a flattened key given twice and a list of
+ * scalars over 4 KiB are refused: the stored one is BP_ERR_CORRUPT). */
 int config_json_diff(const char *old_json, const char *new_json, ConfigDiffFn fn, void *ctx,
                      BpError *err);
 

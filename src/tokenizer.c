@@ -454,6 +454,11 @@ Tokenizer *tokenizer_load(const char *vocab_path, bool lowercase, BpError *err) 
         }
         *b = '\0';
         size_t n = (size_t)(b - a);
+        /* a token is a C string everywhere after this (tokenizer_token, tokenizer_id) */
+        if (memchr(a, '\0', n)) {
+            bp_fail(err, "%s:%zu: NUL byte in a token (not a vocab text file?)", vocab_path, line);
+            goto fail;
+        }
         bool cont = n >= 2 && a[0] == '#' && a[1] == '#';
         if (vocab_find(t, a, n, false) >= 0) {
             int first = vocab_find(t, a, n, false);

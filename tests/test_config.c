@@ -821,6 +821,14 @@ static void test_json_diff(void **state) {
         assert_int_equal(config_json_diff(hostile[i], b, log_diff, &d, &err), -1);
         assert_int_equal(err.kind, BP_ERR_CORRUPT);
     }
+    /* a key given twice would hide a change behind its twin: refused on either side (fuzzing) */
+    const char *twice[] = {"{\"a\": 1, \"a\": 2}", "{\"a.b\": 1, \"a\": {\"b\": 2}}"};
+    for (size_t i = 0; i < BP_ARRAY_LEN(twice); i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(config_json_diff(twice[i], "{\"a\": 1}", log_diff, &d, &err), -1);
+        assert_int_equal(err.kind, BP_ERR_CORRUPT);
+        assert_int_equal(config_json_diff("{\"a\": 1}", twice[i], log_diff, &d, &err), -1);
+    }
     deep[64] = 0; /* 32 levels are within the bound */
     memset(deep, '[', 32);
     memset(deep + 32, ']', 32);

@@ -144,6 +144,11 @@ static void test_vocab_errors(void **state) {
                       "line 6");
     expect_load_error("", "empty vocab", NULL);
     BpError err = {0};
+    /* "a\0ain" would be stored as a token that tokenizer_token shows as "a" (fuzz_vocab found it) */
+    static const char with_nul[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\na\0ain\n";
+    tu_write_bytes(g_path, with_nul, sizeof with_nul - 1);
+    assert_null(tokenizer_load(g_path, true, &err));
+    if (!strstr(err.msg, ":7: NUL byte in a token")) fail_msg("unexpected error: %s", err.msg);
     assert_null(tokenizer_load("/nonexistent/vocab.txt", true, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/vocab.txt"));
 }
