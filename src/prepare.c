@@ -289,7 +289,11 @@ int prepare_run(const Config *cfg, const PrepareOptions *opt, PrepareReport *out
     double t0 = bp_now();
     if (check_inputs(dc, err)) return -1;
     FILE *log = opt ? opt->progress : NULL;
+    /* SIGINT, SIGTERM, SIGHUP, a closed pipe...: prepare has nothing worth finishing, so such a
+       signal removes what this run wrote (the shard temporaries, the vocab it built) and ends it */
+    bp_cleanup_on_stop_signals();
     if (vocab_if_missing(dc, log, &out->vocab_built, err)) return -1;
+    int vocab_slot = out->vocab_built ? bp_cleanup_add(dc->vocab) : -1;
 
     Prep p = {.cfg = cfg, .r = out, .log = log, .tty = log && isatty(fileno(log))};
     p.t_start = p.t_last = bp_now();
@@ -319,6 +323,7 @@ done:
     doc_free(&p.cur);
     doc_free(&p.pending);
     free(p.line_ids);
+    bp_cleanup_remove(vocab_slot);
     if (rc && out->vocab_built) unlink(dc->vocab);
     if (rc && p.tty) fputc('\n', log);
     return rc;

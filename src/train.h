@@ -47,7 +47,7 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
 
 /* What the process holds besides the run's own buffers: code, libraries, the BLAS and OpenMP
  * threads' buffers and stacks (measured: see the README's memory note). */
-#define TRAIN_RUNTIME_BYTES (0.0 * 1048576.0)
+#define TRAIN_RUNTIME_BYTES (64.0 * 1048576.0)
 
 /* Estimated peak bytes of memory a run needs: parameters, gradients, optimizer state, the step's
  * examples, TRAIN_RUNTIME_BYTES, and the larger of (activations at the largest phase + the copy
