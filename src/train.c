@@ -343,6 +343,7 @@ static void print_startup(const Trainer *tr, bool resumed) {
     fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem / 1073741824.0,
             machine_memory_bytes() / 1073741824.0, cfg->training.run_dir,
             resumed ? "" : " (new run)");
+    if (!tr->eval) fprintf(stderr, "  evaluation off: data.eval is not set\n");
 }
 
 static int check_finite(Trainer *tr, double loss, double norm, bool *skip, BpError *err) {
@@ -702,9 +703,14 @@ int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
     if (claim_run_dir(&tr, err) != 0 || trainer_setup(&tr, cfg, err) != 0 ||
         trainer_start(&tr, opt->resume, &resumed, err) != 0)
         goto done;
+    bp_catch_stop_signals(on_stop_signal);
     print_startup(&tr, resumed);
     if (log_open(&tr.log, cfg->training.run_dir, resumed ? tr.step : -1, err) != 0) goto done;
-    bp_catch_stop_signals(on_stop_signal);
+    if (stop_signal) { /* during the start-up lines: this session has done nothing to save */
+        fprintf(stderr, "stopped by %s before the first step: nothing to save\n", bp_signal_name(stop_signal));
+        rc = 0;
+        goto done;
+    }
     rc = resumed ? eval_missed(&tr, err) : 0;
     if (rc == 0) rc = trainer_loop(&tr, err);
     else if (rc == 1 && save_checkpoint(&tr, err) != 0) rc = -1;
