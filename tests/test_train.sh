@@ -166,10 +166,10 @@ check "... one checkpoint kept" test "$(ls runP/ckpt-*.bin | wc -l)" -eq 1
 "$BIN" tiny.yaml --set training.run_dir=runL "${LONG[@]}" > /dev/null 2> l1.err &
 pid=$!
 wait_steps runL 2
-run "$BIN" tiny.yaml --set training.run_dir=runL "${LONG[@]}" --resume auto
+run timeout 20 "$BIN" tiny.yaml --set training.run_dir=runL "${LONG[@]}" --resume auto
 check "a second trainer on a busy run dir is refused with exit 2 (rc=$rc)" test $rc -eq 2
 check "... naming the holder's pid and host" grep -q "runL is in use by another bert_pretrain (pid $pid host $(hostname) train)" "$TMP/err"
-run "$BIN" export runA/ckpt-00000016.bin runL
+run timeout 20 "$BIN" export runA/ckpt-00000016.bin runL
 check "export into a busy run dir is refused too (rc=$rc)" grep -q "runL is in use by another bert_pretrain (pid $pid" "$TMP/err"
 kill -9 $pid; wait $pid 2> /dev/null
 check "kill -9 leaves the lock file" test -e runL/bert_pretrain.lock
