@@ -287,7 +287,15 @@ void bp_catch_stop_signals(void (*handler)(int sig)) {
     sigemptyset(&sa.sa_mask);
     /* one handler at a time: a second signal waits until the first one's handler returned */
     for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++) sigaddset(&sa.sa_mask, STOP_SIGNALS[i].sig);
-    for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++) sigaction(STOP_SIGNALS[i].sig, &sa, NULL);
+    for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++) {
+        int sig = STOP_SIGNALS[i].sig;
+        struct sigaction old;
+        /* nohup ignores SIGHUP, and a parent that ignores SIGPIPE wants EPIPE instead: both are
+           choices made for this process, kept */
+        if ((sig == SIGHUP || sig == SIGPIPE) && sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sig, &sa, NULL);
+    }
 }
 
 const char *bp_signal_name(int sig) {

@@ -96,7 +96,8 @@ int bp_mkdir_p(const char *path, BpError *err);
  * SIGSYS (the program cannot safely continue after them). */
 
 /* Installs handler for every signal of that list (SA_RESTART: an interrupted read or write
- * resumes). */
+ * resumes), except SIGHUP and SIGPIPE where the process started with them ignored (nohup; a
+ * parent that wants EPIPE). */
 void bp_catch_stop_signals(void (*handler)(int sig));
 /* "SIGTERM" for SIGTERM; "signal N" for one without a name here. */
 const char *bp_signal_name(int sig);

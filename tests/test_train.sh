@@ -187,6 +187,12 @@ ck=$(sed -n 's/^stopped by SIGHUP after step [0-9]*; checkpoint \(.*\)$/\1/p' h.
 check "... naming a checkpoint that exists ($ck)" test -n "$ck" -a -s "$ck"
 # (head takes the start-up lines and the first progress line; the eval lines that follow every 2
 # steps meet a closed pipe)
+# ... unless SIGHUP was ignored from the start, as nohup does
+(trap '' HUP; exec "$BIN" tiny.yaml --set training.run_dir=runN2 "${LONG[@]}" > /dev/null 2>&1) &
+pid=$!
+wait_steps runN2 2; kill -HUP $pid; sleep 1
+check "under nohup, SIGHUP leaves the run going" kill -0 $pid
+kill -TERM $pid; wait $pid
 "$BIN" tiny.yaml --set training.run_dir=runQ "${LONG[@]}" --set training.eval_every=2 2>&1 | head -n 5 > /dev/null
 rc=${PIPESTATUS[0]}
 check "SIGPIPE (stderr piped into head) stops with exit 0 (rc=$rc)" test $rc -eq 0
@@ -219,6 +225,19 @@ run "$BIN" tiny.yaml --set training.run_dir=runK --resume auto
 check "the next start removes it and says so" grep -q "removed $left, a temporary left by process $pid (no longer running)" "$TMP/err"
 check "... and leaves a live process's alone" test -e "runK/ckpt-00000099.bin.tmp.$live"
 kill $live; rm -f "runK/ckpt-00000099.bin.tmp.$live"
+
+# SIGINT during prepare: its shard temporaries and the vocab it built are removed
+for _ in $(seq 1 400); do cat "$REPO/tests/fixtures/train/corpus.txt"; echo; done > big1.txt
+for _ in $(seq 1 20); do cat big1.txt; done > big.txt
+mkdir -p pv
+"$BIN" prepare tiny.yaml --set 'data.input=[big.txt]' --set data.vocab=pv/vocab.txt --set data.train=pv/train \
+    --set data.eval=pv/eval > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do ls pv/train.tmp.* > /dev/null 2>&1 && break; sleep 0.05; done
+seen=$(ls pv | tr '\n' ' ')
+kill -INT $pid; wait $pid; rc=$?
+check "SIGINT during prepare's shards ($seen) ends it by SIGINT (rc=$rc)" test $rc -eq 130
+check "... leaving nothing: no shard temporary, not the vocab it built ($(ls pv | tr '\n' ' '))" test -z "$(ls -A pv)"
 
 # item 10: what used to pass silently
 run "$BIN" tiny.yaml --set training.run_dir=runX --set data.eval=shards/nothing
