@@ -109,9 +109,11 @@ int log_flush(Logger *lg) {
         lg->held_bytes -= len;
         free(lg->held[done++]);
     }
-    memmove(lg->held, lg->held + done, (lg->n_held - done) * sizeof *lg->held);
-    memmove(lg->held_step, lg->held_step + done, (lg->n_held - done) * sizeof *lg->held_step);
-    lg->n_held -= done;
+    if (done > 0) {
+        memmove(lg->held, lg->held + done, (lg->n_held - done) * sizeof *lg->held);
+        memmove(lg->held_step, lg->held_step + done, (lg->n_held - done) * sizeof *lg->held_step);
+        lg->n_held -= done;
+    }
     if (lg->n_held == 0 && was_failing) {
         log_break(lg);
         fprintf(stderr, "%s: writing again: the records held since step %ld are in the file\n", lg->path,

@@ -256,8 +256,13 @@ check "cannot open for writing gives the reason" grep -q "runW/metrics.jsonl: ca
 "$BIN" tiny.yaml --set training.run_dir=runR --set model.hidden=512 --set model.heads=4 --set model.intermediate=2048 \
     --set model.layers=4 --set phases.0.steps=1 --set phases.1.steps=1 --set data.eval_examples=8 > /dev/null 2> r.err
 read -r peak est < <(sed -n 's/^peak memory \([0-9.]*\) GiB (estimate \([0-9.]*\) GiB)$/\1 \2/p' r.err)
-check "peak memory ${peak:-?} GiB at the checkpoint is within the estimate ${est:-?} GiB" \
-    awk -v p="${peak:-9}" -v e="${est:-0}" 'BEGIN {exit !(p <= e)}'
+if [ "${BP_TEST_BUILD:-build}" = build-asan ]; then
+    echo "skip the peak-memory check under ASan (its shadow memory and quarantine are not the program's): peak ${peak:-?} GiB, estimate ${est:-?} GiB"
+    check "... the peak is still reported" test -n "$peak" -a -n "$est"
+else
+    check "peak memory ${peak:-?} GiB at the checkpoint is within the estimate ${est:-?} GiB" \
+        awk -v p="${peak:-9}" -v e="${est:-0}" 'BEGIN {exit !(p <= e)}'
+fi
 
 # --- loss falls: 150 steps on one phase, dropout off -----------------------------------------------
 # (initial loss = ln(300) + ln(2) = 6.39; the tiny model learns the token statistics quickly)
