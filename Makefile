@@ -4,7 +4,7 @@
 #   make test       build and run every test (unit tests in C with cmocka, CLI tests in bash)
 #   make asan       AddressSanitizer + UBSan build in build-asan/
 #   make test-asan  the whole suite against the sanitizer build
-#   make soak       the crash-consistency test with 200 kill -9 instead of make test's 10 (minutes)
+#   make soak       the crash-consistency test with 200 kill -9 instead of make test's 6 (minutes)
 #   make demo       fetch the Brown corpus, build a vocab, prepare shards, train the demo BERT
 #   make bench      speed table (ours vs PyTorch vs the sgemm rate)
 

@@ -3,12 +3,12 @@
 # checkpoint writes, the writes slowed down by BERT_PRETRAIN_SLOW_CKPT_MS so that kills land in
 # them, and right after a checkpoint through BERT_PRETRAIN_KILL_AFTER_STEP) and continued each time
 # with --resume auto must end bit-identical to the uninterrupted run, with the same metrics and
-# nothing else left in its directory (no temporaries, no lock). BP_CRASH_KILLS kills (default 10,
+# nothing else left in its directory (no temporaries, no lock). BP_CRASH_KILLS kills (default 6,
 # a few seconds); `make soak` runs many more.
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
 REPO=$(pwd)
-KILLS=${BP_CRASH_KILLS:-10}
+KILLS=${BP_CRASH_KILLS:-6}
 # the run directories on tmpfs where there is one: fsync there is free, and a kill -9 loses nothing
 # of what the page cache holds on any file system, so what is tested is the same
 RUNS=$TMP
@@ -50,7 +50,7 @@ episode() {
     local finished=0 pid rc hook slow
     while [ $finished -eq 0 ]; do
         starts=$((starts + 1))
-        slow=$((RANDOM % 3 * 30)) # 0, 30 or 60 ms after each of a checkpoint's 5 sections
+        slow=$((RANDOM % 3 * 50)) # 0, 50 or 100 ms after each of a checkpoint's 5 sections
         hook=-1
         [ $((RANDOM % 4)) -eq 0 ] && hook=$((RANDOM % 65))
         BERT_PRETRAIN_SLOW_CKPT_MS=$slow BERT_PRETRAIN_KILL_AFTER_STEP=$hook \
