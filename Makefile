@@ -4,6 +4,7 @@
 #   make test       build and run every test (unit tests in C with cmocka, CLI tests in bash)
 #   make asan       AddressSanitizer + UBSan build in build-asan/
 #   make test-asan  the whole suite against the sanitizer build
+#   make soak       the crash-consistency test with 200 kill -9 instead of make test's 6 (minutes)
 #   make demo       fetch the Brown corpus, build a vocab, prepare shards, train the demo BERT
 #   make bench      speed table (ours vs PyTorch vs the sgemm rate)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (tests/fuzz, docs/fuzzing.md)
@@ -42,7 +43,7 @@ ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o)
 ALIB      := build-asan/libbert.a
 ATEST_BIN := $(TEST_SRC:tests/%.c=build-asan/tests/%)
 
-.PHONY: all deps test asan test-asan demo bench clean fuzz fuzz-build
+.PHONY: all deps test asan test-asan soak demo bench clean fuzz fuzz-build
 all: bert_pretrain
 
 # Installs the Debian development packages the build needs when any is missing: apt-get as root,
@@ -87,6 +88,9 @@ test-asan: build-asan/bert_pretrain $(ATEST_BIN)
 	@BP_BIN=$(CURDIR)/build-asan/bert_pretrain BP_TEST_BUILD=build-asan \
 	 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	 tests/run_tests.sh
+
+soak: bert_pretrain
+	BP_BIN=$(CURDIR)/bert_pretrain BP_CRASH_KILLS=$${BP_CRASH_KILLS:-200} bash tests/test_crash.sh
 
 demo: bert_pretrain
 	scripts/demo.sh

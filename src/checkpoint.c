@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CKPT_FIXED 16                       /* magic, version, count */
@@ -74,6 +75,14 @@ static int check_sections(const CkptSection *s, int n, BpError *err) {
     return 0;
 }
 
+static void slow_down_for_tests(void) {
+    const char *ms = getenv("BERT_PRETRAIN_SLOW_CKPT_MS");
+    long n = ms ? strtol(ms, NULL, 10) : 0;
+    if (n <= 0) return;
+    struct timespec ts = {.tv_sec = n / 1000, .tv_nsec = n % 1000 * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *err) {
     if (check_sections(sections, n, err) != 0) {
         bp_err_prefix(err, "%s", path);
@@ -113,6 +122,7 @@ int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *er
         if (ok && sections[i].bytes)
             ok = fwrite(sections[i].data, 1, sections[i].bytes, af.fp) == sections[i].bytes;
         at += sections[i].bytes;
+        slow_down_for_tests();
     }
     free(head);
     if (!ok) {
@@ -312,19 +322,28 @@ int ckpt_list(const char *run_dir, char (*paths)[4096], long *steps, int max, Bp
     return n;
 }
 
-int ckpt_prune(const char *run_dir, int keep, BpError *err) {
-    if (keep < 0) return bp_fail(err, "%s: cannot keep %d checkpoints", run_dir, keep);
+int ckpt_prune_before(const char *run_dir, long before, BpError *err) {
     int n = ckpt_list(run_dir, NULL, NULL, 0, err);
-    if (n <= keep) return n < 0 ? -1 : 0;
+    if (n <= 0) return n;
     char (*paths)[4096] = bp_malloc((size_t)n * sizeof *paths, "checkpoint paths", err);
-    if (!paths) return -1;
-    /* the directory may have changed since the count: use what the second listing filled */
-    int now = ckpt_list(run_dir, paths, NULL, n, err);
+    long *steps = bp_malloc((size_t)n * sizeof *steps, "checkpoint steps", err);
     int removed = 0, rc = 0;
-    for (int i = keep; i < now && i < n && rc == 0; i++) {
+    /* the directory may have changed since the count: use what the second listing filled */
+    int now = paths && steps ? ckpt_list(run_dir, paths, steps, n, err) : -1;
+    for (int i = 0; i < now && i < n && rc == 0; i++) {
+        if (steps[i] >= before) continue;
         if (unlink(paths[i]) == 0) removed++;
         else if (errno != ENOENT) rc = bp_fail_kind(err, BP_ERR_IO, "%s: cannot remove: %s", paths[i], strerror(errno));
     }
     free(paths);
-    return now < 0 ? -1 : rc < 0 ? -1 : removed;
+    free(steps);
+    return now < 0 || rc < 0 ? -1 : removed;
+}
+
+int ckpt_set_aside(const char *path, char *aside, size_t aside_len, BpError *err) {
+    int w = snprintf(aside, aside_len, "%s.corrupt", path);
+    if (w < 0 || (size_t)w >= aside_len) return bp_fail(err, "%s: path too long", path);
+    if (rename(path, aside) != 0)
+        return bp_fail_kind(err, BP_ERR_IO, "%s: cannot rename to %s: %s", path, aside, strerror(errno));
+    return 0;
 }

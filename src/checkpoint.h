@@ -19,6 +19,9 @@
  * every section's CRC - so any single flipped bit anywhere in the file is caught. Messages name the
  * file and what is wrong: "PATH: section 'params' CRC mismatch (file corrupt?)".
  *
+ * Test hook: BERT_PRETRAIN_SLOW_CKPT_MS=N makes ckpt_write sleep N ms after each section, so that a
+ * test can land a kill -9 or a signal inside a checkpoint write.
+ *
  * Error kinds: anything wrong with the bytes of a file is BP_ERR_CORRUPT; what the operating system
  * refused (open, map, write, rename, list, remove) is BP_ERR_IO. */
 #ifndef BP_CHECKPOINT_H
@@ -61,9 +64,15 @@ void ckpt_close(CkptFile *f);                          /* NULL is fine */
  * max is 0. A run directory that does not exist has no checkpoints (0). -1 with err on failure. */
 int ckpt_list(const char *run_dir, char (*paths)[4096], long *steps, int max, BpError *err);
 
-/* Removes all but the newest `keep` checkpoints of run_dir (temporaries are left alone: one may be
- * a write in progress). Returns how many it removed, or -1 with err filled. */
-int ckpt_prune(const char *run_dir, int keep, BpError *err);
+/* Removes the checkpoints of run_dir older than step `before` (temporaries and files set aside
+ * are not checkpoints). Which step that is, is the caller's policy: the trainer passes the oldest
+ * of the checkpoints it keeps and knows to be valid. Returns how many it removed, or -1. */
+int ckpt_prune_before(const char *run_dir, long before, BpError *err);
+
+/* Renames a checkpoint that failed validation to PATH.corrupt (replacing an older one of that
+ * name), so that neither --resume auto nor pruning sees it again while it stays at hand for a
+ * post-mortem. aside receives the new name. */
+int ckpt_set_aside(const char *path, char *aside, size_t aside_len, BpError *err);
 
 /* out = "run_dir/ckpt-%08ld.bin" (truncated to out_len like snprintf). */
 void ckpt_path(char *out, size_t out_len, const char *run_dir, long step);

@@ -24,7 +24,9 @@ static const CliCommand TRAIN = {
     .name = "train",
     .usage = "CONFIG.yaml [--set section.key=value ...] [--resume auto|PATH] [--dry-run]",
     .description = "Trains through every phase of CONFIG (configs/README.md documents every key).\n"
-                   "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n"
+                   "SIGINT, SIGTERM, SIGHUP, SIGPIPE and the other terminating signals stop the run at the\n"
+                   "next micro-batch (or evaluation batch), write a checkpoint and exit 0.\n"
+                   "One trainer per training.run_dir: a second one is refused, naming the holder.\n"
                    "Exit status 3: training stopped because the loss or the gradients became\n"
                    "non-finite (a divergence; not with training.skip_nonfinite).\n",
     .positional = "CONFIG.yaml",
@@ -160,6 +162,7 @@ int cmd_export(int argc, char **argv) {
     if (rc != CLI_OK) return rc;
     BpError err = {0};
     ExportReport rep;
+    bp_cleanup_on_stop_signals(); /* a signal removes the half-written files and the lock */
     if (train_export(a.positional[0], a.positional[1], &rep, &err) != 0) return cli_fail(&EXPORT, &err);
     cli_message(&EXPORT, "exported step %ld of %s to %s/ (model.safetensors, config.json, vocab.txt)", rep.step,
                 a.positional[0], a.positional[1]);

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -107,8 +109,10 @@ int bp_atomic_open(AtomicFile *af, const char *path, BpError *err) {
     if (strlen(path) >= sizeof af->path) return bp_fail(err, "%s: path too long", path);
     snprintf(af->path, sizeof af->path, "%s", path);
     snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    af->cleanup_slot = -1;
     af->fp = fopen(af->tmp_path, "wb");
-    if (!af->fp) return bp_fail(err, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+    if (!af->fp) return bp_fail_kind(err, BP_ERR_IO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+    af->cleanup_slot = bp_cleanup_add(af->tmp_path);
     return 0;
 }
 
@@ -116,6 +120,8 @@ void bp_atomic_abort(AtomicFile *af) {
     if (af->fp) fclose(af->fp);
     af->fp = NULL;
     if (af->tmp_path[0]) unlink(af->tmp_path);
+    bp_cleanup_remove(af->cleanup_slot);
+    af->cleanup_slot = -1;
 }
 
 int bp_atomic_commit(AtomicFile *af, BpError *err) {
@@ -127,15 +133,16 @@ int bp_atomic_commit(AtomicFile *af, BpError *err) {
         saved = errno;
     }
     af->fp = NULL;
-    if (bad) {
+    if (bad || rename(af->tmp_path, af->path) != 0) {
+        if (!bad) saved = errno;
         unlink(af->tmp_path);
-        return bp_fail(err, "%s: write failed: %s", af->path, strerror(saved));
+        bp_cleanup_remove(af->cleanup_slot);
+        af->cleanup_slot = -1;
+        return bp_fail_kind(err, BP_ERR_IO, "%s: %s failed: %s", af->path, bad ? "write" : "rename",
+                            strerror(saved));
     }
-    if (rename(af->tmp_path, af->path) != 0) {
-        saved = errno;
-        unlink(af->tmp_path);
-        return bp_fail(err, "%s: rename failed: %s", af->path, strerror(saved));
-    }
+    bp_cleanup_remove(af->cleanup_slot);
+    af->cleanup_slot = -1;
     /* fsync the directory so the rename itself survives a crash */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", af->path);
@@ -236,21 +243,103 @@ uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len) {
     return crc;
 }
 
+/* One component of mkdir -p: EEXIST is fine only for a directory (mkdir says EEXIST for a file
+ * too, and the failure would otherwise surface later as a puzzling "cannot open" inside it). */
+static int mkdir_one(const char *dir, BpError *err) {
+    if (mkdir(dir, 0777) == 0) return 0;
+    int e = errno;
+    struct stat st;
+    if (e == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    if (e == EEXIST)
+        return bp_fail_kind(err, BP_ERR_IO, "%s: cannot create directory: a file of that name exists", dir);
+    return bp_fail_kind(err, BP_ERR_IO, "%s: cannot create directory: %s", dir, strerror(e));
+}
+
 int bp_mkdir_p(const char *path, BpError *err) {
     char buf[4096];
     if (strlen(path) >= sizeof buf) return bp_fail(err, "%s: path too long", path);
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
+        if (*p != '/' || p[-1] == '/') continue;
         *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return bp_fail(err, "%s: cannot create directory: %s", buf, strerror(errno));
+        int rc = mkdir_one(buf, err);
         *p = '/';
+        if (rc != 0) return -1;
     }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return bp_fail(err, "%s: cannot create directory: %s", buf, strerror(errno));
-    return 0;
+    return mkdir_one(buf, err);
 }
+
+/* ---- signals ------------------------------------------------------------------------------------ */
+
+static const struct {
+    int sig;
+    const char *name;
+} STOP_SIGNALS[] = {
+    {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGTERM, "SIGTERM"},
+    {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},
+    {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"}, {SIGVTALRM, "SIGVTALRM"}, {SIGPWR, "SIGPWR"},
+};
+
+void bp_catch_stop_signals(void (*handler)(int sig)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    /* one handler at a time: a second signal waits until the first one's handler returned */
+    for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++) sigaddset(&sa.sa_mask, STOP_SIGNALS[i].sig);
+    for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++) {
+        int sig = STOP_SIGNALS[i].sig;
+        struct sigaction old;
+        /* nohup ignores SIGHUP, and a parent that ignores SIGPIPE wants EPIPE instead: both are
+           choices made for this process, kept */
+        if ((sig == SIGHUP || sig == SIGPIPE) && sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sig, &sa, NULL);
+    }
+}
+
+const char *bp_signal_name(int sig) {
+    for (size_t i = 0; i < BP_ARRAY_LEN(STOP_SIGNALS); i++)
+        if (STOP_SIGNALS[i].sig == sig) return STOP_SIGNALS[i].name;
+    static char other[32];
+    snprintf(other, sizeof other, "signal %d", sig);
+    return other;
+}
+
+/* The cleanup list is read by a signal handler: a slot's path is complete before its flag says
+ * so, and the handler only calls unlink (async-signal-safe). */
+#define CLEANUP_SLOTS 32
+static struct {
+    volatile sig_atomic_t used;
+    char path[4200];
+} cleanup_list[CLEANUP_SLOTS];
+
+int bp_cleanup_add(const char *path) {
+    if (strlen(path) >= sizeof cleanup_list[0].path) return -1;
+    for (int i = 0; i < CLEANUP_SLOTS; i++) {
+        if (cleanup_list[i].used) continue;
+        snprintf(cleanup_list[i].path, sizeof cleanup_list[i].path, "%s", path);
+        atomic_signal_fence(memory_order_seq_cst);
+        cleanup_list[i].used = 1;
+        return i;
+    }
+    return -1;
+}
+
+void bp_cleanup_remove(int slot) {
+    if (slot >= 0 && slot < CLEANUP_SLOTS) cleanup_list[slot].used = 0;
+}
+
+static void cleanup_and_die(int sig) {
+    for (int i = 0; i < CLEANUP_SLOTS; i++)
+        if (cleanup_list[i].used) unlink(cleanup_list[i].path);
+    /* die by the signal itself, so that the parent sees what ended the process */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void bp_cleanup_on_stop_signals(void) { bp_catch_stop_signals(cleanup_and_die); }
 
 double bp_now(void) {
     struct timespec ts;

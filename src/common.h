@@ -62,11 +62,14 @@ void *bp_calloc(size_t count, size_t size, const char *what, BpError *err);
 void *bp_aligned_calloc(size_t bytes, const char *what, BpError *err);
 
 /* Atomic output: write to PATH.tmp.PID, fflush + fsync, rename over PATH, fsync the directory.
- * On any failure the temporary is removed and PATH is untouched. */
+ * On any failure the temporary is removed and PATH is untouched; while it is open the temporary is
+ * on the signal cleanup list (bp_cleanup_add), and a kill -9 leftover is removed by the next run
+ * that sweeps the directory (rundir_sweep_temps). */
 typedef struct {
     FILE *fp;
     char path[4096];
     char tmp_path[4200];
+    int cleanup_slot; /* the temporary's entry in the signal cleanup list (bp_cleanup_add), or -1 */
 } AtomicFile;
 int bp_atomic_open(AtomicFile *af, const char *path, BpError *err);
 int bp_atomic_commit(AtomicFile *af, BpError *err); /* closes, fsyncs, renames */
@@ -85,8 +88,31 @@ void bp_unmap_file(void *map, size_t len);
 /* CRC32 (zlib's polynomial) of a buffer, chainable: crc = bp_crc32(crc, buf, n), start with 0. */
 uint32_t bp_crc32(uint32_t crc, const void *buf, size_t len);
 
-/* mkdir -p; 0 on success (existing directories are fine). */
+/* mkdir -p; 0 on success (existing directories are fine; an existing file of that name is an
+ * error that says so). */
 int bp_mkdir_p(const char *path, BpError *err);
+
+/* ---- signals ----------------------------------------------------------------------------------
+ * The terminating signals a process can catch: SIGHUP SIGINT SIGQUIT SIGTERM SIGPIPE SIGALRM
+ * SIGUSR1 SIGUSR2 SIGXCPU SIGXFSZ SIGVTALRM SIGPWR. Left out: SIGKILL and SIGSTOP (cannot be
+ * caught), SIGPROF (profilers own it), and the faults SIGSEGV SIGBUS SIGFPE SIGILL SIGABRT SIGTRAP
+ * SIGSYS (the program cannot safely continue after them). */
+
+/* Installs handler for every signal of that list (SA_RESTART: an interrupted read or write
+ * resumes), except SIGHUP and SIGPIPE where the process started with them ignored (nohup; a
+ * parent that wants EPIPE). */
+void bp_catch_stop_signals(void (*handler)(int sig));
+/* "SIGTERM" for SIGTERM; "signal N" for one without a name here. */
+const char *bp_signal_name(int sig);
+
+/* Files a terminating signal must not leave behind (temporaries, an output not yet complete). Add
+ * returns the entry's slot, or -1 when the list (32 entries) is full: the file is then left to the
+ * next run's sweep. Remove forgets the entry (-1 is fine). Single-threaded use. */
+int bp_cleanup_add(const char *path);
+void bp_cleanup_remove(int slot);
+/* Installs, for every terminating signal, the handler that removes the files on the cleanup list
+ * and then dies by that signal (for commands that have nothing to save: prepare, export). */
+void bp_cleanup_on_stop_signals(void);
 
 /* Monotonic wall clock in seconds. */
 double bp_now(void);

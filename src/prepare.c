@@ -582,11 +582,16 @@ int prepare_run(const Config *cfg, const PrepareOptions *opt, PrepareReport *out
     memset(out, 0, sizeof *out);
     double t0 = bp_now();
     FILE *log = opt ? opt->progress : NULL;
+    /* SIGINT, SIGTERM, SIGHUP, a closed pipe...: prepare has nothing worth finishing, so such a
+       signal removes what this run wrote (the shard temporaries, the vocab it built) and ends it */
+    bp_cleanup_on_stop_signals();
+    int vocab_slot = -1;
     Prep p = {.cfg = cfg, .r = out, .log = log, .tty = log && isatty(fileno(log))};
     int rc = -1;
     Tokenizer *tok = NULL;
     if (check_inputs(dc, &p.files, &out->disk_bytes, err)) goto done;
     if (vocab_if_missing(dc, &p.files, log, &out->vocab_built, err)) goto done;
+    if (out->vocab_built) vocab_slot = bp_cleanup_add(dc->vocab);
 
     p.t_start = p.t_last = bp_now();
     tok = tokenizer_load(dc->vocab, dc->lowercase, err);
@@ -618,6 +623,7 @@ done:
     doc_free(&p.pending);
     free_threads(&p);
     paths_free(&p.files);
+    bp_cleanup_remove(vocab_slot);
     if (rc && out->vocab_built) unlink(dc->vocab);
     if (rc && p.tty) fputc('\n', log);
     return rc;

@@ -2,10 +2,12 @@
  * (see train.h). What a checkpoint holds and how it is validated is run_ckpt.c's business. */
 #include "train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,21 +20,19 @@
 #include "model.h"
 #include "optim.h"
 #include "run_ckpt.h"
+#include "rundir.h"
 #include "schedule.h"
 #include "tokenizer.h"
 
-/* ---- signals --------------------------------------------------------------------------------- */
+/* ---- signals ---------------------------------------------------------------------------------
+ * Until the first step there is nothing to save: a terminating signal removes this process's
+ * temporaries and its lock and ends it at once (bp_cleanup_on_stop_signals). From the first step
+ * on, every terminating signal (common.h's list: SIGHUP and SIGPIPE too) only sets stop_signal;
+ * the run stops at the next micro-batch or eval batch boundary, writes a checkpoint and exits 0.
+ * (A data-parallel build must agree on the stop across ranks before acting on it.) */
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_stop_signal(int sig) { stop_signal = sig; }
-
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
 
 /* ---- trainer --------------------------------------------------------------------------------- */
 
@@ -54,6 +54,11 @@ typedef struct {
     char last_checkpoint[4096];
     int planned_phase; /* the phase the activations are planned for, -1 before the first step */
     GradSync sync;     /* the step's overlapped gradient sum (several ranks) */
+    RunDirLock lock;
+    /* the steps of the newest keep_checkpoints checkpoints in run_dir this run knows to be valid
+       (resumed from or written by it), a ring in step order: see save_checkpoint */
+    long *valid;
+    long n_valid;
 } Trainer;
 
 /* The largest per-phase sizes: the step's micro-batches are allocated once for all phases. */
@@ -98,7 +103,7 @@ double train_memory_estimate(const Config *cfg, int vocab_size) {
     param_table_free(&t);
     /* params + grads + moments: two for LAMB/Adam/AdamW, one for LARS */
     double moments = cfg->optimizer.name == OPT_LARS ? 1 : 2;
-    double bytes = 4.0 * floats * (2 + moments);
+    double bytes = 4.0 * floats * (2 + moments) + TRAIN_RUNTIME_BYTES;
     double act = 0, examples = 0;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
@@ -110,7 +115,17 @@ double train_memory_estimate(const Config *cfg, int vocab_size) {
                    (12.0 * p->seq_len + 12.0 * p->max_predictions_per_seq + 12.0);
         if (e > examples) examples = e;
     }
-    return bytes + act + examples;
+    /* The peaks above the steady state: writing a checkpoint copies the optimizer state into one
+       buffer (run_ckpt_save) while the activations are allocated; resuming maps the checkpoint
+       (parameters and optimizer state) before the first step plans them. */
+    double ckpt_write = 4.0 * floats * moments;
+    double resume_map = 4.0 * floats * (1 + moments);
+    return bytes + examples + fmax(act + ckpt_write, resume_map);
+}
+
+double train_peak_rss_bytes(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? 1024.0 * (double)ru.ru_maxrss : 0; /* Linux: KiB */
 }
 
 static double machine_memory_bytes(void) {
@@ -120,6 +135,17 @@ static double machine_memory_bytes(void) {
 
 /* ---- checkpoints ----------------------------------------------------------------------------- */
 
+static void remember_valid(Trainer *tr, long step) {
+    int keep = tr->cfg->training.keep_checkpoints;
+    if (tr->n_valid > 0 && tr->valid[(tr->n_valid - 1) % keep] == step) return; /* rewritten */
+    tr->valid[tr->n_valid++ % keep] = step;
+}
+
+/* Pruning counts only what this run knows to be valid: the checkpoint it resumed from (validated
+ * when opened) and the ones it wrote. Once keep_checkpoints of those exist, everything older than
+ * the oldest of them goes; a file between them that this run never verified (left by another
+ * session) is neither counted nor removed. So neither a corrupt file nor one this run did not
+ * check can push the resumed-from or the newest checkpoint out. */
 static int save_checkpoint(Trainer *tr, BpError *err) {
     if (dist_rank() != 0) return 0; /* one writer: every rank holds the same state */
     const Config *cfg = tr->cfg;
@@ -129,9 +155,16 @@ static int save_checkpoint(Trainer *tr, BpError *err) {
                         .vocab_len = tr->vocab_len};
     char path[4096];
     ckpt_path(path, sizeof path, cfg->training.run_dir, tr->step);
-    if (run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err) != 0) return -1;
+    if (run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err) != 0) {
+        bp_err_prefix(err, "checkpoint of step %ld not written (the last good one is %s)", tr->step,
+                      tr->last_checkpoint[0] ? tr->last_checkpoint : "none");
+        return -1;
+    }
     snprintf(tr->last_checkpoint, sizeof tr->last_checkpoint, "%s", path);
-    return ckpt_prune(cfg->training.run_dir, cfg->training.keep_checkpoints, err) < 0 ? -1 : 0;
+    remember_valid(tr, tr->step);
+    int keep = cfg->training.keep_checkpoints;
+    if (tr->n_valid < keep) return 0;
+    return ckpt_prune_before(cfg->training.run_dir, tr->valid[tr->n_valid % keep], err) < 0 ? -1 : 0;
 }
 
 static void report_change(const char *key, const char *old_value, const char *new_value, bool allowed,
@@ -139,6 +172,14 @@ static void report_change(const char *key, const char *old_value, const char *ne
     (void)ctx;
     fprintf(stderr, "resume: %s changed: %s -> %s%s\n", key, old_value, new_value,
             allowed ? " (allowed)" : " (REFUSED: it changes the run)");
+}
+
+/* Whether path is run_dir's checkpoint of that step (an explicit --resume may name another). */
+static bool in_run_dir(const Trainer *tr, const char *path, long step) {
+    char own[4096];
+    ckpt_path(own, sizeof own, tr->cfg->training.run_dir, step);
+    struct stat a, b;
+    return stat(own, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
 }
 
 /* Continues from one checkpoint: validated, compared with this run, then restored. */
@@ -151,15 +192,32 @@ static int resume_from(Trainer *tr, const char *path, BpError *err) {
         tr->step = run_ckpt_step(ck);
         tr->elapsed_before = run_ckpt_elapsed(ck);
         fprintf(stderr, "resumed from %s (step %ld)\n", path, tr->step);
+        snprintf(tr->last_checkpoint, sizeof tr->last_checkpoint, "%s", path);
+        if (in_run_dir(tr, path, tr->step)) remember_valid(tr, tr->step);
         rc = 0;
     }
     run_ckpt_close(ck);
     return rc;
 }
 
-/* --resume auto: the newest checkpoint that is sound. A corrupt one is skipped with a warning;
- * anything else (a checkpoint that does not fit this run, an OS failure) stops: falling back to an
- * older checkpoint would not fix it. */
+/* The corrupt checkpoints newer than the one resumed from go aside (checkpoint.h), so that later
+ * pruning and resumes do not count them. */
+static void set_aside(char (*paths)[4096], int n) {
+    for (int i = 0; i < n; i++) {
+        char aside[4200];
+        BpError e = {0};
+        if (ckpt_set_aside(paths[i], aside, sizeof aside, &e) == 0)
+            fprintf(stderr, "warning: the corrupt checkpoint %s is set aside as %s (not counted, not removed: "
+                            "delete it when you no longer need it)\n", paths[i], aside);
+        else
+            fprintf(stderr, "warning: %s\n", e.msg);
+    }
+}
+
+/* --resume auto: the newest checkpoint that is sound. A corrupt one is skipped with a warning that
+ * names it and says why; anything else (a checkpoint that does not fit this run, an OS failure)
+ * stops: falling back to an older checkpoint would not fix it. With none sound, all stay where
+ * they are and the run stops. */
 static int resume_auto(Trainer *tr, bool *resumed, BpError *err) {
     enum { MAX_CKPT = 64 };
     static char paths[MAX_CKPT][4096];
@@ -172,13 +230,16 @@ static int resume_auto(Trainer *tr, bool *resumed, BpError *err) {
         BpError e = {0};
         if (resume_from(tr, paths[i], &e) == 0) {
             *resumed = true;
+            set_aside(paths, i);
             return 0;
         }
         if (e.kind != BP_ERR_CORRUPT) {
             *err = e;
             return -1;
         }
-        fprintf(stderr, "warning: skipping checkpoint: %s\n", e.msg);
+        size_t plen = strlen(paths[i]);
+        bool named = !strncmp(e.msg, paths[i], plen) && !strncmp(e.msg + plen, ": ", 2);
+        fprintf(stderr, "warning: skipping checkpoint %s: %s\n", paths[i], named ? e.msg + plen + 2 : e.msg);
     }
     if (n > 0) return bp_fail_kind(err, BP_ERR_CORRUPT, "%s: no valid checkpoint to resume from", run_dir);
     fprintf(stderr, "no checkpoint in %s: starting a new run\n", run_dir);
@@ -187,6 +248,7 @@ static int resume_auto(Trainer *tr, bool *resumed, BpError *err) {
 
 /* ---- evaluation ------------------------------------------------------------------------------ */
 
+/* 0 with *out filled, 1 when a stop signal came first (nothing filled), -1 on failure. */
 static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseConfig *phase,
                     Batch *scratch, EvalRecord *out, BpError *err) {
     double t0 = bp_now();
@@ -202,6 +264,10 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
     ForwardArgs fa = {.train = false, .seed = cfg->training.seed, .step = 0, .mlm_denominator = 1,
                       .nsp_denominator = 1};
     for (int first = 0; first < n; first += micro) {
+        if (stop_signal) {
+            free(label_counts);
+            return 1;
+        }
         int count_here = n - first < micro ? n - first : micro;
         ModelStats st;
         if (dataset_build_batch(ds, &ea, first, count_here, scratch, err) != 0 ||
@@ -284,6 +350,7 @@ static void print_startup(const Trainer *tr, bool resumed) {
     fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem / 1073741824.0,
             machine_memory_bytes() / 1073741824.0, cfg->training.run_dir,
             resumed ? "" : " (new run)");
+    if (!tr->eval) fprintf(stderr, "  evaluation off: data.eval is not set\n");
 }
 
 static int check_finite(Trainer *tr, double loss, double norm, bool *skip, BpError *err) {
@@ -337,13 +404,16 @@ static double build_step_batches(Trainer *tr, const PhaseConfig *phase, BpError 
 }
 
 /* The step's micro-batches: forward and backward each; with several ranks the last backward hands
- * each finished layer's gradients to the overlapped sum (grad_sync.h). Returns the local sums. */
+ * each finished layer's gradients to the overlapped sum (grad_sync.h). Adds into *sums; 0 done, 1
+ * when a stop signal came first (one process only: ranks would have to agree on where to stop, so
+ * under mpirun the step finishes), -1 failed. */
 static int forward_backward(Trainer *tr, const PhaseConfig *phase, const ForwardArgs *fa, StepSums *sums,
                             BpError *err) {
     bool parallel = dist_world_size() > 1;
     model_zero_grad(tr->model);
     for (int k = 0; k < phase->accumulation; k++) {
         ModelStats st;
+        if (!parallel && stop_signal) return 1;
         if (model_forward(tr->model, &tr->micro[k], fa, &st, err) != 0) return -1;
         if (parallel && k == phase->accumulation - 1) {
             grad_sync_begin(&tr->sync, model_grads(tr->model), GRAD_SYNC_BUCKET_FLOATS);
@@ -356,25 +426,33 @@ static int forward_backward(Trainer *tr, const PhaseConfig *phase, const Forward
     return 0;
 }
 
+/* Activations sized for exactly this phase's (micro-batch, seq_len), once per phase. */
+static int plan_phase(Trainer *tr, int pi, BpError *err) {
+    if (pi == tr->planned_phase) return 0;
+    const PhaseConfig *phase = &tr->cfg->phases[pi];
+    model_release_activations(tr->model);
+    if (model_plan(tr->model, phase->micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0)
+        return -1;
+    tr->planned_phase = pi;
+    return 0;
+}
+
+/* One optimizer step: 0 done (*rec filled), 1 when a stop signal came before the update (the
+ * parameters are those of tr->step: a checkpoint of them is a sound place to resume), -1 failed. */
 static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     const Config *cfg = tr->cfg;
     int pi = config_phase_of(cfg, tr->step);
     const PhaseConfig *phase = &cfg->phases[pi];
     double t0 = bp_now();
-    if (pi != tr->planned_phase) {
-        /* activations sized for exactly this phase's (micro-batch, seq_len), once per phase */
-        model_release_activations(tr->model);
-        if (model_plan(tr->model, phase->micro_batch, phase->seq_len, phase->max_predictions_per_seq, err) != 0)
-            return -1;
-        tr->planned_phase = pi;
-    }
+    if (plan_phase(tr, pi, err) != 0) return -1;
     double predictions = build_step_batches(tr, phase, err);
     if (predictions < 0) return -1;
 
     ForwardArgs fa = {.train = true, .seed = cfg->training.seed, .step = tr->step,
                       .mlm_denominator = predictions > 0 ? predictions : 1, .nsp_denominator = phase->batch_size};
     StepSums sums = {0};
-    if (forward_backward(tr, phase, &fa, &sums, err) != 0) return -1;
+    int fb = forward_backward(tr, phase, &fa, &sums, err);
+    if (fb != 0) return fb;
     const ParamTable *t = model_table(tr->model);
     float *grads = model_grads(tr->model);
     double exposed = dist_world_size() > 1 ? grad_sync_finish(&tr->sync) : 0;
@@ -409,7 +487,10 @@ static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
 }
 
 static void trainer_free(Trainer *tr) {
-    log_close(&tr->log);
+    BpError e = {0};
+    if (log_close(&tr->log, &e) != 0) fprintf(stderr, "warning: %s\n", e.msg); /* a run that failed already */
+    rundir_unlock(&tr->lock);
+    free(tr->valid);
     if (tr->micro)
         for (int k = 0; k < tr->n_micro; k++) batch_free(&tr->micro[k]);
     free(tr->micro);
@@ -434,7 +515,13 @@ static int open_data(Trainer *tr, BpError *err) {
                        cfg->data.train, cfg->source[0] ? cfg->source : "CONFIG");
     tr->train = dataset_open(cfg->data.train, cfg->data.vocab, cfg->data.lowercase, err);
     if (!tr->train) return -1;
-    if (file_exists(cfg->data.eval)) {
+    /* a named eval shard that is missing is an error, not a run without evaluation: finding out at
+       the end of a long run that it never evaluated costs far more than fixing a path now */
+    if (cfg->data.eval[0] && !file_exists(cfg->data.eval))
+        return bp_fail_usage(err, "%s (data.eval): eval shard not found. HINT: run `bert_pretrain prepare %s` with "
+                                  "data.eval_fraction above 0, or set data.eval to \"\" to train without evaluation",
+                             cfg->data.eval, cfg->source[0] ? cfg->source : "CONFIG");
+    if (cfg->data.eval[0]) {
         tr->eval = dataset_open(cfg->data.eval, cfg->data.vocab, cfg->data.lowercase, err);
         if (!tr->eval) return -1;
     }
@@ -448,7 +535,6 @@ static int open_data(Trainer *tr, BpError *err) {
 
 /* Opens the data, checks the memory estimate, builds model and optimizer. */
 static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
-    memset(tr, 0, sizeof *tr);
     tr->cfg = cfg;
     tr->session_start = bp_now();
     tr->planned_phase = -1;
@@ -468,7 +554,8 @@ static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
     tr->opt = optim_create(&cfg->optimizer, model_table(tr->model), err);
     if (!tr->opt) return -1;
     tr->tensor_sq = bp_calloc((size_t)model_table(tr->model)->n, sizeof(double), "gradient norms", err);
-    if (!tr->tensor_sq) return -1;
+    tr->valid = bp_calloc((size_t)cfg->training.keep_checkpoints, sizeof(long), "checkpoint steps", err);
+    if (!tr->tensor_sq || !tr->valid) return -1;
     return alloc_micro_batches(tr, err);
 }
 
@@ -494,10 +581,7 @@ static int trainer_start(Trainer *tr, const char *resume, bool *resumed, BpError
         if (resume_from(tr, resume, err) != 0) return -1;
         *resumed = true;
     }
-    if (*resumed) {
-        snprintf(tr->last_checkpoint, sizeof tr->last_checkpoint, "(the one resumed from)");
-        return 0;
-    }
+    if (*resumed) return 0;
     char existing[1][4096];
     long st[1];
     int n = ckpt_list(cfg->training.run_dir, existing, st, 1, err);
@@ -543,13 +627,14 @@ typedef struct {
     bool eta_reported;
 } Session;
 
-/* metrics.jsonl, the progress line, the one-time ETA, trust ratios. */
-static void report_step(Trainer *tr, Session *se, StepRecord *rec, bool phase_end) {
-    if (dist_rank() != 0) return; /* one writer of metrics and progress */
+/* metrics.jsonl, the progress line, the one-time ETA, trust ratios. -1 when metrics.jsonl has
+ * refused records for too long (log.h). */
+static int report_step(Trainer *tr, Session *se, StepRecord *rec, bool phase_end, BpError *err) {
+    if (dist_rank() != 0) return 0; /* one writer of metrics and progress */
     const Config *cfg = tr->cfg;
     double rate = se->tokens / se->train_s;
     rec->elapsed_s = tr->elapsed_before + (bp_now() - tr->session_start);
-    log_step(&tr->log, rec);
+    if (log_step(&tr->log, rec, err) < 0) return -1;
     double eta = eta_seconds(cfg, tr->step, rate);
     if (cfg->training.log_every > 0 && (tr->step % cfg->training.log_every == 0 || phase_end))
         log_progress(&tr->log, rec, cfg->total_steps, cfg->n_phases, eta, phase_end);
@@ -563,19 +648,41 @@ static void report_step(Trainer *tr, Session *se, StepRecord *rec, bool phase_en
     }
     if (cfg->training.trust_ratio_every > 0 && tr->step % cfg->training.trust_ratio_every == 0) {
         const OptimLayerStat *ls = optim_layer_stats(tr->opt);
-        if (ls) log_trust_ratios(&tr->log, tr->step, model_table(tr->model), ls);
+        if (ls && log_trust_ratios(&tr->log, tr->step, model_table(tr->model), ls, err) < 0) return -1;
     }
+    return 0;
 }
 
-static int eval_now(Trainer *tr, const PhaseConfig *phase, BpError *err) {
+static bool eval_due(const Trainer *tr) {
+    const TrainingConfig *t = &tr->cfg->training;
+    return tr->eval && ((t->eval_every > 0 && tr->step % t->eval_every == 0) || tr->step == tr->cfg->total_steps);
+}
+
+/* The evaluation of step tr->step: 0 done, 1 interrupted by a stop signal (no record), -1 failed
+ * (log_failed tells whether metrics.jsonl was the cause). */
+static int eval_now(Trainer *tr, bool *log_failed, BpError *err) {
     if (dist_rank() != 0) return 0; /* rank 0 evaluates; the others go on to the next step's sums */
+    const PhaseConfig *phase = &tr->cfg->phases[config_phase_of(tr->cfg, tr->step > 0 ? tr->step - 1 : 0)];
     EvalRecord ev;
-    if (evaluate(tr->model, tr->eval, tr->cfg, phase, &tr->micro[0], &ev, err) != 0) return -1;
+    int rc = evaluate(tr->model, tr->eval, tr->cfg, phase, &tr->micro[0], &ev, err);
+    if (rc != 0) return rc;
     ev.step = tr->step;
-    log_eval(&tr->log, &ev);
+    *log_failed = log_eval(&tr->log, &ev, err) < 0;
+    if (*log_failed) return -1;
     log_break(&tr->log);
     log_eval_line(stderr, &ev);
     return 0;
+}
+
+/* A metrics write failure stops the run, after an attempt to save its progress; the error says
+ * how that went. */
+static int fail_with_checkpoint(Trainer *tr, BpError *err) {
+    BpError ck = {0};
+    if (save_checkpoint(tr, &ck) == 0)
+        bp_err_prefix(err, "stopped after step %ld with checkpoint %s", tr->step, tr->last_checkpoint);
+    else
+        bp_err_prefix(err, "stopped after step %ld; the checkpoint attempt failed too (%s)", tr->step, ck.msg);
+    return -1;
 }
 
 /* Steps until the end or a stop signal (1: stopped by a signal, 0: finished, -1: failed). */
@@ -585,18 +692,22 @@ static int trainer_loop(Trainer *tr, BpError *err) {
     while (tr->step < cfg->total_steps) {
         StepRecord rec;
         double t0 = bp_now();
-        if (train_step(tr, &rec, err) != 0) return -1;
+        int st = train_step(tr, &rec, err);
+        if (st < 0) return -1;
+        if (st == 1) return save_checkpoint(tr, err) == 0 ? 1 : -1;
         se.train_s += bp_now() - t0;
         const PhaseConfig *phase = &cfg->phases[rec.phase];
         se.tokens += (double)phase->batch_size * phase->seq_len;
         bool phase_end = tr->step == phase->first_step + phase->steps;
         bool last = tr->step == cfg->total_steps;
-        report_step(tr, &se, &rec, phase_end);
-        if (tr->eval && ((cfg->training.eval_every > 0 && tr->step % cfg->training.eval_every == 0) || last) &&
-            eval_now(tr, phase, err) != 0)
-            return -1;
+        if (report_step(tr, &se, &rec, phase_end, err) != 0) return fail_with_checkpoint(tr, err);
+        bool log_failed = false;
+        if (eval_due(tr) && eval_now(tr, &log_failed, err) < 0)
+            return log_failed ? fail_with_checkpoint(tr, err) : -1;
         bool due = (cfg->training.checkpoint_every > 0 && tr->step % cfg->training.checkpoint_every == 0) ||
                    phase_end || last || stop_signal;
+        /* records the file refused earlier get one more try before a checkpoint moves past them */
+        log_flush(&tr->log);
         if (due && save_checkpoint(tr, err) != 0) return -1;
         /* Test hook: BERT_PRETRAIN_KILL_AFTER_STEP=S dies by SIGKILL right after step S (and its
            checkpoint, if one was due), exactly like `kill -9` at that moment, for the resume test. */
@@ -606,39 +717,86 @@ static int trainer_loop(Trainer *tr, BpError *err) {
     return 0;
 }
 
+static void report_swept(const char *path, long pid, void *ctx) {
+    (void)ctx;
+    fprintf(stderr, "removed %s, a temporary left by process %ld (no longer running)\n", path, pid);
+}
+
+/* Takes run_dir for this process: its lock (a dead holder's is taken over and named), then the
+ * temporaries that killed processes left there. */
+static int claim_run_dir(Trainer *tr, BpError *err) {
+    const char *run_dir = tr->cfg->training.run_dir;
+    if (rundir_lock(&tr->lock, run_dir, "train", err) != 0) return -1;
+    if (tr->lock.stale_holder[0])
+        fprintf(stderr, "%s: taking over the lock of a process that ended without releasing it (%s)\n",
+                tr->lock.path, tr->lock.stale_holder);
+    return rundir_sweep_temps(run_dir, report_swept, NULL, err) < 0 ? -1 : 0;
+}
+
+/* After a resume: the evaluation due at the resumed step when metrics.jsonl lacks it (a stop
+ * signal interrupted it before that checkpoint was written). 1 when interrupted again. */
+static int eval_missed(Trainer *tr, BpError *err) {
+    if (!eval_due(tr) || tr->log.last_eval_step == tr->step) return 0;
+    int pi = config_phase_of(tr->cfg, tr->step > 0 ? tr->step - 1 : 0);
+    if (plan_phase(tr, pi, err) != 0) return -1;
+    bool log_failed = false;
+    int rc = eval_now(tr, &log_failed, err);
+    return rc < 0 && log_failed ? fail_with_checkpoint(tr, err) : rc;
+}
+
+static void print_end(Trainer *tr, const TrainOptions *opt, bool stopped) {
+    log_break(&tr->log);
+    if (stopped)
+        fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: %s%s --resume auto\n",
+                bp_signal_name(stop_signal), tr->step, tr->last_checkpoint, opt->resume_command ? "" : "bert_pretrain ",
+                opt->resume_command ? opt->resume_command : opt->config_path ? opt->config_path : "CONFIG");
+    else
+        fprintf(stderr, "done: %ld steps; final checkpoint %s\n", tr->step, tr->last_checkpoint);
+    fprintf(stderr, "peak memory %.3f GiB (estimate %.3f GiB)\n", train_peak_rss_bytes() / 1073741824.0,
+            train_memory_estimate(tr->cfg, tr->vocab_size) / 1073741824.0);
+}
+
 int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
     Trainer tr;
     int rc = -1;
     bool resumed = false;
-    bool lead = dist_rank() == 0;
-    bool ok = trainer_setup(&tr, cfg, err) == 0 &&
-              (!lead || (bp_mkdir_p(cfg->training.run_dir, err) == 0 &&
-                         trainer_start(&tr, opt->resume, &resumed, err) == 0));
+    bool lead = dist_rank() == 0, parallel = dist_world_size() > 1;
+    stop_signal = 0;
+    bp_cleanup_on_stop_signals(); /* nothing to save before the first step */
+    memset(&tr, 0, sizeof tr);
+    tr.cfg = cfg;
+    tr.lock.fd = -1;
+    tr.log.fd = -1;
+    /* rank 0 alone owns the run directory (its lock, its leftovers, the resume, metrics); every
+       rank agrees on a failure before the first step, so none waits in a collective for it */
+    bool ok = (!lead || claim_run_dir(&tr, err) == 0) && trainer_setup(&tr, cfg, err) == 0 &&
+              (!lead || trainer_start(&tr, opt->resume, &resumed, err) == 0);
     if (dist_any(!ok)) {
         peer_failed(err, !ok);
         goto done;
     }
     if (share_start(&tr, &resumed, err) != 0) goto done;
+    bp_catch_stop_signals(on_stop_signal);
     if (lead) print_startup(&tr, resumed);
-    if (lead && log_open(&tr.log, cfg->training.run_dir, resumed ? tr.step : -1, err) != 0) goto done;
-    catch_stop_signals();
-    rc = trainer_loop(&tr, err);
-    if (rc < 0) {
-        rc = dist_world_size() > 1 ? TRAIN_FAILED_ALONE : -1;
+    ok = !lead || log_open(&tr.log, cfg->training.run_dir, resumed ? tr.step : -1, err) == 0;
+    if (dist_any(!ok)) {
+        peer_failed(err, !ok);
         goto done;
     }
-    if (!lead) {
+    if (!parallel && stop_signal) { /* during the start-up lines: this session has done nothing to save */
+        fprintf(stderr, "stopped by %s before the first step: nothing to save\n", bp_signal_name(stop_signal));
         rc = 0;
         goto done;
     }
-    log_break(&tr.log);
-    if (rc == 1)
-        fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: %s%s --resume auto\n",
-                stop_signal == SIGINT ? "SIGINT" : "SIGTERM", tr.step, tr.last_checkpoint,
-                opt->resume_command ? "" : "bert_pretrain ",
-                opt->resume_command ? opt->resume_command : opt->config_path ? opt->config_path : "CONFIG");
-    else
-        fprintf(stderr, "done: %ld steps; final checkpoint %s\n", tr.step, tr.last_checkpoint);
+    rc = resumed ? eval_missed(&tr, err) : 0;
+    if (rc == 0) rc = trainer_loop(&tr, err);
+    else if (rc == 1 && save_checkpoint(&tr, err) != 0) rc = -1;
+    if (rc >= 0 && log_close(&tr.log, err) != 0) rc = -1;
+    if (rc < 0) {
+        rc = parallel ? TRAIN_FAILED_ALONE : -1;
+        goto done;
+    }
+    if (lead) print_end(&tr, opt, rc == 1);
     rc = 0;
 done:
     trainer_free(&tr);
@@ -689,8 +847,9 @@ static int export_vocab(const RunCkpt *ck, const char *path, BpError *err) {
     AtomicFile af;
     if (bp_atomic_open(&af, path, err) != 0) return -1;
     if (fwrite(vocab, 1, bytes, af.fp) != bytes) {
+        int e = errno;
         bp_atomic_abort(&af);
-        return bp_fail_kind(err, BP_ERR_IO, "%s: write failed", path);
+        return bp_fail_kind(err, BP_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return bp_atomic_commit(&af, err);
 }
@@ -702,7 +861,10 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
     Model *model = run_ckpt_model(ck, NULL, err);
     int rc = -1;
     char path[4200];
-    if (!model || bp_mkdir_p(out_dir, err) != 0) goto done;
+    RunDirLock lock = {.fd = -1};
+    if (!model || rundir_lock(&lock, out_dir, "export", err) != 0 ||
+        rundir_sweep_temps(out_dir, report_swept, NULL, err) < 0)
+        goto done;
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
     if (model_save_safetensors(model, path, err) != 0) goto done;
     snprintf(path, sizeof path, "%s/config.json", out_dir);
@@ -716,6 +878,7 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
     for (int i = 0; i < t->n; i++) out->parameters += (long long)t->params[i].numel;
     rc = 0;
 done:
+    rundir_unlock(&lock);
     model_free(model);
     run_ckpt_close(ck);
     return rc;

@@ -22,7 +22,10 @@ typedef struct {
 } TrainOptions;
 
 /* Trains through every phase of a resolved config. Returns 0 when it finished or stopped cleanly
- * on a signal (a checkpoint written), -1 with err filled otherwise.
+ * on a signal (a checkpoint written), -1 with err filled otherwise. Holds training.run_dir's lock
+ * (rundir.h) for the whole run, and owns the process's terminating signals meanwhile: before the
+ * first step one ends the process at once (its temporaries and lock removed), from then on it
+ * stops the run at the next micro-batch or eval batch with a checkpoint.
  *
  * With several ranks (dist.h) every rank calls it; rank 0 alone reads and writes the run directory,
  * metrics and progress, and hands its start (fresh or resumed) to the others. A failure before the
@@ -45,11 +48,21 @@ typedef struct {
 } ExportReport;
 
 /* Writes OUT_DIR/model.safetensors (HF names), config.json and vocab.txt from a checkpoint; the
- * model is the one its stored configuration describes. */
+ * model is the one its stored configuration describes. OUT_DIR is locked while it writes
+ * (rundir.h: refused while a trainer or another export writes there) and temporaries that killed
+ * processes left there are removed first. */
 int train_export(const char *checkpoint, const char *out_dir, ExportReport *out, BpError *err);
 
-/* Estimated bytes of memory a run needs at its largest phase (parameters, gradients, optimizer
- * state, activations, the step's examples). */
+/* What the process holds besides the run's own buffers: code, libraries, the BLAS and OpenMP
+ * threads' buffers and stacks (measured: see the README's memory note). */
+#define TRAIN_RUNTIME_BYTES (64.0 * 1048576.0)
+
+/* Estimated peak bytes of memory a run needs: parameters, gradients, optimizer state, the step's
+ * examples, TRAIN_RUNTIME_BYTES, and the larger of (activations at the largest phase + the copy
+ * of the optimizer state a checkpoint write makes) and (the checkpoint a resume maps). */
 double train_memory_estimate(const Config *cfg, int vocab_size);
+
+/* The process's peak resident memory so far (getrusage), in bytes. */
+double train_peak_rss_bytes(void);
 
 #endif

@@ -408,7 +408,7 @@ static void test_list_and_prune(void **state) {
     snprintf(want, sizeof want, "%s/ckpt-00000300.bin", run);
     assert_string_equal(paths[1], want);
 
-    assert_int_equal(ckpt_prune(run, 2, &err), 3);
+    assert_int_equal(ckpt_prune_before(run, 300, &err), 3);
     long all[8];
     assert_int_equal(ckpt_list(run, NULL, all, 8, &err), 2);
     assert_int_equal(all[0], 123456789);
@@ -417,12 +417,12 @@ static void test_list_and_prune(void **state) {
         snprintf(p, sizeof p, "%s/%s", run, junk[i]);
         assert_int_equal(access(p, F_OK), 0);
     }
-    assert_int_equal(ckpt_prune(run, 5, &err), 0);
-    assert_int_equal(ckpt_prune(run, 1, &err), 1);
+    assert_int_equal(ckpt_prune_before(run, 0, &err), 0);
+    assert_int_equal(ckpt_prune_before(run, 300, &err), 0); /* the step itself stays */
+    assert_int_equal(ckpt_prune_before(run, 301, &err), 1);
     assert_int_equal(ckpt_list(run, NULL, all, 8, &err), 1);
     assert_int_equal(all[0], 123456789);
-    assert_int_equal(ckpt_prune(run, -1, &err), -1);
-    assert_int_equal(ckpt_prune(run, 0, &err), 1);
+    assert_int_equal(ckpt_prune_before(run, 123456790, &err), 1);
     assert_int_equal(ckpt_list(run, NULL, NULL, 0, &err), 0);
     /* a file where the run directory should be */
     assert_int_equal(ckpt_list(g_path, NULL, NULL, 0, &err), -1);
@@ -467,9 +467,31 @@ static void test_interrupted_write(void **state) {
     size_t bytes;
     assert_memory_equal(ckpt_section(f, "params", &bytes), g_params, sizeof g_params);
     ckpt_close(f);
-    assert_int_equal(ckpt_prune(run, 1, &err), 0);
+    assert_int_equal(ckpt_prune_before(run, 100, &err), 0); /* temporaries are not checkpoints */
+    assert_int_equal(access(af.tmp_path, F_OK), 0);
     free(before);
     free(after);
+}
+
+/* A corrupt checkpoint set aside is out of every listing, kept under a name that says why. */
+static void test_set_aside(void **state) {
+    (void)state;
+    const char *run = tu_path("run3");
+    BpError err = {0};
+    assert_int_equal(bp_mkdir_p(run, &err), 0);
+    char p[4096], aside[4200], want[4200];
+    ckpt_path(p, sizeof p, run, 16);
+    write_sample(p);
+    assert_int_equal(ckpt_list(run, NULL, NULL, 0, &err), 1);
+    assert_int_equal(ckpt_set_aside(p, aside, sizeof aside, &err), 0);
+    snprintf(want, sizeof want, "%s.corrupt", p);
+    assert_string_equal(aside, want);
+    assert_int_equal(access(aside, F_OK), 0);
+    assert_int_equal(ckpt_list(run, NULL, NULL, 0, &err), 0);
+    assert_int_equal(ckpt_prune_before(run, 1000, &err), 0);
+    assert_int_equal(access(aside, F_OK), 0);
+    assert_int_equal(ckpt_set_aside(p, aside, sizeof aside, &err), -1); /* gone already */
+    assert_non_null(strstr(err.msg, "cannot rename"));
 }
 
 int main(void) {
@@ -483,6 +505,7 @@ int main(void) {
         cmocka_unit_test(test_too_many_sections),
         cmocka_unit_test(test_list_and_prune),
         cmocka_unit_test(test_interrupted_write),
+        cmocka_unit_test(test_set_aside),
     };
     return cmocka_run_group_tests(tests, setup, tu_dir_teardown);
 }

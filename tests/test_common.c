@@ -1,8 +1,10 @@
 /* Unit tests for common.c and rng.h: error messages, atomic files, CRC32, counter-based RNG; and
  * the rm -rf of tests/testutil.h, which must not reach outside its directory. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -98,6 +100,68 @@ static void test_rm_rf_stays_inside(void **state) {
     assert_int_equal(tu_rm_rf(outside), 0);
 }
 
+/* A terminating signal (SIGHUP, SIGPIPE, SIGTERM...) in a process that has nothing to save removes
+ * the temporaries of its open atomic files and the other files on the cleanup list, and the
+ * process still dies by that signal; a committed file stays. */
+static void test_signal_cleanup(void **state) {
+    (void)state;
+    const int sigs[] = {SIGTERM, SIGHUP, SIGPIPE, SIGINT};
+    for (size_t i = 0; i < BP_ARRAY_LEN(sigs); i++) {
+        char tmp_path[4200] = "", listed[512], kept[512];
+        snprintf(listed, sizeof listed, "%s/built-%zu.txt", g_dir, i);
+        snprintf(kept, sizeof kept, "%s/kept-%zu.txt", g_dir, i);
+        int pipefd[2];
+        assert_int_equal(pipe(pipefd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            bp_cleanup_on_stop_signals();
+            BpError err = {0};
+            AtomicFile done, open_one;
+            if (bp_atomic_open(&done, kept, &err) || bp_atomic_commit(&done, &err)) _exit(3);
+            if (bp_atomic_open(&open_one, g_path, &err)) _exit(3);
+            fputs("half", open_one.fp);
+            fflush(open_one.fp);
+            FILE *f = fopen(listed, "w");
+            if (!f) _exit(3);
+            fclose(f);
+            bp_cleanup_add(listed);
+            if (write(pipefd[1], open_one.tmp_path, strlen(open_one.tmp_path) + 1) < 0) _exit(3);
+            for (;;) pause();
+        }
+        close(pipefd[1]);
+        assert_true(read(pipefd[0], tmp_path, sizeof tmp_path) > 0);
+        close(pipefd[0]);
+        assert_int_equal(access(tmp_path, F_OK), 0);
+        kill(pid, sigs[i]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), sigs[i]);
+        assert_int_equal(access(tmp_path, F_OK), -1);
+        assert_int_equal(access(listed, F_OK), -1);
+        assert_int_equal(access(kept, F_OK), 0);
+    }
+    assert_string_equal(bp_signal_name(SIGHUP), "SIGHUP");
+    assert_string_equal(bp_signal_name(SIGKILL), "signal 9");
+}
+
+/* mkdir -p over a file says so instead of succeeding (EEXIST) and failing later inside it. */
+static void test_mkdir_over_a_file(void **state) {
+    (void)state;
+    BpError err = {0};
+    tu_write_bytes(g_path, "x", 1);
+    assert_int_equal(bp_mkdir_p(g_path, &err), -1);
+    if (!strstr(err.msg, "a file of that name exists")) fail_msg("%s", err.msg);
+    char below[600];
+    snprintf(below, sizeof below, "%s/run", g_path);
+    assert_int_equal(bp_mkdir_p(below, &err), -1);
+    if (!strstr(err.msg, "a file of that name exists") && !strstr(err.msg, "Not a directory"))
+        fail_msg("%s", err.msg);
+    snprintf(below, sizeof below, "%s//a//b/", g_dir);
+    assert_int_equal(bp_mkdir_p(below, &err), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_prefix),
@@ -106,6 +170,8 @@ int main(void) {
         cmocka_unit_test(test_crc32_known_value),
         cmocka_unit_test(test_rng_is_pure_and_uniform),
         cmocka_unit_test_setup_teardown(test_rm_rf_stays_inside, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_signal_cleanup, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mkdir_over_a_file, setup, tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
