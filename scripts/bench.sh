@@ -2,9 +2,10 @@
 # `make bench`: the speed table of docs/performance.md, every figure measured in this one run on
 # this machine, the environment as it is set (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE and the thread
 # settings are read, never changed):
-#   1. training-step tokens/s, ours vs PyTorch (scripts/torch_bert.py in fp32, the fastest of its
-#      runs at 1 .. nproc threads; its bf16-autocast figure is reported beside) at bert-mini
-#      (L4 H256 A4, T 128, B 32) and bert-base (T 128, B 16);
+#   1. training-step tokens/s, ours in fp32 and (where the CPU has native bf16: avx512_bf16 in
+#      /proc/cpuinfo, BP_CPU_NO_BF16 unset) in bf16 (training.precision=bf16) vs PyTorch
+#      (scripts/torch_bert.py in fp32 and in bf16 autocast, the fastest of its runs at 1 .. nproc
+#      threads each) at bert-mini (L4 H256 A4, T 128, B 32) and bert-base (T 128, B 16);
 #   2. bert-base achieved matmul GFLOP/s over forward+backward vs the cblas_sgemm rate measured at
 #      the step's own product shapes in the same process;
 #   3. bert-base time per token at T 512 vs T 128 (same micro-batch 16);
@@ -83,8 +84,29 @@ run() {
 field() { sed -n 's/.*"'"$1"'": *"\{0,1\}\([^",}]*\).*/\1/p' <<< "$JSON"; }
 # calc EXPR: awk arithmetic, printed with the format in $2 (default %.2f)
 calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
+# tok X / gf X: a tokens/s or GFLOP/s cell, "-" when not measured
+tok() { if [ "$1" = - ]; then echo -; else calc "$1" %.0f; fi; }
+gf() { if [ "$1" = - ]; then echo -; else calc "$1" %.1f; fi; }
 # verdict VALUE OP TARGET
 verdict() { awk "BEGIN { print (($1) $2 ($3)) ? \"yes\" : \"NO\" }"; }
+
+have_bf16=0
+if [ -z "${BP_CPU_NO_BF16:-}" ] && grep -qw avx512_bf16 /proc/cpuinfo; then
+    have_bf16=1
+else
+    echo "bench.sh: no native bf16 on this CPU (or BP_CPU_NO_BF16 is set): our bf16 column is skipped" >&2
+fi
+# run_bf16 LABEL ARGS...: our bench in bf16, checked to have run in bf16
+run_bf16() {
+    local label=$1
+    shift
+    run "$label" "$BIN" bench "$@" --set training.precision=bf16
+    if [ "$(field precision)" != bf16 ]; then
+        echo "bench.sh: '$label' ran in '$(field precision)', not bf16" >&2
+        exit 1
+    fi
+}
+bf_mini_tok=-; bf_base_tok=-; bf_mini_gf=-; bf_base_gf=-
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
@@ -101,6 +123,10 @@ fi
 run "ours bert-mini" "$BIN" bench "${MINI[@]}"
 mini_tok=$(field tokens_per_s); mini_gf=$(field gflops_fwd_bwd); mini_sg=$(field sgemm_gflops)
 mini_ratio=$(field ratio); threads=$(field threads)
+if [ $have_bf16 = 1 ]; then
+    run_bf16 "ours bert-mini bf16" "${MINI[@]}"
+    bf_mini_tok=$(field tokens_per_s); bf_mini_gf=$(field gflops_fwd_bwd)
+fi
 if [ $have_torch = 1 ]; then
     run "pytorch bert-mini" "$PY" "$TORCH_BERT" "${TMINI[@]}"
     tmini_tok=$(field tokens_per_s); tmini_th=$(field threads)
@@ -112,6 +138,10 @@ base_tok=$(field tokens_per_s); base_gf=$(field gflops_fwd_bwd); base_sg=$(field
 base_kg=$(field kern_gemm_gflops); base_ratio=$(field ratio); base_step=$(field step_s)
 base_T=$(field seq); base_B=$(field batch)
 base_peak=$(field peak_rss_mib); base_growth=$(field rss_growth_mib)
+if [ $have_bf16 = 1 ]; then
+    run_bf16 "ours bert-base T128 bf16" "${BASE[@]}"
+    bf_base_tok=$(field tokens_per_s); bf_base_gf=$(field gflops_fwd_bwd)
+fi
 if [ $have_torch = 1 ]; then
     run "pytorch bert-base T128" "$PY" "$TORCH_BERT" "${TBASE[@]}"
     tbase_tok=$(field tokens_per_s); tbase_th=$(field threads)
@@ -140,35 +170,39 @@ per_tok_ratio=$(calc "($b512_step / ($b512_T * $base_B)) / ($base_step / ($base_
     echo "load average (1/5/15 min) $load_start at the start, $load_end at the end; the whole run took $elapsed s."
     [ "${BENCH_QUICK:-0}" = 1 ] && echo "BENCH_QUICK=1: toy sizes (bert-tiny), the row names and targets do not apply."
     if [ $have_torch = 1 ]; then
-        echo "PyTorch $torch_version (scripts/torch_bert.py: AdamW, fp32, the fastest of 1 to $(nproc) threads); ours: LAMB, $threads threads."
+        echo "PyTorch $torch_version (scripts/torch_bert.py: AdamW, fp32 and bf16 autocast, each the fastest of 1 to $(nproc) threads); ours: LAMB, $threads threads. The ratio column compares fp32 with fp32."
     else
         echo "$torch_note"
     fi
     echo
-    echo "| figure | ours | reference | ratio | target | met |"
-    echo "|---|---|---|---|---|---|"
+    echo "| figure | ours fp32 | ours bf16 | reference | ratio | target | met |"
+    echo "|---|---|---|---|---|---|---|"
     if [ $have_torch = 1 ]; then
         r=$(calc "$mini_tok / $tmini_tok")
-        echo "| bert-mini T128 B32 training tokens/s | $(calc "$mini_tok" %.0f) | PyTorch $(calc "$tmini_tok" %.0f) ($tmini_th thr) | ${r}x | >= 1.5x | $(verdict "$r" '>=' 1.5) |"
+        echo "| bert-mini T128 B32 training tokens/s | $(calc "$mini_tok" %.0f) | $(tok "$bf_mini_tok") | PyTorch fp32 $(calc "$tmini_tok" %.0f) ($tmini_th thr), bf16 autocast $(calc "$tmini_bf" %.0f) ($tmini_bfth thr) | ${r}x | >= 1.5x | $(verdict "$r" '>=' 1.5) |"
         r=$(calc "$base_tok / $tbase_tok")
-        echo "| bert-base T128 B16 training tokens/s | $(calc "$base_tok" %.0f) | PyTorch $(calc "$tbase_tok" %.0f) ($tbase_th thr) | ${r}x | >= 1.25x | $(verdict "$r" '>=' 1.25) |"
+        echo "| bert-base T128 B16 training tokens/s | $(calc "$base_tok" %.0f) | $(tok "$bf_base_tok") | PyTorch fp32 $(calc "$tbase_tok" %.0f) ($tbase_th thr), bf16 autocast $(calc "$tbase_bf" %.0f) ($tbase_bfth thr) | ${r}x | >= 1.25x | $(verdict "$r" '>=' 1.25) |"
     else
-        echo "| bert-mini T128 B32 training tokens/s | $(calc "$mini_tok" %.0f) | (no PyTorch) | - | >= 1.5x | skipped |"
-        echo "| bert-base T128 B16 training tokens/s | $(calc "$base_tok" %.0f) | (no PyTorch) | - | >= 1.25x | skipped |"
+        echo "| bert-mini T128 B32 training tokens/s | $(calc "$mini_tok" %.0f) | $(tok "$bf_mini_tok") | (no PyTorch) | - | >= 1.5x | skipped |"
+        echo "| bert-base T128 B16 training tokens/s | $(calc "$base_tok" %.0f) | $(tok "$bf_base_tok") | (no PyTorch) | - | >= 1.25x | skipped |"
     fi
-    echo "| bert-base T128 matmul GFLOP/s (fwd+bwd) vs cblas_sgemm at the same shapes | $(calc "$base_gf" %.1f) | sgemm $(calc "$base_sg" %.1f) | $(calc "$base_ratio") | >= 0.80 | $(verdict "$base_ratio" '>=' 0.80) |"
-    echo "| bert-base time per token, T512 vs T128 (B16) | $(calc "1e6 * $b512_step / ($b512_T * $base_B)" %.0f) us | $(calc "1e6 * $base_step / ($base_T * $base_B)" %.0f) us | ${per_tok_ratio}x | <= 1.6x | $(verdict "$per_tok_ratio" '<=' 1.6) |"
-    echo "| LAMB step, $(calc "$opt_floats / 1e6" %.1f)M floats (40 B/param) | $(calc "$lamb_ms" %.1f) ms | memcpy $(calc "$memcpy_ms" %.1f) ms (8 B/param) | $(calc "$lamb_share") of copy rate | >= 0.60 | $(verdict "$lamb_share" '>=' 0.60) |"
-    echo "| Adam step, same size (28 B/param) | $(calc "$adam_ms" %.1f) ms | memcpy $(calc "$memcpy_ms" %.1f) ms | $(calc "$adam_share") of copy rate | >= 0.60 | $(verdict "$adam_share" '>=' 0.60) |"
-    echo "| peak RSS bert-base B16 T128; growth over the timed steps | $(calc "$base_peak" %.0f) MiB; $(calc "$base_growth" %+.1f) MiB | | | no growth | $(verdict "$base_growth" '<=' 1.0) |"
-    echo "| peak RSS bert-base B16 T512; growth over the timed steps | $(calc "$b512_peak" %.0f) MiB; $(calc "$b512_growth" %+.1f) MiB | | | no growth | $(verdict "$b512_growth" '<=' 1.0) |"
+    if [ $have_bf16 = 1 ]; then
+        r=$(calc "$bf_mini_tok / $mini_tok"); r2=$(calc "$bf_base_tok / $base_tok")
+        echo "| our bf16 vs our fp32 tokens/s, bert-mini; bert-base T128 | | | | ${r}x; ${r2}x | >= 1.3x | $(verdict "$(calc "$r < $r2 ? $r : $r2")" '>=' 1.3) |"
+    else
+        echo "| our bf16 vs our fp32 tokens/s | | - | | - | >= 1.3x | skipped (no native bf16) |"
+    fi
+    echo "| bert-base T128 matmul GFLOP/s (fwd+bwd) vs cblas_sgemm at the same shapes | $(calc "$base_gf" %.1f) | $(gf "$bf_base_gf") | sgemm $(calc "$base_sg" %.1f) | $(calc "$base_ratio") | >= 0.80 | $(verdict "$base_ratio" '>=' 0.80) |"
+    echo "| bert-base time per token, T512 vs T128 (B16) | $(calc "1e6 * $b512_step / ($b512_T * $base_B)" %.0f) us | - | $(calc "1e6 * $base_step / ($base_T * $base_B)" %.0f) us | ${per_tok_ratio}x | <= 1.6x | $(verdict "$per_tok_ratio" '<=' 1.6) |"
+    echo "| LAMB step, $(calc "$opt_floats / 1e6" %.1f)M floats (40 B/param) | $(calc "$lamb_ms" %.1f) ms | - | memcpy $(calc "$memcpy_ms" %.1f) ms (8 B/param) | $(calc "$lamb_share") of copy rate | >= 0.60 | $(verdict "$lamb_share" '>=' 0.60) |"
+    echo "| Adam step, same size (28 B/param) | $(calc "$adam_ms" %.1f) ms | - | memcpy $(calc "$memcpy_ms" %.1f) ms | $(calc "$adam_share") of copy rate | >= 0.60 | $(verdict "$adam_share" '>=' 0.60) |"
+    echo "| peak RSS bert-base B16 T128; growth over the timed steps | $(calc "$base_peak" %.0f) MiB; $(calc "$base_growth" %+.1f) MiB | - | | | no growth | $(verdict "$base_growth" '<=' 1.0) |"
+    echo "| peak RSS bert-base B16 T512; growth over the timed steps | $(calc "$b512_peak" %.0f) MiB; $(calc "$b512_growth" %+.1f) MiB | - | | | no growth | $(verdict "$b512_growth" '<=' 1.0) |"
     echo
     echo "Other processes' share of the CPU during each run (0% = a quiet machine): $OTHERS."
     echo
     echo "Also measured: bert-mini $(calc "$mini_gf" %.1f) matmul GFLOP/s over forward+backward vs sgemm $(calc "$mini_sg" %.1f) at its shapes ($(calc "$mini_ratio")); bert-base T512 $(calc "$b512_gf" %.1f) vs $(calc "$b512_sg" %.1f) ($(calc "$b512_gf / $b512_sg")), $(calc "$b512_tok" %.0f) tokens/s; kern_gemm alone at the bert-base T128 shapes $(calc "$base_kg" %.1f) GFLOP/s."
-    if [ $have_torch = 1 ]; then
-        echo "PyTorch with bf16 autocast (torch.autocast(\"cpu\", dtype=torch.bfloat16), fp32 master weights; not in the table, which compares fp32 with fp32): bert-mini $(calc "$tmini_bf" %.0f) tokens/s ($tmini_bfth thr), bert-base T128 $(calc "$tbase_bf" %.0f) tokens/s ($tbase_bfth thr)."
-    fi
+    echo "bf16: ours with training.precision=bf16 (products' inputs rounded to bf16, fp32 sums; docs/mixed_precision.md); PyTorch with torch.autocast(\"cpu\", dtype=torch.bfloat16), fp32 master weights. Our bf16 bert-mini: $(gf "$bf_mini_gf") matmul GFLOP/s over forward+backward."
     echo "Method: docs/performance.md. Full output: $LOG."
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
