@@ -43,7 +43,7 @@ static void test_round_nearest_even(void **st) {
 
 /* C = alpha op(A) op(B) + beta C against float64 over the rounded inputs. The only error left is
  * fp32 accumulation: each of the K partial sums rounds once (2^-24 relative), so
- * |error| <= (K + 2) 2^-24 (sum_k |a_k b_k| + |beta c|); a wrong rounding of the inputs (2^-9
+ * |error| <= (K + 2) 2^-24 (sum_k |a_k b_k| + |beta c|); a wrong rounding of the inputs (2^-8
  * relative each) or a lost term lies far outside. The worst element is printed on a failure. */
 static void check_case(bool ta, bool tb, int M, int N, int K, float alpha, float beta) {
     uint64_t s = (uint64_t)(M * 131 + N * 17 + K + ta * 7 + tb * 3);
