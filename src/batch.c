@@ -228,6 +228,10 @@ fail:
     return NULL;
 }
 
+int dataset_check_role(const Dataset *d, ShardRole want, const char *key, BpError *err) {
+    return shard_check_role(&d->shard, want, key, err);
+}
+
 void dataset_free(Dataset *d) {
     if (!d) return;
     shard_close(&d->shard);
@@ -667,7 +671,7 @@ int dataset_step_examples(const Config *cfg, const StepExamplesRequest *req, Ste
     out->batch_size = ph->batch_size;
     out->args = dataset_example_args(cfg, ph);
     out->dataset = dataset_open(cfg->data.train, cfg->data.vocab, cfg->data.lowercase, err);
-    if (!out->dataset) return -1;
+    if (!out->dataset || dataset_check_role(out->dataset, SHARD_ROLE_TRAIN, "data.train", err)) return -1;
     out->tok = dataset_tokenizer(out->dataset);
     out->epoch = dataset_example_epoch(out->dataset, &out->args, out->first_example);
     out->examples_per_epoch =

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "shard.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -89,6 +90,9 @@ typedef struct Dataset Dataset;
  * refuses a vocab that does not match the one the shard was built with. */
 Dataset *dataset_open(const char *shard_path, const char *vocab_path, bool lowercase, BpError *err);
 void dataset_free(Dataset *d);
+/* Refuses a shard that prepare wrote as the other role (shard_check_role): key names the config key
+ * that pointed at it. */
+int dataset_check_role(const Dataset *d, ShardRole want, const char *key, BpError *err);
 const Tokenizer *dataset_tokenizer(const Dataset *d);
 long dataset_num_documents(const Dataset *d);
 long dataset_num_tokens(const Dataset *d);

@@ -548,9 +548,11 @@ static int open_shards(Prep *p, BpError *err) {
     uint32_t crc = tokenizer_vocab_crc(p->tok);
     if (make_parent(dc->train, err)) return -1;
     if (!(p->train = shard_writer_open(dc->train, vs, crc, err))) return -1;
+    shard_writer_set_role(p->train, SHARD_ROLE_TRAIN);
     if (dc->eval_fraction > 0) {
         if (make_parent(dc->eval, err)) return -1;
         if (!(p->eval = shard_writer_open(dc->eval, vs, crc, err))) return -1;
+        shard_writer_set_role(p->eval, SHARD_ROLE_EVAL);
     }
     return 0;
 }

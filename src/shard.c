@@ -65,6 +65,9 @@ static int check_header(Shard *s, size_t file_len, BpError *err) {
         return bp_fail(err, "%s: damaged shard: header CRC32 mismatch (stored %08" PRIx32
                        ", computed %08" PRIx32 ")",
                        p, h->header_crc, header_crc(h));
+    if (h->role > SHARD_ROLE_EVAL)
+        return bp_fail_kind(err, BP_ERR_CORRUPT, "%s: damaged shard: role %" PRIu32 " is none of train (1), eval (2)",
+                            p, h->role);
     if (h->file_bytes != file_len) {
         if (file_len < h->file_bytes)
             return bp_fail(err, "%s: truncated shard: %zu bytes of %" PRIu64 " (%" PRIu64 " missing)",
@@ -367,6 +370,23 @@ static int write_padding(ShardWriter *w, uint64_t *pos, BpError *err) {
     *pos = to;
     return 0;
 }
+
+static const char *role_name(uint32_t role) {
+    return role == SHARD_ROLE_TRAIN ? "train" : role == SHARD_ROLE_EVAL ? "eval" : "unknown";
+}
+
+int shard_check_role(const Shard *s, ShardRole want, const char *key, BpError *err) {
+    if (s->h.role == SHARD_ROLE_UNKNOWN || s->h.role == (uint32_t)want) return 0;
+    return bp_fail_usage(err,
+                         "%s = %s is the %s shard `prepare` wrote, not the %s one: %s would %s. HINT: are "
+                         "data.train and data.eval swapped?",
+                         key, s->path, role_name(s->h.role), role_name(want),
+                         want == SHARD_ROLE_TRAIN ? "training" : "evaluation",
+                         want == SHARD_ROLE_TRAIN ? "train on the held-out documents"
+                                                  : "report a loss on documents the model trains on");
+}
+
+void shard_writer_set_role(ShardWriter *w, ShardRole role) { w->h.role = (uint32_t)role; }
 
 ShardWriter *shard_writer_open(const char *path, int vocab_size, uint32_t vocab_crc, BpError *err) {
     if (vocab_size < 1 || vocab_size > (1 << 24)) {

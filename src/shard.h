@@ -31,6 +31,11 @@
 #define SHARD_VERSION 1
 #define SHARD_HEADER_BYTES 128
 
+/* Which output of `prepare` a shard is, so that a run never trains on its held-out documents or
+ * evaluates on its training ones (data.train and data.eval swapped). Shards written before the role
+ * was recorded say SHARD_ROLE_UNKNOWN and are taken for either. */
+typedef enum { SHARD_ROLE_UNKNOWN = 0, SHARD_ROLE_TRAIN = 1, SHARD_ROLE_EVAL = 2 } ShardRole;
+
 typedef struct {
     char magic[8];        /* SHARD_MAGIC, no NUL */
     uint32_t version;     /* SHARD_VERSION */
@@ -38,7 +43,7 @@ typedef struct {
     uint32_t vocab_size;  /* entries of the vocab the ids index */
     uint32_t vocab_crc;   /* tokenizer_vocab_crc of that vocab */
     uint32_t token_bytes; /* 2 (uint16) or 4 (int32) */
-    uint32_t reserved0;
+    uint32_t role;        /* ShardRole: which output of `prepare` this is (0 in older shards) */
     uint64_t n_tokens, n_sentences, n_documents;
     uint64_t tokens_offset, sents_offset, docs_offset; /* byte offsets from the file start */
     uint64_t file_bytes;  /* the whole file, for a truncation message that says how much is gone */
@@ -103,6 +108,11 @@ int shard_check_vocab(const Shard *s, int vocab_size, uint32_t vocab_crc, const 
  * failed prepare leaves no partial shard. */
 typedef struct ShardWriter ShardWriter;
 ShardWriter *shard_writer_open(const char *path, int vocab_size, uint32_t vocab_crc, BpError *err);
+/* Records which output of prepare the shard is (before the commit). */
+void shard_writer_set_role(ShardWriter *w, ShardRole role);
+/* Refuses a shard written as the other role: key names the config key that pointed at it
+ * ("data.train"). A shard of unknown role (older) passes. */
+int shard_check_role(const Shard *s, ShardRole want, const char *key, BpError *err);
 /* Appends one sentence (n >= 1 ids, each in [0, vocab_size)) to the current document. */
 int shard_writer_add_sentence(ShardWriter *w, const int32_t *ids, size_t n, BpError *err);
 /* Closes the current document; a document with no sentence is not recorded. */

@@ -514,7 +514,7 @@ static int open_data(Trainer *tr, BpError *err) {
         return bp_fail(err, "%s: training shard not found. HINT: run `bert_pretrain prepare %s` first",
                        cfg->data.train, cfg->source[0] ? cfg->source : "CONFIG");
     tr->train = dataset_open(cfg->data.train, cfg->data.vocab, cfg->data.lowercase, err);
-    if (!tr->train) return -1;
+    if (!tr->train || dataset_check_role(tr->train, SHARD_ROLE_TRAIN, "data.train", err)) return -1;
     /* a named eval shard that is missing is an error, not a run without evaluation: finding out at
        the end of a long run that it never evaluated costs far more than fixing a path now */
     if (cfg->data.eval[0] && !file_exists(cfg->data.eval))
@@ -523,7 +523,7 @@ static int open_data(Trainer *tr, BpError *err) {
                              cfg->data.eval, cfg->source[0] ? cfg->source : "CONFIG");
     if (cfg->data.eval[0]) {
         tr->eval = dataset_open(cfg->data.eval, cfg->data.vocab, cfg->data.lowercase, err);
-        if (!tr->eval) return -1;
+        if (!tr->eval || dataset_check_role(tr->eval, SHARD_ROLE_EVAL, "data.eval", err)) return -1;
     }
     tr->vocab_size = tokenizer_vocab_size(dataset_tokenizer(tr->train));
     if (cfg->model.vocab_size && cfg->model.vocab_size != tr->vocab_size)
@@ -810,6 +810,10 @@ int train_eval_checkpoint(const Config *cfg, const char *checkpoint, EvalRecord 
         return bp_fail(err, "%s: eval shard not found. HINT: run `bert_pretrain prepare` first", cfg->data.eval);
     Dataset *eval = dataset_open(cfg->data.eval, cfg->data.vocab, cfg->data.lowercase, err);
     if (!eval) return -1;
+    if (dataset_check_role(eval, SHARD_ROLE_EVAL, "data.eval", err)) {
+        dataset_free(eval);
+        return -1;
+    }
     RunCkpt *ck = run_ckpt_open(checkpoint, err);
     Model *model = NULL;
     Batch scratch = {0};

@@ -173,6 +173,14 @@ check "prepare without CONFIG: exit 2" [ "$rc" -eq 2 ]
 check "prepare without CONFIG: says so" grep -q "bert_pretrain prepare: missing CONFIG.yaml" "$TMP/err"
 
 # ---------------------------------------------------------------------------------------------
+# the shards know which is which: data.train and data.eval swapped is refused before anything runs
+run "$BP_BIN" "$T/a/cfg.yaml" --set data.train="$T/a/shards/eval" --set data.eval="$T/a/shards/train"
+check "train and eval shards swapped: exit 2" [ "$rc" -eq 2 ]
+check "... naming data.train and the likely cause" grep -q "data.train = .*shards/eval is the eval shard.*swapped" "$TMP/err"
+check "... and nothing written to the run directory" not test -e "$T/a/run/metrics.jsonl"
+run "$BP_BIN" show-batch "$T/a/cfg.yaml" --set data.train="$T/a/shards/eval"
+check "show-batch on the eval shard as data.train: exit 2" [ "$rc" -eq 2 ]
+
 # show-batch
 C=$T/a/cfg.yaml
 run "$BP_BIN" show-batch "$C" --step 2 --n 3

@@ -291,6 +291,43 @@ static void test_missing_and_vocab_mismatch(void **state) {
     shard_close(&s);
 }
 
+/* A shard records which output of prepare it is; a run refuses the other role (data.train and
+ * data.eval swapped), takes an older shard of unknown role for either, and a damaged role byte is
+ * caught by the header CRC or, behind a valid one, by the range check. */
+static void write_role_shard(const char *path, ShardRole role) {
+    BpError err = {0};
+    ShardWriter *w = shard_writer_open(path, 100, 7, &err);
+    assert_non_null(w);
+    int32_t sent[3] = {5, 6, 7};
+    assert_int_equal(shard_writer_add_sentence(w, sent, 3, &err), 0);
+    assert_int_equal(shard_writer_end_document(w, &err), 0);
+    shard_writer_set_role(w, role);
+    assert_int_equal(shard_writer_commit(w, &err), 0);
+    shard_writer_free(w);
+}
+
+static void test_roles(void **state) {
+    (void)state;
+    BpError err = {0};
+    Shard s;
+    const ShardRole roles[] = {SHARD_ROLE_UNKNOWN, SHARD_ROLE_TRAIN, SHARD_ROLE_EVAL};
+    for (int r = 0; r < 3; r++) {
+        write_role_shard(g_path, roles[r]);
+        assert_int_equal(shard_open(&s, g_path, &err), 0);
+        assert_int_equal(s.h.role, (uint32_t)roles[r]);
+        bool train_ok = roles[r] != SHARD_ROLE_EVAL, eval_ok = roles[r] != SHARD_ROLE_TRAIN;
+        assert_int_equal(shard_check_role(&s, SHARD_ROLE_TRAIN, "data.train", &err), train_ok ? 0 : -1);
+        if (!train_ok) {
+            assert_int_equal(bp_error_status(&err), BP_EXIT_USAGE);
+            if (!strstr(err.msg, "data.train") || !strstr(err.msg, "is the eval shard") || !strstr(err.msg, "swapped"))
+                fail_msg("got \"%s\"", err.msg);
+        }
+        assert_int_equal(shard_check_role(&s, SHARD_ROLE_EVAL, "data.eval", &err), eval_ok ? 0 : -1);
+        if (!eval_ok && !strstr(err.msg, "is the train shard")) fail_msg("got \"%s\"", err.msg);
+        shard_close(&s);
+    }
+}
+
 static void expect_changed(const Shard *s, const char *want) {
     BpError err = {0};
     assert_int_equal(shard_check_unchanged(s, &err), -1);
@@ -372,6 +409,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_invariants_behind_valid_crcs, setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_missing_and_vocab_mismatch, setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_changed_under_reader, setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_roles, setup, tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
