@@ -31,9 +31,10 @@
 #define SHARD_VERSION 1
 #define SHARD_HEADER_BYTES 128
 
-/* Which output of `prepare` a shard is, so that a run never trains on its held-out documents or
- * evaluates on its training ones (data.train and data.eval swapped). Shards written before the role
- * was recorded say SHARD_ROLE_UNKNOWN and are taken for either. */
+/* Which output of `prepare` a shard is, so that a run never trains on held-out documents (data.train
+ * and data.eval swapped). Only data.train is checked: a held-out set made by a prepare of its own
+ * (scripts/compare.py split) is that run's train shard, and data.eval may name it. Shards written
+ * before the role was recorded say SHARD_ROLE_UNKNOWN and are taken for either. */
 typedef enum { SHARD_ROLE_UNKNOWN = 0, SHARD_ROLE_TRAIN = 1, SHARD_ROLE_EVAL = 2 } ShardRole;
 
 typedef struct {

