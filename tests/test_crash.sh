@@ -7,7 +7,6 @@
 # a few seconds); `make soak` runs many more.
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
-REPO=$(pwd)
 KILLS=${BP_CRASH_KILLS:-6}
 # the run directories on tmpfs where there is one: fsync there is free, and a kill -9 loses nothing
 # of what the page cache holds on any file system, so what is tested is the same
@@ -18,18 +17,10 @@ else
     RUNS=$TMP
 fi
 cd "$TMP"
-cat > tiny.yaml <<YAML
-model: {preset: bert-tiny, layers: 2, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
-data: {vocab: vocab.txt, vocab_size: 300, input: [$REPO/tests/fixtures/train/corpus.txt],
-       train: shards/train, eval: shards/eval, eval_fraction: 0.15, eval_examples: 24}
-optimizer: {name: lamb}
-schedule: {lr: 2.0e-2, warmup_ratio: 0.1}
-phases:
-  - {seq_len: 32, batch_size: 16, steps: 48, max_predictions_per_seq: 5}
-  - {seq_len: 64, batch_size: 8, steps: 16, max_predictions_per_seq: 10}
-training: {micro_batch: 8, seed: 7, run_dir: $RUNS/run, checkpoint_every: 3, keep_checkpoints: 2,
-           log_every: 1, eval_every: 6, trust_ratio_every: 4}
-YAML
+tiny_config tiny.yaml "  - {seq_len: 32, batch_size: 16, steps: 48, max_predictions_per_seq: 5}
+  - {seq_len: 64, batch_size: 8, steps: 16, max_predictions_per_seq: 10}" \
+    "{micro_batch: 8, seed: 7, run_dir: $RUNS/run, checkpoint_every: 3, keep_checkpoints: 2,
+           log_every: 1, eval_every: 6, trust_ratio_every: 4}"
 # the records without their wall-clock fields
 steps_of() { grep '"type":"step"' "$1" | sed -E 's/,"tokens_per_s":[^,]*,"elapsed_s":[^}]*//'; }
 evals_of() { grep '"type":"eval"' "$1" | sed -E 's/,"seconds":[^}]*//'; }

@@ -6,7 +6,6 @@
 # half-written behind (prepare: not the vocab it built either).
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
-REPO=$(pwd)
 cd "$TMP"
 MOUNTS=()
 trap 'for m in "${MOUNTS[@]}"; do umount "$m" 2> /dev/null; done; rm -rf "$TMP"' EXIT
@@ -19,18 +18,10 @@ if ! mount_small probe 64k; then
     finish
     exit
 fi
-cat > tiny.yaml <<YAML
-model: {preset: bert-tiny, layers: 2, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
-data: {vocab: vocab.txt, vocab_size: 300, input: [$REPO/tests/fixtures/train/corpus.txt],
-       train: shards/train, eval: shards/eval, eval_fraction: 0.15, eval_examples: 24}
-optimizer: {name: lamb}
-schedule: {lr: 2.0e-2, warmup_ratio: 0.1}
-phases:
-  - {seq_len: 32, batch_size: 16, steps: 12, max_predictions_per_seq: 5}
-  - {seq_len: 64, batch_size: 8, steps: 4, max_predictions_per_seq: 10}
-training: {micro_batch: 8, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
-           log_every: 1, eval_every: 8}
-YAML
+tiny_config tiny.yaml "  - {seq_len: 32, batch_size: 16, steps: 12, max_predictions_per_seq: 5}
+  - {seq_len: 64, batch_size: 8, steps: 4, max_predictions_per_seq: 10}" \
+    "{micro_batch: 8, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
+           log_every: 1, eval_every: 8}"
 "$BIN" prepare tiny.yaml > prepare.log 2>&1
 require "prepare builds vocab and shards" test -s shards/train -a -s shards/eval
 "$BIN" tiny.yaml --set training.run_dir=ref > /dev/null 2>&1

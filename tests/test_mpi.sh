@@ -6,7 +6,6 @@
 # every mpirun here runs under (a failed test, never a hung CI).
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
-REPO=$(pwd)
 T=$TMP
 if ! command -v mpirun > /dev/null; then
     echo "SKIP: mpirun not found (make installs openmpi-bin); no MPI test ran"
@@ -25,18 +24,10 @@ mpi() {
 }
 steps_of() { grep '"type":"step"' "$1" | sed -E 's/,"tokens_per_s":[^,]*,//; s/,"comm_exposed_s":[^,]*//; s/"elapsed_s":[^}]*//'; }
 
-cat > "$T/tiny.yaml" <<YAML
-model: {preset: bert-tiny, layers: 2, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
-data: {vocab: vocab.txt, vocab_size: 300, input: [$REPO/tests/fixtures/train/corpus.txt],
-       train: shards/train, eval: shards/eval, eval_fraction: 0.15, eval_examples: 24}
-optimizer: {name: lamb}
-schedule: {lr: 2.0e-2, warmup_ratio: 0.1}
-phases:
-  - {seq_len: 32, batch_size: 12, steps: 8, max_predictions_per_seq: 5}
-  - {seq_len: 64, batch_size: 6, steps: 2, max_predictions_per_seq: 10, micro_batch: 1}
-training: {micro_batch: 2, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
-           log_every: 1, eval_every: 8, threads: 1}
-YAML
+tiny_config "$T/tiny.yaml" "  - {seq_len: 32, batch_size: 12, steps: 8, max_predictions_per_seq: 5}
+  - {seq_len: 64, batch_size: 6, steps: 2, max_predictions_per_seq: 10, micro_batch: 1}" \
+    "{micro_batch: 2, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
+           log_every: 1, eval_every: 8, threads: 1}"
 # tensors of two safetensors files element by element: |a - b| <= atol + rtol |a|, worst element named
 cat > "$T/same.py" <<'PY'
 import json, struct, sys

@@ -5,23 +5,14 @@
 # is refused on resume; a forced NaN stops the run naming the step and tensor; eval and export work.
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
-REPO=$(pwd)
 T=$TMP
 # step records without the wall-clock fields, for exact comparison
 steps_of() { grep '"type":"step"' "$1" | sed -E 's/,"tokens_per_s":[^,]*,"elapsed_s":[^}]*//'; }
 
-cat > "$T/tiny.yaml" <<YAML
-model: {preset: bert-tiny, layers: 2, hidden: 32, heads: 2, intermediate: 64, max_position: 64}
-data: {vocab: vocab.txt, vocab_size: 300, input: [$REPO/tests/fixtures/train/corpus.txt],
-       train: shards/train, eval: shards/eval, eval_fraction: 0.15, eval_examples: 24}
-optimizer: {name: lamb}
-schedule: {lr: 2.0e-2, warmup_ratio: 0.1}
-phases:
-  - {seq_len: 32, batch_size: 16, steps: 12, max_predictions_per_seq: 5}
-  - {seq_len: 64, batch_size: 8, steps: 4, max_predictions_per_seq: 10}
-training: {micro_batch: 8, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
-           log_every: 1, eval_every: 8, trust_ratio_every: 4}
-YAML
+tiny_config "$T/tiny.yaml" "  - {seq_len: 32, batch_size: 16, steps: 12, max_predictions_per_seq: 5}
+  - {seq_len: 64, batch_size: 8, steps: 4, max_predictions_per_seq: 10}" \
+    "{micro_batch: 8, seed: 7, run_dir: run, checkpoint_every: 4, keep_checkpoints: 10,
+           log_every: 1, eval_every: 8, trust_ratio_every: 4}"
 cd "$T"
 
 "$BIN" prepare tiny.yaml > prepare.log 2>&1
@@ -227,7 +218,7 @@ check "... and leaves a live process's alone" test -e "runK/ckpt-00000099.bin.tm
 kill $live; rm -f "runK/ckpt-00000099.bin.tmp.$live"
 
 # SIGINT during prepare: its shard temporaries and the vocab it built are removed
-for _ in $(seq 1 400); do cat "$REPO/tests/fixtures/train/corpus.txt"; echo; done > big1.txt
+for _ in $(seq 1 400); do cat "$REPO_ROOT/tests/fixtures/train/corpus.txt"; echo; done > big1.txt
 for _ in $(seq 1 20); do cat big1.txt; done > big.txt
 mkdir -p pv
 "$BIN" prepare tiny.yaml --set 'data.input=[big.txt]' --set data.vocab=pv/vocab.txt --set data.train=pv/train \
