@@ -42,6 +42,11 @@ ACLI_OBJ  := $(CLI_SRC:src/%.c=build-asan/%.o)
 ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o)
 ALIB      := build-asan/libbert.a
 ATEST_BIN := $(TEST_SRC:tests/%.c=build-asan/tests/%)
+# the libFuzzer targets (see the fuzzing section below); defined here because `test` needs them and
+# make expands a rule's prerequisites where it reads the rule
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 
 .PHONY: all deps test asan test-asan soak demo bench clean fuzz fuzz-build
 all: bert_pretrain
@@ -111,9 +116,6 @@ FUZZ_CC      := clang-14
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror \
                 -Wno-pass-failed -fopenmp -MMD -MP -fsanitize=address,undefined \
                 -fno-sanitize-recover=undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
-FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 FLIB_OBJ     := $(LIB_SRC:src/%.c=build-fuzz/%.o)
 FLIB         := build-fuzz/libbert.a
 FUZZ_SECONDS ?= 60
