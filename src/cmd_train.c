@@ -42,8 +42,7 @@ static int dry_run(const Config *cfg, BpError *err) {
     ParamTable t = {0};
     int vocab = cfg->model.vocab_size ? cfg->model.vocab_size : 30522;
     if (model_param_table(&cfg->model, vocab, &t, err) != 0) return -1;
-    long long n = 0;
-    for (int i = 0; i < t.n; i++) n += (long long)t.params[i].numel;
+    long long n = params_count(&t);
     param_table_free(&t);
     config_write_json(cfg, stdout);
     config_write_summary(cfg, n, stderr);

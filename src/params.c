@@ -36,3 +36,9 @@ void param_table_free(ParamTable *t) {
     free(t->params);
     memset(t, 0, sizeof *t);
 }
+
+long long params_count(const ParamTable *t) {
+    long long n = 0;
+    for (int i = 0; i < t->n; i++) n += (long long)t->params[i].numel;
+    return n;
+}

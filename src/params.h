@@ -40,5 +40,7 @@ int params_find(const ParamTable *t, const char *name);
  * a missing name is a programmer error (BP_ASSERT) */
 const ParamInfo *params_get(const ParamTable *t, const char *name);
 void param_table_free(ParamTable *t);
+/* The model's parameter count: the tensors' elements, without the alignment padding in total. */
+long long params_count(const ParamTable *t);
 
 #endif

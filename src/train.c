@@ -328,8 +328,7 @@ static double eta_seconds(const Config *cfg, long step_done, double tokens_per_s
 static void print_startup(const Trainer *tr, bool resumed) {
     const Config *cfg = tr->cfg;
     const ParamTable *t = model_table(tr->model);
-    long long n_params = 0;
-    for (int i = 0; i < t->n; i++) n_params += (long long)t->params[i].numel;
+    long long n_params = params_count(t);
     fprintf(stderr, "bert_pretrain: %s  L=%d H=%d A=%d I=%d vocab=%d  %.2fM parameters  optimizer %s\n",
             cfg->model.preset[0] ? cfg->model.preset : "custom", cfg->model.layers, cfg->model.hidden,
             cfg->model.heads, cfg->model.intermediate, tr->vocab_size, (double)n_params / 1e6,
@@ -877,7 +876,7 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
     out->step = run_ckpt_step(ck);
     const ParamTable *t = model_table(model);
     out->tensors = t->n;
-    for (int i = 0; i < t->n; i++) out->parameters += (long long)t->params[i].numel;
+    out->parameters = params_count(t);
     rc = 0;
 done:
     rundir_unlock(&lock);
