@@ -191,9 +191,13 @@ void cli_args_free(const CliCommand *cmd) {
 }
 
 Config *cli_config_load(const char *path, const CliArgs *a, BpError *err) {
+    return cli_config_load_ranks(path, a, dist_world_size(), err);
+}
+
+Config *cli_config_load_ranks(const char *path, const CliArgs *a, int world_size, BpError *err) {
     Config *cfg = bp_malloc(sizeof *cfg, "the configuration", err);
     if (!cfg) return NULL;
-    if (config_load_cli(cfg, path, a ? a->sets : NULL, a ? a->n_sets : 0, dist_world_size(), err) != 0) {
+    if (config_load_cli(cfg, path, a ? a->sets : NULL, a ? a->n_sets : 0, world_size, err) != 0) {
         free(cfg);
         return NULL;
     }

@@ -80,6 +80,8 @@ int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) __attribute__((
  * order, the world size, config_resolve. Returns a malloc'd Config, or NULL with err filled (out of
  * memory included). Free with cli_config_free. */
 Config *cli_config_load(const char *path, const CliArgs *a, BpError *err);
+/* The same for a world of world_size ranks instead of this job's (a plan: train --dry-run --ranks N). */
+Config *cli_config_load_ranks(const char *path, const CliArgs *a, int world_size, BpError *err);
 void cli_config_free(Config *cfg);
 
 /* The thread policy's one owner: sets the worker threads (0 = all cores) for the whole process.

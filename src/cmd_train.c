@@ -14,15 +14,19 @@
 
 static const char *train_resume;
 static bool train_dry_run;
+static long train_plan_ranks;
 static const CliOption TRAIN_OPTIONS[] = {
     {"--resume", CLI_STRING, &train_resume, "auto|PATH",
      "continue from the newest valid checkpoint of training.run_dir (auto) or from PATH", 0, 0},
     {"--dry-run", CLI_FLAG, &train_dry_run, NULL,
      "print the resolved configuration as JSON (stdout) and a summary (stderr), train nothing", 0, 0},
+    {"--ranks", CLI_LONG, &train_plan_ranks, "N",
+     "with --dry-run: plan for N ranks, as `mpirun -np N` would run it (accumulation, memory per rank)", 1,
+     1 << 20},
 };
 static const CliCommand TRAIN = {
     .name = "train",
-    .usage = "CONFIG.yaml [--set section.key=value ...] [--resume auto|PATH] [--dry-run]",
+    .usage = "CONFIG.yaml [--set section.key=value ...] [--resume auto|PATH] [--dry-run [--ranks N]]",
     .description = "Trains through every phase of CONFIG (configs/README.md documents every key).\n"
                    "SIGINT, SIGTERM, SIGHUP, SIGPIPE and the other terminating signals stop the run at the\n"
                    "next micro-batch (or evaluation batch), write a checkpoint and exit 0.\n"
@@ -46,7 +50,9 @@ static int dry_run(const Config *cfg, BpError *err) {
     param_table_free(&t);
     config_write_json(cfg, stdout);
     config_write_summary(cfg, n, stderr);
-    fprintf(stderr, "memory estimate: %.2f GiB\n", train_memory_estimate(cfg, vocab) / 1073741824.0);
+    TrainMemory mem = train_memory_plan(cfg, vocab);
+    train_memory_print(&mem, stderr);
+    fprintf(stderr, "memory estimate: %.2f GiB\n", mem.peak_rank0 / 1073741824.0);
     return 0;
 }
 
@@ -89,7 +95,13 @@ int cmd_train(int argc, char **argv) {
     BpError err = {0};
     /* before the config: it derives the accumulation from the number of ranks */
     if (dist_init(&err) != 0) return cli_fail(&TRAIN, &err);
-    Config *cfg = cli_config_load(a.positional[0], &a, &err);
+    if (train_plan_ranks && (!train_dry_run || dist_world_size() > 1)) {
+        dist_finalize();
+        return cli_usage_error(&TRAIN, "--ranks N plans a run with --dry-run, without mpirun (under mpirun the "
+                                       "job's own rank count is the plan's)");
+    }
+    Config *cfg = cli_config_load_ranks(a.positional[0], &a, train_plan_ranks ? (int)train_plan_ranks
+                                                                               : dist_world_size(), &err);
     if (!cfg) return train_exit(-1, &err, true);
     if (train_dry_run) {
         rc = dist_rank() == 0 ? dry_run(cfg, &err) : 0;

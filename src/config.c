@@ -204,6 +204,7 @@ static const KeyDef KEYS[] = {
     ENUM("training", "precision", training.precision, PRECISION_NAMES),
     NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, F_RESUME_SAFE),
     BOOL("training", "skip_nonfinite", training.skip_nonfinite, F_RESUME_SAFE),
+    BOOL("training", "shard_optimizer", training.shard_optimizer, F_RESUME_SAFE),
     NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, F_RESUME_SAFE),
 
     /* top-level values written to the resolved JSON; a file cannot set them */
@@ -338,6 +339,7 @@ void config_defaults(Config *cfg) {
     t->precision = PRECISION_FP32;
     t->trust_ratio_every = 100;
     t->skip_nonfinite = false;
+    t->shard_optimizer = false;
     t->max_memory_gb = 0;
 
     cfg->world_size = 1;

@@ -131,6 +131,7 @@ typedef struct {
     PrecisionKind precision; /* fp32 (default) | bf16 | auto */
     int trust_ratio_every; /* log LAMB/LARS per-layer trust ratios every K steps, 0 = never */
     bool skip_nonfinite;   /* skip a step with NaN/Inf instead of stopping */
+    bool shard_optimizer;  /* ZeRO stage 1: each MPI rank keeps 1/N of the optimizer state */
     double max_memory_gb;  /* refuse to start above this estimate; 0 = the machine's memory */
 } TrainingConfig;
 

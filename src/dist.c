@@ -1,8 +1,10 @@
 /* dist.c: dist.h over Open MPI. Every MPI call of the program is in this file. */
 #include "dist.h"
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 
 static bool started, finished;
 static int rank_id, world = 1;
@@ -72,6 +74,59 @@ static void broadcast(void *buf, size_t n, MPI_Datatype type, size_t elem) {
 void dist_broadcast_floats(float *buf, size_t n) { broadcast(buf, n, MPI_FLOAT, sizeof(float)); }
 void dist_broadcast_doubles(double *buf, size_t n) { broadcast(buf, n, MPI_DOUBLE, sizeof(double)); }
 void dist_broadcast_bytes(void *buf, size_t n) { broadcast(buf, n, MPI_BYTE, 1); }
+
+/* ---- pieces of a buffer (the sharded optimizer) ---------------------------------------------- */
+
+bool dist_fits_int(size_t n) { return n <= (size_t)INT_MAX; }
+
+/* MPI's counts and displacements of the pieces; the table holds one entry per rank. */
+static void piece_counts(const size_t *bounds, int **counts, int **displs) {
+    static int *c, *d;
+    static int n;
+    if (n < world) {
+        free(c);
+        free(d);
+        c = malloc((size_t)world * sizeof *c);
+        d = malloc((size_t)world * sizeof *d);
+        if (!c || !d) dist_abort(1); /* a few bytes per rank: nothing sensible is left to do */
+        n = world;
+    }
+    for (int r = 0; r < world; r++) {
+        BP_ASSERT(bounds[r] <= bounds[r + 1] && dist_fits_int(bounds[r + 1]), "piece %d: [%zu, %zu)", r,
+                  bounds[r], bounds[r + 1]);
+        c[r] = (int)(bounds[r + 1] - bounds[r]);
+        d[r] = (int)bounds[r];
+    }
+    *counts = c;
+    *displs = d;
+}
+
+void dist_allgather_floats(float *buf, const size_t *bounds) {
+    if (world == 1 || !dist_active()) return;
+    int *counts, *displs;
+    piece_counts(bounds, &counts, &displs);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+}
+
+void dist_gather_floats(const float *mine, float *all, const size_t *bounds) {
+    if (world == 1 || !dist_active()) {
+        memcpy(all, mine, (bounds[1] - bounds[0]) * sizeof(float));
+        return;
+    }
+    int *counts, *displs;
+    piece_counts(bounds, &counts, &displs);
+    MPI_Gatherv(mine, counts[rank_id], MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
+void dist_scatter_floats(const float *all, float *mine, const size_t *bounds) {
+    if (world == 1 || !dist_active()) {
+        memcpy(mine, all, (bounds[1] - bounds[0]) * sizeof(float));
+        return;
+    }
+    int *counts, *displs;
+    piece_counts(bounds, &counts, &displs);
+    MPI_Scatterv(all, counts, displs, MPI_FLOAT, mine, counts[rank_id], MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
 
 /* ---- non-blocking sums ------------------------------------------------------------------------ */
 

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
+
 /* floats per work item: 32 KiB per stream, a multiple of the 16-float alignment of the offsets */
 #define OPTIM_CHUNK 8192
 #define LANES 8
@@ -73,6 +75,13 @@ struct Optimizer {
     double *sums;    /* 2 sums per tensor */
     float *tcoef;    /* per tensor: the pass-2 step size lr * ratio */
     OptimLayerStat *stats; /* NULL for Adam/AdamW */
+    /* ZeRO stage 1 (optim_create_shard): shard r of n_shards owns the floats [bounds[r],
+       bounds[r + 1]) of every buffer, which are whole chunks; its moments hold only those */
+    int shard, n_shards;
+    size_t *bounds;
+    size_t lo, hi;     /* this shard's floats: bounds[shard], bounds[shard + 1] */
+    size_t c_lo, c_hi; /* its chunks */
+    size_t q_lo, q_hi; /* its entries of pass2 */
 };
 
 /* Per-step float constants of the element-wise math. */
@@ -246,12 +255,51 @@ void optim_free(Optimizer *o) {
     free(o->sums);
     free(o->tcoef);
     free(o->stats);
+    free(o->bounds);
     free(o);
 }
 
+/* Cuts the chunk list into n_shards runs of about equal floats (a chunk is never split: each
+ * chunk's partial sums then come from one shard, and the per-tensor norms stay the same sums in the
+ * same order as unsharded) and sets this shard's ranges. */
+static int plan_shards(Optimizer *o, int shard, int n_shards, BpError *err) {
+    const size_t total = o->table.total, nc = o->n_chunks;
+    o->shard = shard;
+    o->n_shards = n_shards;
+    o->bounds = bp_calloc((size_t)n_shards + 1, sizeof(size_t), "optimizer shards", err);
+    if (!o->bounds) return -1;
+    size_t c = 0, c_first[2] = {0, nc};
+    for (int r = 0; r <= n_shards; r++) {
+        size_t target = total / (size_t)n_shards * (size_t)r + total % (size_t)n_shards * (size_t)r / (size_t)n_shards;
+        while (c < nc && o->chunks[c].begin < target) c++;
+        o->bounds[r] = r == 0 ? 0 : r == n_shards || c == nc ? total : o->chunks[c].begin;
+        if (r == shard) c_first[0] = r == 0 ? 0 : c;
+        if (r == shard + 1) c_first[1] = r == n_shards ? nc : c;
+    }
+    o->lo = o->bounds[shard];
+    o->hi = o->bounds[shard + 1];
+    o->c_lo = c_first[0];
+    o->c_hi = c_first[1];
+    o->q_lo = o->q_hi = 0;
+    while (o->q_lo < o->n_pass2 && o->pass2[o->q_lo] < o->c_lo) o->q_lo++;
+    for (o->q_hi = o->q_lo; o->q_hi < o->n_pass2 && o->pass2[o->q_hi] < o->c_hi;) o->q_hi++;
+    return 0;
+}
+
 Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError *err) {
+    return optim_create_shard(oc, table, 0, 1, err);
+}
+
+Optimizer *optim_create_shard(const OptimConfig *oc, const ParamTable *table, int shard, int n_shards,
+                              BpError *err) {
     if (!oc || !table || table->n < 0 || (table->n > 0 && !table->params)) {
         bp_fail(err, "optim_create: no optimizer config or parameter table");
+        return NULL;
+    }
+    BP_ASSERT(n_shards >= 1 && shard >= 0 && shard < n_shards, "shard %d of %d", shard, n_shards);
+    if (n_shards > 1 && !dist_fits_int(table->total)) {
+        bp_fail_usage(err, "training.shard_optimizer: the model's %zu floats per buffer exceed what one MPI "
+                           "call addresses (2^31 - 1)", table->total);
         return NULL;
     }
     StateKind kind = kind_of(oc);
@@ -285,10 +333,6 @@ Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError 
     if (table->n) memcpy(o->table.params, table->params, (size_t)table->n * sizeof(ParamInfo));
 
     o->n_moments = (kind == SK_LARS_PAPER || kind == SK_LARS_CLASSIC) ? 1 : 2;
-    for (int i = 0; i < o->n_moments; i++) {
-        o->moment[i] = bp_aligned_calloc(table->total * sizeof(float), "optimizer moments", err);
-        if (!o->moment[i]) goto fail;
-    }
 
     size_t nc = 0;
     for (int i = 0; i < table->n; i++) nc += chunks_of(table->params[i].numel);
@@ -314,6 +358,13 @@ Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError 
             c++;
         }
     }
+    if (plan_shards(o, shard, n_shards, err) != 0) goto fail;
+    for (int i = 0; i < o->n_moments; i++) {
+        /* at least one float: an empty shard (more ranks than chunks) still gets a valid pointer */
+        size_t floats = o->hi - o->lo > 0 ? o->hi - o->lo : 1;
+        o->moment[i] = bp_aligned_calloc(floats * sizeof(float), "optimizer moments", err);
+        if (!o->moment[i]) goto fail;
+    }
     return o;
 fail:
     optim_free(o);
@@ -322,6 +373,7 @@ fail:
 
 const OptimLayerStat *optim_layer_stats(const Optimizer *o) { return o->stats; }
 long optim_step_count(const Optimizer *o) { return o->step; }
+bool optim_sharded(const Optimizer *o) { return o->n_shards > 1; }
 void optim_reset_step_count(Optimizer *o) { o->step = 0; }
 const char *optim_describe(const Optimizer *o) { return state_kind_name(o->kind); }
 
@@ -428,8 +480,19 @@ static void finish_norms(Optimizer *o, double lr, double gscale) {
     }
 }
 
+/* Shards: every shard's partial sums to every shard (each chunk's come from exactly one shard and
+ * are zero elsewhere, so the sum is exact and finish_norms folds the same numbers as unsharded). */
+static void share_partial_sums(Optimizer *o) {
+    if (o->n_shards == 1) return;
+    memset(o->part, 0, 2 * o->c_lo * sizeof(double));
+    memset(o->part + 2 * o->c_hi, 0, 2 * (o->n_chunks - o->c_hi) * sizeof(double));
+    dist_allreduce_doubles(o->part, 2 * o->n_chunks);
+}
+
 void optim_step(Optimizer *o, float *params, const float *grads, double lr, double grad_norm) {
     const OptimConfig *oc = &o->oc;
+    BP_ASSERT(o->n_shards == 1 || o->n_shards == dist_world_size(), "%d shards, %d ranks", o->n_shards,
+              dist_world_size());
     o->step++;
     Coef k;
     k.b1 = (float)oc->beta1;
@@ -451,80 +514,87 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
     const float lrf = (float)lr;
     const ParamInfo *pi = o->table.params;
     const Chunk *ch = o->chunks;
+    /* the moments hold this shard's floats [lo, hi): float b of a buffer is moment[.][b - lo] */
     float *m0 = o->moment[0], *m1 = o->moment[1];
-    const long nc = (long)o->n_chunks, n2 = (long)o->n_pass2;
+    const size_t lo = o->lo;
+    const long c_lo = (long)o->c_lo, c_hi = (long)o->c_hi, q_lo = (long)o->q_lo, q_hi = (long)o->q_hi;
 
     switch (o->kind) {
     case SK_ADAM:
     case SK_ADAMW: {
         const int decoupled = o->kind == SK_ADAMW;
 #pragma omp parallel for schedule(static)
-        for (long c = 0; c < nc; c++) {
+        for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             float wd = pi[ch[c].tensor].weight_decay ? wdf : 0.0f;
             adam_update(&k, decoupled ? 0.0f : wd, decoupled ? wd : 0.0f, lrf, params + b,
-                        grads + b, m0 + b, m1 + b, ch[c].len);
+                        grads + b, m0 + (b - lo), m1 + (b - lo), ch[c].len);
         }
-        return;
+        break;
     }
     case SK_LAMB: {
 #pragma omp parallel for schedule(static)
-        for (long c = 0; c < nc; c++) {
+        for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
             lamb_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
-                       grads + b, m0 + b, m1 + b, ch[c].len, &o->part[2 * c]);
+                       grads + b, m0 + (b - lo), m1 + (b - lo), ch[c].len, &o->part[2 * c]);
         }
+        share_partial_sums(o);
         finish_norms(o, lr, k.s);
 #pragma omp parallel for schedule(static)
-        for (long q = 0; q < n2; q++) {
+        for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
             size_t b = c->begin;
             lamb_pass2(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
-                       params + b, m0 + b, m1 + b, c->len);
+                       params + b, m0 + (b - lo), m1 + (b - lo), c->len);
         }
-        return;
+        break;
     }
     case SK_LARS_PAPER: {
 #pragma omp parallel for schedule(static)
-        for (long c = 0; c < nc; c++) {
+        for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
             larsp_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
-                        grads + b, m0 + b, ch[c].len, &o->part[2 * c]);
+                        grads + b, m0 + (b - lo), ch[c].len, &o->part[2 * c]);
         }
+        share_partial_sums(o);
         finish_norms(o, lr, k.s);
 #pragma omp parallel for schedule(static)
-        for (long q = 0; q < n2; q++) {
+        for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
-            larsp_pass2(o->tcoef[c->tensor], params + c->begin, m0 + c->begin, c->len);
+            larsp_pass2(o->tcoef[c->tensor], params + c->begin, m0 + (c->begin - lo), c->len);
         }
-        return;
+        break;
     }
     case SK_LARS_CLASSIC: {
         /* tensors outside layer adaptation have local_lr 1: update them while their norms are
            summed, leaving pass 2 to the adapted ones */
 #pragma omp parallel for schedule(static)
-        for (long c = 0; c < nc; c++) {
+        for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
             o->part[2 * c] = sumsq_chunk(params + b, ch[c].len);
             o->part[2 * c + 1] = sumsq_chunk(grads + b, ch[c].len);
             if (!p->layer_adaptation)
                 larsc_update(&k, p->weight_decay ? wdf : 0.0f, lrf, params + b, grads + b,
-                             m0 + b, ch[c].len);
+                             m0 + (b - lo), ch[c].len);
         }
+        share_partial_sums(o);
         finish_norms(o, lr, k.s);
 #pragma omp parallel for schedule(static)
-        for (long q = 0; q < n2; q++) {
+        for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
             size_t b = c->begin;
             larsc_update(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
-                         params + b, grads + b, m0 + b, c->len);
+                         params + b, grads + b, m0 + (b - lo), c->len);
         }
-        return;
+        break;
     }
     }
+    /* every shard updated its own floats: all of them to every rank */
+    if (o->n_shards > 1) dist_allgather_floats(params, o->bounds);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -550,6 +620,13 @@ size_t optim_state_bytes(const Optimizer *o) {
  *   24 u64 tensors | 32 u64 total | 40 i64 step | 48 moments, float32, moment after moment */
 void optim_state_save(const Optimizer *o, void *dst) {
     unsigned char *d = dst;
+    size_t mb = o->table.total * sizeof(float);
+    if (o->n_shards > 1) { /* collective: the pieces to rank 0, the only one with a dst */
+        for (int i = 0; i < o->n_moments; i++)
+            dist_gather_floats(o->moment[i], d ? (float *)(void *)(d + STATE_HEADER + (size_t)i * mb) : NULL,
+                               o->bounds);
+        if (!d) return;
+    }
     memset(d, 0, STATE_HEADER);
     memcpy(d, STATE_MAGIC, sizeof STATE_MAGIC);
     uint32_t u32[4] = {STATE_VERSION, (uint32_t)o->kind, (uint32_t)o->n_moments,
@@ -559,8 +636,8 @@ void optim_state_save(const Optimizer *o, void *dst) {
     memcpy(d + 24, u64, sizeof u64);
     int64_t step = o->step;
     memcpy(d + 40, &step, sizeof step);
-    size_t mb = o->table.total * sizeof(float);
-    for (int i = 0; i < o->n_moments; i++) memcpy(d + STATE_HEADER + (size_t)i * mb, o->moment[i], mb);
+    if (o->n_shards == 1)
+        for (int i = 0; i < o->n_moments; i++) memcpy(d + STATE_HEADER + (size_t)i * mb, o->moment[i], mb);
 }
 
 int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err) {
@@ -597,10 +674,24 @@ int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err) 
                        bytes, u32[2], optim_state_bytes(o), o->n_moments);
     if (step < 0) return bp_fail(err, "optimizer state: negative step count %lld", (long long)step);
     size_t mb = o->table.total * sizeof(float);
-    for (int i = 0; i < o->n_moments; i++) memcpy(o->moment[i], s + STATE_HEADER + (size_t)i * mb, mb);
+    for (int i = 0; i < o->n_moments; i++)
+        memcpy(o->moment[i], s + STATE_HEADER + (size_t)i * mb + o->lo * sizeof(float), (o->hi - o->lo) * sizeof(float));
     o->step = (long)step;
     if (o->stats) memset(o->stats, 0, (size_t)o->table.n * sizeof(OptimLayerStat));
     return 0;
+}
+
+void optim_state_share(Optimizer *o, const void *root_state) {
+    if (o->n_shards == 1) return;
+    int64_t step = o->step;
+    dist_broadcast_bytes(&step, sizeof step);
+    o->step = (long)step;
+    const unsigned char *s = root_state;
+    size_t mb = o->table.total * sizeof(float);
+    for (int i = 0; i < o->n_moments; i++)
+        dist_scatter_floats(s ? (const float *)(const void *)(s + STATE_HEADER + (size_t)i * mb) : NULL, o->moment[i],
+                            o->bounds);
+    if (o->stats) memset(o->stats, 0, (size_t)o->table.n * sizeof(OptimLayerStat));
 }
 
 /* ------------------------------------------------------------------------------------------ */

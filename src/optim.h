@@ -14,6 +14,7 @@
 #ifndef BP_OPTIM_H
 #define BP_OPTIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -27,6 +28,16 @@ typedef struct Optimizer Optimizer;
  * be freed afterwards; its weight_decay / layer_adaptation flags are read here). Moments: LAMB,
  * Adam, AdamW keep m and v; LARS (paper) keeps m; LARS (classic) keeps the velocity. */
 Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError *err);
+/* ZeRO stage 1 (training.shard_optimizer): shard `shard` of n_shards keeps and updates the moments
+ * of about 1/n_shards of the floats (whole chunks, cut by optim_create_shard alone from the table),
+ * so each rank holds 1/N of the optimizer state. optim_step is then a collective over the n_shards
+ * ranks of dist.h (n_shards must be dist_world_size()): each rank updates its floats, the chunks'
+ * partial sums of squares are summed across ranks (each comes from one rank, zeros elsewhere:
+ * exact) so every per-tensor norm, trust ratio and statistic is the unsharded one, bit for bit, and
+ * the updated parameters are gathered to every rank. optim_create is optim_create_shard(.., 0, 1). */
+Optimizer *optim_create_shard(const OptimConfig *oc, const ParamTable *table, int shard, int n_shards,
+                              BpError *err);
+bool optim_sharded(const Optimizer *o);
 void optim_free(Optimizer *o);
 
 /* Global L2 norm of the gradients over the whole table, accumulated in double. If per_tensor_sq is
@@ -63,9 +74,19 @@ const char *optim_describe(const Optimizer *o);
  * tensor-layout CRC, tensor count, total, step count, then the moments as float32 in host byte
  * order). load refuses a blob of another kind, tensor layout or size with a message saying which;
  * the per-layer statistics read zero after a load. */
+/* The blob is the same whether the optimizer is sharded or not (a checkpoint resumes with or
+ * without sharding, on any number of ranks):
+ *   optim_state_bytes  the whole state's size, on every shard
+ *   optim_state_save   sharded: a collective; rank 0's dst receives the whole state, the other ranks
+ *                      pass NULL
+ *   optim_state_load   validates the blob and takes this shard's part of it (local)
+ *   optim_state_share  sharded: a collective after rank 0 alone loaded root_state (its blob; NULL on
+ *                      the other ranks): the step count and every rank's part of the moments from it.
+ *                      Nothing to do unsharded. */
 size_t optim_state_bytes(const Optimizer *o);
 void optim_state_save(const Optimizer *o, void *dst);
 int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err);
+void optim_state_share(Optimizer *o, const void *root_state);
 
 /* Memory-bandwidth benchmark at a given size (bert-base: ~110e6 floats). Builds a table shaped like
  * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times

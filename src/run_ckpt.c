@@ -72,15 +72,19 @@ int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optim
     st.elapsed_s = meta->elapsed_s;
     st.optimizer_bytes = optim_state_bytes(opt);
     char *json = config_text(cfg, err);
-    void *blob = json ? bp_malloc(st.optimizer_bytes, "optimizer state", err) : NULL;
+    const void *state = meta->optimizer_state;
+    void *blob = json && !state ? bp_malloc(st.optimizer_bytes, "optimizer state", err) : NULL;
     int rc = -1;
     if (blob) {
         optim_state_save(opt, blob);
+        state = blob;
+    }
+    if (json && state) {
         CkptSection sec[] = {
             {"state", &st, sizeof st},
             {"config.json", json, strlen(json)},
             {"params", model_params(model), t->total * sizeof(float)},
-            {"optimizer", blob, st.optimizer_bytes},
+            {"optimizer", state, st.optimizer_bytes},
             {"vocab", meta->vocab, meta->vocab_len},
         };
         rc = ckpt_write(path, sec, (int)BP_ARRAY_LEN(sec), err);
@@ -303,6 +307,8 @@ int run_ckpt_restore_params(const RunCkpt *ck, Model *model, BpError *err) {
     if (model_check_finite(&ck->table, model_params(model), ck->path, err) != 0) return -1;
     return 0;
 }
+
+const void *run_ckpt_optimizer_state(const RunCkpt *ck) { return ck->optimizer; }
 
 int run_ckpt_restore_optimizer(const RunCkpt *ck, Optimizer *opt, BpError *err) {
     size_t want = optim_state_bytes(opt);

@@ -43,6 +43,9 @@ typedef struct {
     double elapsed_s;  /* training wall time over all sessions */
     const char *vocab; /* vocab.txt of the run */
     size_t vocab_len;
+    /* The optimizer state blob when the caller already holds it (a sharded optimizer's, gathered from
+       every rank: optim_state_save is a collective then); NULL: run_ckpt_save serialises opt. */
+    const void *optimizer_state;
 } RunCkptMeta;
 
 /* Writes a checkpoint of the run cfg (resolved) describes atomically to path. The model is only
@@ -59,6 +62,8 @@ RunCkpt *run_ckpt_open(const char *path, BpError *err);
 void run_ckpt_close(RunCkpt *ck); /* NULL is fine */
 
 const char *run_ckpt_path(const RunCkpt *ck);
+/* the optimizer section (validated: its size; optim_state_load checks the rest) */
+const void *run_ckpt_optimizer_state(const RunCkpt *ck);
 long run_ckpt_step(const RunCkpt *ck);
 double run_ckpt_elapsed(const RunCkpt *ck);
 /* the resolved configuration the checkpoint was written with */

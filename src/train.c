@@ -28,8 +28,9 @@
  * Until the first step there is nothing to save: a terminating signal removes this process's
  * temporaries and its lock and ends it at once (bp_cleanup_on_stop_signals). From the first step
  * on, every terminating signal (common.h's list: SIGHUP and SIGPIPE too) only sets stop_signal;
- * the run stops at the next micro-batch or eval batch boundary, writes a checkpoint and exits 0.
- * (A data-parallel build must agree on the stop across ranks before acting on it.) */
+ * one process stops at the next micro-batch or eval batch boundary, writes a checkpoint and exits
+ * 0. Several ranks (mpirun) stop together: after each step they agree whether any rank got a
+ * signal, and if so all stop after that step, with one checkpoint (trainer_loop). */
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_stop_signal(int sig) { stop_signal = sig; }
@@ -59,6 +60,9 @@ typedef struct {
        (resumed from or written by it), a ring in step order: see save_checkpoint */
     long *valid;
     long n_valid;
+    /* rank 0, sharded optimizer: the checkpoint resumed from stays open (mapped) until share_start
+       has handed every rank its part of the optimizer state */
+    RunCkpt *resume_ck;
 } Trainer;
 
 /* The largest per-phase sizes: the step's micro-batches are allocated once for all phases. */
@@ -96,31 +100,57 @@ static void step_sums_add(StepSums *s, const ModelStats *st) {
     s->nsp_count += (double)st->nsp_count;
 }
 
-double train_memory_estimate(const Config *cfg, int vocab_size) {
+TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
+    TrainMemory m = {0};
     ParamTable t = {0};
-    if (model_param_table(&cfg->model, vocab_size, &t, NULL) != 0) return 0;
+    if (model_param_table(&cfg->model, vocab_size, &t, NULL) != 0) return m;
     double floats = (double)t.total;
     param_table_free(&t);
-    /* params + grads + moments: two for LAMB/Adam/AdamW, one for LARS */
-    double moments = cfg->optimizer.name == OPT_LARS ? 1 : 2;
-    double bytes = 4.0 * floats * (2 + moments) + TRAIN_RUNTIME_BYTES;
-    double act = 0, examples = 0;
+    m.ranks = cfg->world_size;
+    m.sharded = cfg->training.shard_optimizer && cfg->world_size > 1;
+    m.params = 4.0 * floats;
+    m.grads = 4.0 * floats;
+    /* two moments for LAMB/Adam/AdamW, one for LARS */
+    m.optimizer_full = 4.0 * floats * (cfg->optimizer.name == OPT_LARS ? 1 : 2);
+    m.optimizer = m.sharded ? m.optimizer_full / m.ranks : m.optimizer_full;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
         double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch,
                                                   p->seq_len, p->max_predictions_per_seq);
-        if (a > act) act = a;
+        if (a > m.activations) m.activations = a;
         /* the step's examples: 3 (B,T) arrays, 3 (B,P) arrays, label and index */
         double e = (double)p->accumulation * p->micro_batch *
                    (12.0 * p->seq_len + 12.0 * p->max_predictions_per_seq + 12.0);
-        if (e > examples) examples = e;
+        if (e > m.examples) m.examples = e;
     }
-    /* The peaks above the steady state: writing a checkpoint copies the optimizer state into one
-       buffer (run_ckpt_save) while the activations are allocated; resuming maps the checkpoint
-       (parameters and optimizer state) before the first step plans them. */
-    double ckpt_write = 4.0 * floats * moments;
-    double resume_map = 4.0 * floats * (1 + moments);
-    return bytes + examples + fmax(act + ckpt_write, resume_map);
+    m.runtime = TRAIN_RUNTIME_BYTES;
+    /* The peaks above the steady state, on rank 0 (the one writer and reader of checkpoints):
+       writing one copies the whole optimizer state into one buffer (run_ckpt_save; sharded: gathered
+       from every rank) while the activations are allocated; resuming maps the checkpoint (parameters
+       and optimizer state) before the first step plans them. */
+    m.checkpoint_write = m.optimizer_full;
+    m.resume_map = m.params + m.optimizer_full;
+    double steady = m.params + m.grads + m.optimizer + m.examples + m.runtime;
+    m.peak_rank0 = steady + fmax(m.activations + m.checkpoint_write, m.resume_map);
+    m.peak_other = steady + m.activations;
+    return m;
+}
+
+double train_memory_estimate(const Config *cfg, int vocab_size) {
+    return train_memory_plan(cfg, vocab_size).peak_rank0;
+}
+
+void train_memory_print(const TrainMemory *m, FILE *out) {
+    const double gib = 1073741824.0;
+    fprintf(out, "  memory per rank: parameters %.2f + gradients %.2f + optimizer state %.2f", m->params / gib,
+            m->grads / gib, m->optimizer / gib);
+    if (m->sharded) fprintf(out, " (1/%d of %.2f, training.shard_optimizer)", m->ranks, m->optimizer_full / gib);
+    fprintf(out, " + activations %.2f + examples and runtime %.2f GiB\n", m->activations / gib,
+            (m->examples + m->runtime) / gib);
+    fprintf(out, "  peak %.2f GiB on rank 0 (it also holds the whole optimizer state, %.2f GiB, while it writes a "
+                 "checkpoint)", m->peak_rank0 / gib, m->checkpoint_write / gib);
+    if (m->ranks > 1) fprintf(out, ", %.2f GiB on the other ranks", m->peak_other / gib);
+    fprintf(out, "\n");
 }
 
 double train_peak_rss_bytes(void) {
@@ -131,6 +161,16 @@ double train_peak_rss_bytes(void) {
 static double machine_memory_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+}
+
+/* With several ranks, a rank whose own part went well stops quietly when another failed (that
+ * rank reports): an empty message (train.h). */
+static int peer_failed(BpError *err, bool this_rank) {
+    if (!this_rank) {
+        err->msg[0] = '\0';
+        err->kind = BP_ERR_RUNTIME;
+    }
+    return -1;
 }
 
 /* ---- checkpoints ----------------------------------------------------------------------------- */
@@ -147,15 +187,25 @@ static void remember_valid(Trainer *tr, long step) {
  * session) is neither counted nor removed. So neither a corrupt file nor one this run did not
  * check can push the resumed-from or the newest checkpoint out. */
 static int save_checkpoint(Trainer *tr, BpError *err) {
-    if (dist_rank() != 0) return 0; /* one writer: every rank holds the same state */
+    bool lead = dist_rank() == 0;
+    void *state = NULL;
+    if (optim_sharded(tr->opt)) { /* a collective: every rank's part of the optimizer state to rank 0 */
+        if (lead) state = bp_malloc(optim_state_bytes(tr->opt), "the optimizer state of a checkpoint", err);
+        if (dist_any(lead && !state)) return peer_failed(err, lead);
+        optim_state_save(tr->opt, state);
+    }
+    if (!lead) return 0; /* one writer: the others hold the same parameters */
     const Config *cfg = tr->cfg;
     RunCkptMeta meta = {.step = tr->step,
                         .elapsed_s = tr->elapsed_before + (bp_now() - tr->session_start),
                         .vocab = tr->vocab_text,
-                        .vocab_len = tr->vocab_len};
+                        .vocab_len = tr->vocab_len,
+                        .optimizer_state = state};
     char path[4096];
     ckpt_path(path, sizeof path, cfg->training.run_dir, tr->step);
-    if (run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err) != 0) {
+    int rc = run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err);
+    free(state);
+    if (rc != 0) {
         bp_err_prefix(err, "checkpoint of step %ld not written (the last good one is %s)", tr->step,
                       tr->last_checkpoint[0] ? tr->last_checkpoint : "none");
         return -1;
@@ -196,7 +246,8 @@ static int resume_from(Trainer *tr, const char *path, BpError *err) {
         if (in_run_dir(tr, path, tr->step)) remember_valid(tr, tr->step);
         rc = 0;
     }
-    run_ckpt_close(ck);
+    if (rc == 0 && optim_sharded(tr->opt)) tr->resume_ck = ck;
+    else run_ckpt_close(ck);
     return rc;
 }
 
@@ -264,7 +315,8 @@ static int evaluate(Model *model, Dataset *ds, const Config *cfg, const PhaseCon
     ForwardArgs fa = {.train = false, .seed = cfg->training.seed, .step = 0, .mlm_denominator = 1,
                       .nsp_denominator = 1};
     for (int first = 0; first < n; first += micro) {
-        if (stop_signal) {
+        /* with several ranks the others wait in the next step: stop where they all agree instead */
+        if (stop_signal && dist_world_size() == 1) {
             free(label_counts);
             return 1;
         }
@@ -345,10 +397,13 @@ static void print_startup(const Trainer *tr, bool resumed) {
     const GemmEngine *e = model_engine(tr->model);
     fprintf(stderr, "  matrix products in %s on %s (%s); fp32 products on OpenBLAS core %s\n",
             e->bf16 ? "bf16" : "fp32", e->bf16 ? e->isa : "OpenBLAS", e->why, gemm_openblas_core());
-    double mem = train_memory_estimate(cfg, tr->vocab_size);
-    fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem / 1073741824.0,
+    TrainMemory mem = train_memory_plan(cfg, tr->vocab_size);
+    train_memory_print(&mem, stderr);
+    fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem.peak_rank0 / 1073741824.0,
             machine_memory_bytes() / 1073741824.0, cfg->training.run_dir,
             resumed ? "" : " (new run)");
+    if (cfg->training.shard_optimizer && cfg->world_size == 1)
+        fprintf(stderr, "  training.shard_optimizer has no effect on one rank\n");
     if (!tr->eval) fprintf(stderr, "  evaluation off: data.eval is not set\n");
 }
 
@@ -495,6 +550,7 @@ static void trainer_free(Trainer *tr) {
     free(tr->micro);
     free(tr->tensor_sq);
     free(tr->vocab_text);
+    run_ckpt_close(tr->resume_ck);
     optim_free(tr->opt);
     model_free(tr->model);
     dataset_free(tr->train);
@@ -552,22 +608,14 @@ static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
                              need / 1073741824.0, limit / 1073741824.0);
     tr->model = model_create(cfg, tr->vocab_size, err);
     if (!tr->model) return -1;
-    tr->opt = optim_create(&cfg->optimizer, model_table(tr->model), err);
+    bool shard = cfg->training.shard_optimizer && dist_world_size() > 1;
+    tr->opt = optim_create_shard(&cfg->optimizer, model_table(tr->model), shard ? dist_rank() : 0,
+                                 shard ? dist_world_size() : 1, err);
     if (!tr->opt) return -1;
     tr->tensor_sq = bp_calloc((size_t)model_table(tr->model)->n, sizeof(double), "gradient norms", err);
     tr->valid = bp_calloc((size_t)cfg->training.keep_checkpoints, sizeof(long), "checkpoint steps", err);
     if (!tr->tensor_sq || !tr->valid) return -1;
     return alloc_micro_batches(tr, err);
-}
-
-/* With several ranks, a rank whose own part went well stops quietly when another failed (that
- * rank reports): an empty message (train.h). */
-static int peer_failed(BpError *err, bool this_rank) {
-    if (!this_rank) {
-        err->msg[0] = '\0';
-        err->kind = BP_ERR_RUNTIME;
-    }
-    return -1;
 }
 
 /* Resumes (--resume auto or PATH) or starts fresh: initial weights, or model.init_from. With
@@ -610,6 +658,12 @@ static int share_start(Trainer *tr, bool *resumed, BpError *err) {
     tr->elapsed_before = head[2];
     dist_broadcast_floats(model_params(tr->model), model_table(tr->model)->total);
     if (!*resumed) return 0;
+    if (optim_sharded(tr->opt)) { /* each rank's part from rank 0's mapped checkpoint, no full copy */
+        optim_state_share(tr->opt, tr->resume_ck ? run_ckpt_optimizer_state(tr->resume_ck) : NULL);
+        run_ckpt_close(tr->resume_ck);
+        tr->resume_ck = NULL;
+        return 0;
+    }
     size_t bytes = optim_state_bytes(tr->opt);
     void *blob = bp_malloc(bytes, "the optimizer state to share", err);
     bool failed = !blob;
@@ -678,6 +732,12 @@ static int eval_now(Trainer *tr, bool *log_failed, BpError *err) {
 /* A metrics write failure stops the run, after an attempt to save its progress; the error says
  * how that went. */
 static int fail_with_checkpoint(Trainer *tr, BpError *err) {
+    if (optim_sharded(tr->opt)) { /* the others are not there to hand over their parts of the state */
+        bp_err_prefix(err, "stopped after step %ld without a checkpoint (the optimizer state is sharded across the "
+                           "ranks, which cannot join in now); the last is %s",
+                      tr->step, tr->last_checkpoint[0] ? tr->last_checkpoint : "none");
+        return -1;
+    }
     BpError ck = {0};
     if (save_checkpoint(tr, &ck) == 0)
         bp_err_prefix(err, "stopped after step %ld with checkpoint %s", tr->step, tr->last_checkpoint);
@@ -705,15 +765,18 @@ static int trainer_loop(Trainer *tr, BpError *err) {
         bool log_failed = false;
         if (eval_due(tr) && eval_now(tr, &log_failed, err) < 0)
             return log_failed ? fail_with_checkpoint(tr, err) : -1;
+        /* a signal to any rank stops every rank after this step, with one checkpoint: the ranks agree
+           (one small sum per step), as they must to write it together and to end at the same step */
+        bool stop = dist_any(stop_signal != 0);
         bool due = (cfg->training.checkpoint_every > 0 && tr->step % cfg->training.checkpoint_every == 0) ||
-                   phase_end || last || stop_signal;
+                   phase_end || last || stop;
         /* records the file refused earlier get one more try before a checkpoint moves past them */
         log_flush(&tr->log);
         if (due && save_checkpoint(tr, err) != 0) return -1;
         /* Test hook: BERT_PRETRAIN_KILL_AFTER_STEP=S dies by SIGKILL right after step S (and its
            checkpoint, if one was due), exactly like `kill -9` at that moment, for the resume test. */
         if (tr->step == env_step("BERT_PRETRAIN_KILL_AFTER_STEP")) raise(SIGKILL);
-        if (stop_signal && !last) return 1;
+        if (stop && !last) return 1;
     }
     return 0;
 }
@@ -745,16 +808,32 @@ static int eval_missed(Trainer *tr, BpError *err) {
     return rc < 0 && log_failed ? fail_with_checkpoint(tr, err) : rc;
 }
 
+/* The end on rank 0; every rank calls it (a collective: each rank's peak memory to rank 0). */
 static void print_end(Trainer *tr, const TrainOptions *opt, bool stopped) {
+    int world = dist_world_size();
+    double peaks[64] = {0};
+    bool listed = world <= (int)BP_ARRAY_LEN(peaks);
+    if (listed) {
+        peaks[dist_rank()] = train_peak_rss_bytes();
+        dist_allreduce_doubles(peaks, (size_t)world);
+    }
+    if (dist_rank() != 0) return;
     log_break(&tr->log);
     if (stopped)
         fprintf(stderr, "stopped by %s after step %ld; checkpoint %s\nresume with: %s%s --resume auto\n",
-                bp_signal_name(stop_signal), tr->step, tr->last_checkpoint, opt->resume_command ? "" : "bert_pretrain ",
+                stop_signal ? bp_signal_name(stop_signal) : "a signal to another rank", tr->step,
+                tr->last_checkpoint, opt->resume_command ? "" : "bert_pretrain ",
                 opt->resume_command ? opt->resume_command : opt->config_path ? opt->config_path : "CONFIG");
     else
         fprintf(stderr, "done: %ld steps; final checkpoint %s\n", tr->step, tr->last_checkpoint);
-    fprintf(stderr, "peak memory %.3f GiB (estimate %.3f GiB)\n", train_peak_rss_bytes() / 1073741824.0,
-            train_memory_estimate(tr->cfg, tr->vocab_size) / 1073741824.0);
+    const double gib = 1073741824.0;
+    TrainMemory mem = train_memory_plan(tr->cfg, tr->vocab_size);
+    fprintf(stderr, "peak memory %.3f GiB (estimate %.3f GiB)\n", train_peak_rss_bytes() / gib, mem.peak_rank0 / gib);
+    if (world > 1 && listed) { /* the sharded optimizer's saving shows on the ranks that write nothing */
+        fprintf(stderr, "peak memory by rank (GiB):");
+        for (int r = 0; r < world; r++) fprintf(stderr, " %d:%.4f", r, peaks[r] / gib);
+        fprintf(stderr, " (estimate rank 0 %.4f, others %.4f)\n", mem.peak_rank0 / gib, mem.peak_other / gib);
+    }
 }
 
 int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
@@ -797,7 +876,7 @@ int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
         rc = parallel ? TRAIN_FAILED_ALONE : -1;
         goto done;
     }
-    if (lead) print_end(&tr, opt, rc == 1);
+    print_end(&tr, opt, rc == 1);
     rc = 0;
 done:
     trainer_free(&tr);

@@ -57,10 +57,22 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
  * threads' buffers and stacks (measured: see the README's memory note). */
 #define TRAIN_RUNTIME_BYTES (64.0 * 1048576.0)
 
-/* Estimated peak bytes of memory a run needs: parameters, gradients, optimizer state, the step's
- * examples, TRAIN_RUNTIME_BYTES, and the larger of (activations at the largest phase + the copy
- * of the optimizer state a checkpoint write makes) and (the checkpoint a resume maps). */
-double train_memory_estimate(const Config *cfg, int vocab_size);
+/* Estimated memory of a run, per rank, in bytes: parameters, gradients, the optimizer state this
+ * rank keeps (1/N of it with training.shard_optimizer on N ranks), activations at the largest
+ * phase, the step's examples, TRAIN_RUNTIME_BYTES; and the peaks: rank 0 adds the larger of (the
+ * whole optimizer state copied for a checkpoint write, with the activations allocated) and (the
+ * checkpoint a resume maps before the activations exist). */
+typedef struct {
+    int ranks;
+    bool sharded;
+    double params, grads, optimizer, optimizer_full, activations, examples, runtime;
+    double checkpoint_write, resume_map;
+    double peak_rank0, peak_other;
+} TrainMemory;
+TrainMemory train_memory_plan(const Config *cfg, int vocab_size);
+double train_memory_estimate(const Config *cfg, int vocab_size); /* peak_rank0: the largest */
+/* two lines of the start-up plan (indented by two spaces) */
+void train_memory_print(const TrainMemory *m, FILE *out);
 
 /* The process's peak resident memory so far (getrusage), in bytes. */
 double train_peak_rss_bytes(void);

@@ -2,8 +2,10 @@
 # Data-parallel training under Open MPI on a tiny model: 2 and 3 ranks give the parameters of one
 # process with the same global batch (to rounding), two runs with the same ranks are bit-identical,
 # a batch that does not split is refused once, a rank killed by SIGKILL ends the job naming it and
-# --resume auto continues with another number of ranks, and a hung rank is cut off by the timeout
-# every mpirun here runs under (a failed test, never a hung CI).
+# --resume auto continues with another number of ranks, the sharded optimizer (ZeRO-1) trains bit
+# for bit like the unsharded one with less memory per rank, a signal to one rank stops them all at
+# one step, and a hung rank is cut off by the timeout every mpirun here runs under (a failed test,
+# never a hung CI).
 source "$(dirname "$0")/lib.sh"
 BIN=$BP_BIN
 T=$TMP
@@ -120,6 +122,90 @@ check "--resume auto on 3 ranks finishes (rc=$?)" test -s rk/ckpt-00000010.bin
 check "... saying the rank count changed" grep -q "world_size changed: 2 -> 3 (allowed)" rk2.err
 export_run rk
 same "killed on 2 + resumed on 3 = 1 rank to rounding" r1 rk 1e-6 1e-5
+
+# --- ZeRO stage 1 (training.shard_optimizer): the same training bit for bit, less memory per rank ---
+# The shards' partial sums of squares are summed exactly (each chunk's from one rank, zeros elsewhere),
+# so the trust ratios, the update and the metrics are those of the unsharded run with the same ranks.
+for o in lamb lars adamw; do
+    base=u2$o
+    mpi 2 "$BIN" tiny.yaml --set training.run_dir=$base --set optimizer.name=$o --set training.trust_ratio_every=2 \
+        > /dev/null 2>&1
+    export_run $base
+    mpi 2 "$BIN" tiny.yaml --set training.run_dir=z2$o --set optimizer.name=$o --set training.shard_optimizer=true \
+        --set training.trust_ratio_every=2 > /dev/null 2> z2$o.err
+    export_run z2$o
+    check "$o sharded over 2 ranks: bit-identical parameters to unsharded" \
+        cmp -s $base.st/model.safetensors z2$o.st/model.safetensors
+    check "... and identical step metrics (losses, gradient norms)" \
+        cmp -s <(steps_of $base/metrics.jsonl) <(steps_of z2$o/metrics.jsonl)
+done
+check "the plan shows each rank's share of the optimizer state" \
+    grep -q "optimizer state [0-9.]* (1/2 of [0-9.]*, training.shard_optimizer)" z2lamb.err
+cmp -s <(grep '"type":"trust"' u2lamb/metrics.jsonl) <(grep '"type":"trust"' z2lamb/metrics.jsonl)
+check "... LAMB's per-layer trust ratios identical (completed across the shards)" test $? -eq 0 -a \
+    "$(grep -c '"type":"trust"' u2lamb/metrics.jsonl)" -eq 5
+mpi 3 "$BIN" tiny.yaml --set training.run_dir=z3 --set training.shard_optimizer=true > /dev/null 2>&1
+export_run z3
+check "lamb sharded over 3 ranks: bit-identical to unsharded on 3" cmp -s r3.st/model.safetensors z3.st/model.safetensors
+
+# the checkpoint holds the whole state (gathered from the shards), so a kill -9 + resume is exact on the
+# same ranks and, resharded, continues on another count
+mpi 2 ./kill_rank1.sh "$BIN" tiny.yaml --set training.run_dir=zk --set training.shard_optimizer=true > /dev/null 2>&1
+cp -r zk zk3
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=zk --set training.shard_optimizer=true --resume auto > /dev/null 2> zk.err
+export_run zk
+check "sharded, rank 1 killed, resumed sharded on 2: bit-identical to the uninterrupted run" \
+    cmp -s r2.st/model.safetensors zk.st/model.safetensors
+rm -f zk3/ckpt-0000000[5-9].bin zk3/ckpt-00000010.bin
+mpi 3 "$BIN" tiny.yaml --set training.run_dir=zk3 --set training.shard_optimizer=true --resume auto > /dev/null 2>&1
+export_run zk3
+same "... resumed sharded on 3 instead = 1 rank to rounding" r1 zk3 1e-6 1e-5
+cp -r rk zu && rm -f zu/ckpt-0000000[5-9].bin zu/ckpt-00000010.bin
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=zu --set training.shard_optimizer=true --resume auto > /dev/null 2> zu.err
+check "an unsharded checkpoint resumes sharded (rc=$?)" grep -q "training.shard_optimizer changed: false -> true (allowed)" zu.err
+export_run zu
+check "... bit-identical to the unsharded run on 2 ranks" cmp -s r2.st/model.safetensors zu.st/model.safetensors
+
+# memory: a model whose optimizer state (2 x 50 MB) dominates; each rank's peak RSS from the run's end line
+big="--set model.hidden=512 --set model.heads=4 --set model.intermediate=2048 --set model.layers=4 --set phases.0.steps=2
+     --set phases.1.steps=1 --set data.eval_examples=8 --set training.checkpoint_every=0"
+peak_of() { sed -n "s/^peak memory by rank (GiB):.* $2:\([0-9.]*\) .*/\1/p" "$1"; }
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=mu $big > /dev/null 2> mu.err
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=ms $big --set training.shard_optimizer=true > /dev/null 2> ms.err
+moments=$(awk 'BEGIN {print 2 * 4 * 12.6e6 / 1073741824}') # LAMB's m and v of ~12.6M floats, GiB
+for r in 0 1; do
+    u=$(peak_of mu.err $r) s=$(peak_of ms.err $r)
+    check "rank $r peak RSS ${u:-?} GiB unsharded -> ${s:-?} GiB sharded: at least a third of the state saved" \
+        awk -v u="${u:-0}" -v s="${s:-9}" -v m="$moments" 'BEGIN {exit !(u - s >= m / 3)}'
+done
+
+# --- a stop signal to one rank stops every rank after the same step, with one checkpoint ----------------
+cat > pid_rank.sh <<'SH'
+#!/usr/bin/env bash
+echo $$ > "rank${OMPI_COMM_WORLD_RANK}.pid"
+exec "$@"
+SH
+chmod +x pid_rank.sh
+long="--set phases.0.steps=300 --set training.checkpoint_every=0 --set training.shard_optimizer=true"
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=sl $long > /dev/null 2>&1
+rm -f rank*.pid
+mpi 2 ./pid_rank.sh "$BIN" tiny.yaml --set training.run_dir=ss $long > /dev/null 2> ss.err &
+job=$!
+for _ in $(seq 200); do
+    n=$(grep -c '"type":"step"' ss/metrics.jsonl 2> /dev/null)
+    [ -s rank1.pid ] && [ "${n:-0}" -ge 20 ] && break
+    sleep 0.05
+done
+kill -TERM "$(cat rank1.pid)"
+wait $job
+rc=$?
+stopped=$(sed -n 's/^stopped by a signal to another rank after step \([0-9]*\);.*/\1/p' ss.err)
+check "SIGTERM to rank 1 alone: the job exits 0 (rc=$rc), rank 0 says so (after step ${stopped:-?})" \
+    test $rc -eq 0 -a -n "$stopped"
+check "... checkpoint of that step written" test -s "ss/ckpt-$(printf %08d "${stopped:-0}").bin"
+mpi 2 "$BIN" tiny.yaml --set training.run_dir=ss $long --resume auto > /dev/null 2>&1
+"$BIN" export ss/ckpt-00000302.bin ss.st > /dev/null 2>&1 && "$BIN" export sl/ckpt-00000302.bin sl.st > /dev/null 2>&1
+check "... resumed: bit-identical to the uninterrupted run" cmp -s sl.st/model.safetensors ss.st/model.safetensors
 
 # --- a hung rank: the timeout ends the job ----------------------------------------------------------
 cat > hang_rank1.sh <<'SH'
