@@ -70,7 +70,7 @@ static int check_sections(const CkptSection *s, int n, BpError *err) {
         for (int k = 0; k < i; k++)
             if (strcmp(s[k].name, s[i].name) == 0)
                 return bp_fail(err, "section '%s' given twice", s[i].name);
-        if (s[i].bytes && !s[i].data) return bp_fail(err, "section '%s' has no data", s[i].name);
+        if (s[i].bytes && !s[i].data && !s[i].next) return bp_fail(err, "section '%s' has no data", s[i].name);
     }
     return 0;
 }
@@ -81,6 +81,29 @@ static void slow_down_for_tests(void) {
     if (n <= 0) return;
     struct timespec ts = {.tv_sec = n / 1000, .tv_nsec = n % 1000 * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* One section's bytes to the file, its CRC accumulated on the way: from data, or pulled from next()
+ * until they add up to bytes. 0, or -1 with *failed_next when the producer failed (else errno is
+ * the write's). */
+static int write_section(FILE *fp, const CkptSection *sec, uint32_t *crc, bool *failed_next) {
+    *crc = 0;
+    if (!sec->next) {
+        *crc = bp_crc32(0, sec->data, sec->bytes);
+        return sec->bytes && fwrite(sec->data, 1, sec->bytes, fp) != sec->bytes ? -1 : 0;
+    }
+    for (size_t done = 0; done < sec->bytes;) {
+        size_t len = 0;
+        const void *piece = sec->next(sec->ctx, &len);
+        if (!piece || len == 0 || len > sec->bytes - done) {
+            *failed_next = true;
+            return -1;
+        }
+        *crc = bp_crc32(*crc, piece, len);
+        if (fwrite(piece, 1, len, fp) != len) return -1;
+        done += len;
+    }
+    return 0;
 }
 
 int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *err) {
@@ -101,10 +124,8 @@ int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *er
         memcpy(e, sections[i].name, strlen(sections[i].name)); /* calloc'd: NUL-padded */
         put_u64(e + CKPT_NAME_LEN, off);
         put_u64(e + CKPT_NAME_LEN + 8, sections[i].bytes);
-        put_u32(e + CKPT_NAME_LEN + 16, bp_crc32(0, sections[i].data, sections[i].bytes));
         off = align_up(off + sections[i].bytes);
     }
-    put_u32(head + table_end, bp_crc32(0, head, table_end));
 
     AtomicFile af;
     if (bp_atomic_open(&af, path, err) != 0) {
@@ -112,22 +133,30 @@ int ckpt_write(const char *path, const CkptSection *sections, int n, BpError *er
         free(head);
         return -1;
     }
+    /* The sections first (their CRCs are known only once written: a streamed section is never
+       whole in memory), then the header over the zeros left for it. The file is a temporary until
+       bp_atomic_commit renames it, so no reader ever sees the zeros. */
     static const uint8_t zeros[CKPT_ALIGN] = {0};
     size_t at = head_len;
+    bool failed_next = false;
     bool ok = fwrite(head, 1, head_len, af.fp) == head_len;
     for (int i = 0; i < n && ok; i++) {
         size_t pad = align_up(at) - at;
         ok = fwrite(zeros, 1, pad, af.fp) == pad;
         at += pad;
-        if (ok && sections[i].bytes)
-            ok = fwrite(sections[i].data, 1, sections[i].bytes, af.fp) == sections[i].bytes;
+        uint32_t crc = 0;
+        if (ok) ok = write_section(af.fp, &sections[i], &crc, &failed_next) == 0;
+        put_u32(head + CKPT_FIXED + (size_t)i * CKPT_ENTRY + CKPT_NAME_LEN + 16, crc);
         at += sections[i].bytes;
         slow_down_for_tests();
     }
+    put_u32(head + table_end, bp_crc32(0, head, table_end));
+    if (ok) ok = fseek(af.fp, 0, SEEK_SET) == 0 && fwrite(head, 1, head_len, af.fp) == head_len;
     free(head);
     if (!ok) {
         int e = errno;
         bp_atomic_abort(&af);
+        if (failed_next) return bp_fail(err, "%s: a section's data could not be produced", path);
         return bp_fail_kind(err, BP_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     if (bp_atomic_commit(&af, err) != 0) {

@@ -42,6 +42,12 @@ typedef struct {
     const char *name;
     const void *data;
     size_t bytes;
+    /* Instead of data (NULL): the section's bytes are pulled from next(ctx, &len) until they add up
+       to bytes; each call hands the following len > 0 bytes, valid until the next call. So a section
+       need never be whole in memory (the optimizer state gathered from several ranks). NULL from
+       next is a failure (the write is abandoned, nothing replaced). */
+    const void *(*next)(void *ctx, size_t *len);
+    void *ctx;
 } CkptSection;
 
 /* Writes the sections, in the given order, to path through a temporary file that is fsync'ed and

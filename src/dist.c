@@ -108,16 +108,6 @@ void dist_allgather_floats(float *buf, const size_t *bounds) {
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
 }
 
-void dist_gather_floats(const float *mine, float *all, const size_t *bounds) {
-    if (world == 1 || !dist_active()) {
-        memcpy(all, mine, (bounds[1] - bounds[0]) * sizeof(float));
-        return;
-    }
-    int *counts, *displs;
-    piece_counts(bounds, &counts, &displs);
-    MPI_Gatherv(mine, counts[rank_id], MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
-}
-
 void dist_scatter_floats(const float *all, float *mine, const size_t *bounds) {
     if (world == 1 || !dist_active()) {
         memcpy(mine, all, (bounds[1] - bounds[0]) * sizeof(float));
@@ -126,6 +116,16 @@ void dist_scatter_floats(const float *all, float *mine, const size_t *bounds) {
     int *counts, *displs;
     piece_counts(bounds, &counts, &displs);
     MPI_Scatterv(all, counts, displs, MPI_FLOAT, mine, counts[rank_id], MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
+void dist_send_floats(const float *buf, size_t n, int to) {
+    BP_ASSERT(dist_active() && world > 1 && dist_fits_int(n), "send of %zu floats in a world of %d", n, world);
+    MPI_Send(buf, (int)n, MPI_FLOAT, to, 0, MPI_COMM_WORLD);
+}
+
+void dist_recv_floats(float *buf, size_t n, int from) {
+    BP_ASSERT(dist_active() && world > 1 && dist_fits_int(n), "receive of %zu floats in a world of %d", n, world);
+    MPI_Recv(buf, (int)n, MPI_FLOAT, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
 
 /* ---- non-blocking sums ------------------------------------------------------------------------ */

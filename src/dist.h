@@ -43,13 +43,14 @@ void dist_broadcast_bytes(void *buf, size_t n);
 /* The pieces of a buffer cut by bounds (world + 1 offsets in elements, bounds[0] = 0, rank r owning
  * [bounds[r], bounds[r + 1])), for the sharded optimizer (optim.h):
  *   dist_allgather_floats  every rank's own piece to every rank, in place
- *   dist_gather_floats     every rank's piece `mine` into `all` on rank 0 (all unused elsewhere)
  *   dist_scatter_floats    rank 0's `all` cut into the pieces, each rank's into `mine`
  * Offsets and pieces must fit MPI's int counts (dist_fits_int); identity / a copy with one rank. */
 bool dist_fits_int(size_t n);
 void dist_allgather_floats(float *buf, const size_t *bounds);
-void dist_gather_floats(const float *mine, float *all, const size_t *bounds);
 void dist_scatter_floats(const float *all, float *mine, const size_t *bounds);
+/* Blocking point-to-point messages of at most INT_MAX floats (ranks of a world > 1). */
+void dist_send_floats(const float *buf, size_t n, int to);
+void dist_recv_floats(float *buf, size_t n, int from);
 /* Non-blocking sums (MPI_Iallreduce) for overlapping the gradient reduction with the backward:
  * dist_iallreduce_floats starts one, dist_progress lets MPI move the outstanding ones along (Open
  * MPI's non-blocking collectives advance only inside MPI calls), dist_wait_all returns when all are

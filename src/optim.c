@@ -618,26 +618,23 @@ size_t optim_state_bytes(const Optimizer *o) {
 /* header layout (host byte order):
  *   0 magic "BPOPTIM\0" | 8 u32 version | 12 u32 kind | 16 u32 moments | 20 u32 layout crc
  *   24 u64 tensors | 32 u64 total | 40 i64 step | 48 moments, float32, moment after moment */
-void optim_state_save(const Optimizer *o, void *dst) {
-    unsigned char *d = dst;
-    size_t mb = o->table.total * sizeof(float);
-    if (o->n_shards > 1) { /* collective: the pieces to rank 0, the only one with a dst */
-        for (int i = 0; i < o->n_moments; i++)
-            dist_gather_floats(o->moment[i], d ? (float *)(void *)(d + STATE_HEADER + (size_t)i * mb) : NULL,
-                               o->bounds);
-        if (!d) return;
-    }
+static void write_header(const Optimizer *o, unsigned char *d) {
     memset(d, 0, STATE_HEADER);
     memcpy(d, STATE_MAGIC, sizeof STATE_MAGIC);
-    uint32_t u32[4] = {STATE_VERSION, (uint32_t)o->kind, (uint32_t)o->n_moments,
-                       layout_crc(&o->table)};
+    uint32_t u32[4] = {STATE_VERSION, (uint32_t)o->kind, (uint32_t)o->n_moments, layout_crc(&o->table)};
     memcpy(d + 8, u32, sizeof u32);
     uint64_t u64[2] = {(uint64_t)o->table.n, (uint64_t)o->table.total};
     memcpy(d + 24, u64, sizeof u64);
     int64_t step = o->step;
     memcpy(d + 40, &step, sizeof step);
-    if (o->n_shards == 1)
-        for (int i = 0; i < o->n_moments; i++) memcpy(d + STATE_HEADER + (size_t)i * mb, o->moment[i], mb);
+}
+
+void optim_state_save(const Optimizer *o, void *dst) {
+    BP_ASSERT(o->n_shards == 1, "a sharded optimizer's state is streamed (optim_state_stream_open)");
+    unsigned char *d = dst;
+    write_header(o, d);
+    size_t mb = o->table.total * sizeof(float);
+    for (int i = 0; i < o->n_moments; i++) memcpy(d + STATE_HEADER + (size_t)i * mb, o->moment[i], mb);
 }
 
 int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err) {
@@ -679,6 +676,77 @@ int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err) 
     o->step = (long)step;
     if (o->stats) memset(o->stats, 0, (size_t)o->table.n * sizeof(OptimLayerStat));
     return 0;
+}
+
+/* ---- the state streamed to a checkpoint (optim.h) ---- */
+
+/* floats per message of a shard's part: 4 MiB, the bounce buffer rank 0 receives into */
+#define STREAM_FLOATS ((size_t)1 << 20)
+
+struct OptimStateStream {
+    const Optimizer *o;
+    unsigned char header[STATE_HEADER];
+    bool header_done;
+    int moment, rank; /* the part being handed out: moment[moment] of shard `rank` */
+    size_t at;        /* floats of that part handed out so far */
+    float *bounce;    /* sharded: what another rank sent */
+};
+
+OptimStateStream *optim_state_stream_open(const Optimizer *o, BpError *err) {
+    OptimStateStream *st = bp_calloc(1, sizeof *st, "the optimizer state stream", err);
+    if (!st) return NULL;
+    st->o = o;
+    write_header(o, st->header);
+    if (o->n_shards > 1) {
+        st->bounce = bp_aligned_calloc(STREAM_FLOATS * sizeof(float), "the optimizer state stream", err);
+        if (!st->bounce) {
+            free(st);
+            return NULL;
+        }
+    }
+    return st;
+}
+
+const void *optim_state_stream_next(void *stream, size_t *len) {
+    OptimStateStream *st = stream;
+    const Optimizer *o = st->o;
+    if (!st->header_done) {
+        st->header_done = true;
+        *len = STATE_HEADER;
+        return st->header;
+    }
+    for (;;) {
+        if (st->moment >= o->n_moments) return NULL; /* asked for more than the blob holds */
+        size_t part = o->bounds[st->rank + 1] - o->bounds[st->rank];
+        if (st->at < part) {
+            size_t n = part - st->at < STREAM_FLOATS ? part - st->at : STREAM_FLOATS;
+            const float *piece = st->bounce;
+            if (st->rank == o->shard) piece = o->moment[st->moment] + st->at;
+            else dist_recv_floats(st->bounce, n, st->rank); /* optim_state_send's matching piece */
+            st->at += n;
+            *len = n * sizeof(float);
+            return piece;
+        }
+        st->at = 0;
+        if (++st->rank == o->n_shards) {
+            st->rank = 0;
+            st->moment++;
+        }
+    }
+}
+
+void optim_state_stream_close(OptimStateStream *st) {
+    if (!st) return;
+    free(st->bounce);
+    free(st);
+}
+
+void optim_state_send(const Optimizer *o) {
+    if (o->n_shards == 1 || o->shard == 0) return;
+    size_t part = o->hi - o->lo;
+    for (int i = 0; i < o->n_moments; i++)
+        for (size_t at = 0; at < part; at += STREAM_FLOATS)
+            dist_send_floats(o->moment[i] + at, part - at < STREAM_FLOATS ? part - at : STREAM_FLOATS, 0);
 }
 
 void optim_state_share(Optimizer *o, const void *root_state) {

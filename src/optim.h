@@ -77,8 +77,7 @@ const char *optim_describe(const Optimizer *o);
 /* The blob is the same whether the optimizer is sharded or not (a checkpoint resumes with or
  * without sharding, on any number of ranks):
  *   optim_state_bytes  the whole state's size, on every shard
- *   optim_state_save   sharded: a collective; rank 0's dst receives the whole state, the other ranks
- *                      pass NULL
+ *   optim_state_save   the blob into dst (unsharded only: a sharded state is streamed, below)
  *   optim_state_load   validates the blob and takes this shard's part of it (local)
  *   optim_state_share  sharded: a collective after rank 0 alone loaded root_state (its blob; NULL on
  *                      the other ranks): the step count and every rank's part of the moments from it.
@@ -87,6 +86,15 @@ size_t optim_state_bytes(const Optimizer *o);
 void optim_state_save(const Optimizer *o, void *dst);
 int optim_state_load(Optimizer *o, const void *src, size_t bytes, BpError *err);
 void optim_state_share(Optimizer *o, const void *root_state);
+/* The blob of optim_state_save handed out piece by piece, without a copy of the whole state (a
+ * checkpoint section, checkpoint.h's next): on rank 0, open a stream and pull pieces until
+ * optim_state_bytes add up; with a sharded optimizer the other ranks call optim_state_send at the
+ * same time, and rank 0 receives their parts in order (4 MiB messages into one buffer). */
+typedef struct OptimStateStream OptimStateStream;
+OptimStateStream *optim_state_stream_open(const Optimizer *o, BpError *err);
+const void *optim_state_stream_next(void *stream, size_t *len); /* NULL past the end */
+void optim_state_stream_close(OptimStateStream *st);            /* NULL is fine */
+void optim_state_send(const Optimizer *o);                      /* ranks > 0 of a sharded optimizer */
 
 /* Memory-bandwidth benchmark at a given size (bert-base: ~110e6 floats). Builds a table shaped like
  * BERT's (768-wide matrices, bias/LayerNorm vectors excluded from decay and adaptation), times

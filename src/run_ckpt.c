@@ -72,24 +72,21 @@ int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optim
     st.elapsed_s = meta->elapsed_s;
     st.optimizer_bytes = optim_state_bytes(opt);
     char *json = config_text(cfg, err);
-    const void *state = meta->optimizer_state;
-    void *blob = json && !state ? bp_malloc(st.optimizer_bytes, "optimizer state", err) : NULL;
+    /* the optimizer state goes to the file piece by piece, never copied whole (sharded: received from
+       the other ranks, which call optim_state_send meanwhile) */
+    OptimStateStream *stream = json ? optim_state_stream_open(opt, err) : NULL;
     int rc = -1;
-    if (blob) {
-        optim_state_save(opt, blob);
-        state = blob;
-    }
-    if (json && state) {
+    if (stream) {
         CkptSection sec[] = {
-            {"state", &st, sizeof st},
-            {"config.json", json, strlen(json)},
-            {"params", model_params(model), t->total * sizeof(float)},
-            {"optimizer", state, st.optimizer_bytes},
-            {"vocab", meta->vocab, meta->vocab_len},
+            {.name = "state", .data = &st, .bytes = sizeof st},
+            {.name = "config.json", .data = json, .bytes = strlen(json)},
+            {.name = "params", .data = model_params(model), .bytes = t->total * sizeof(float)},
+            {.name = "optimizer", .bytes = st.optimizer_bytes, .next = optim_state_stream_next, .ctx = stream},
+            {.name = "vocab", .data = meta->vocab, .bytes = meta->vocab_len},
         };
         rc = ckpt_write(path, sec, (int)BP_ARRAY_LEN(sec), err);
     }
-    free(blob);
+    optim_state_stream_close(stream);
     free(json);
     return rc;
 }

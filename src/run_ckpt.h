@@ -43,13 +43,12 @@ typedef struct {
     double elapsed_s;  /* training wall time over all sessions */
     const char *vocab; /* vocab.txt of the run */
     size_t vocab_len;
-    /* The optimizer state blob when the caller already holds it (a sharded optimizer's, gathered from
-       every rank: optim_state_save is a collective then); NULL: run_ckpt_save serialises opt. */
-    const void *optimizer_state;
 } RunCkptMeta;
 
 /* Writes a checkpoint of the run cfg (resolved) describes atomically to path. The model is only
- * read (model.h gives no const view of the parameters). */
+ * read (model.h gives no const view of the parameters). The optimizer state is streamed into the
+ * file (optim_state_stream_open): with a sharded optimizer, every other rank must call
+ * optim_state_send meanwhile. */
 int run_ckpt_save(const char *path, const Config *cfg, Model *model, const Optimizer *opt,
                   const RunCkptMeta *meta, BpError *err);
 

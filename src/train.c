@@ -124,14 +124,12 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
         if (e > m.examples) m.examples = e;
     }
     m.runtime = TRAIN_RUNTIME_BYTES;
-    /* The peaks above the steady state, on rank 0 (the one writer and reader of checkpoints):
-       writing one copies the whole optimizer state into one buffer (run_ckpt_save; sharded: gathered
-       from every rank) while the activations are allocated; resuming maps the checkpoint (parameters
-       and optimizer state) before the first step plans them. */
-    m.checkpoint_write = m.optimizer_full;
+    /* The peak above the steady state, on rank 0 (the one reader of checkpoints): resuming maps the
+       checkpoint (parameters and the whole optimizer state) before the first step plans the
+       activations. Writing one copies nothing: the state is streamed into the file (run_ckpt_save). */
     m.resume_map = m.params + m.optimizer_full;
     double steady = m.params + m.grads + m.optimizer + m.examples + m.runtime;
-    m.peak_rank0 = steady + fmax(m.activations + m.checkpoint_write, m.resume_map);
+    m.peak_rank0 = steady + fmax(m.activations, m.resume_map);
     m.peak_other = steady + m.activations;
     return m;
 }
@@ -147,8 +145,8 @@ void train_memory_print(const TrainMemory *m, FILE *out) {
     if (m->sharded) fprintf(out, " (1/%d of %.2f, training.shard_optimizer)", m->ranks, m->optimizer_full / gib);
     fprintf(out, " + activations %.2f + examples and runtime %.2f GiB\n", m->activations / gib,
             (m->examples + m->runtime) / gib);
-    fprintf(out, "  peak %.2f GiB on rank 0 (it also holds the whole optimizer state, %.2f GiB, while it writes a "
-                 "checkpoint)", m->peak_rank0 / gib, m->checkpoint_write / gib);
+    fprintf(out, "  peak %.2f GiB on rank 0 (the larger of the activations and a resumed checkpoint's map, %.2f GiB)",
+            m->peak_rank0 / gib, m->resume_map / gib);
     if (m->ranks > 1) fprintf(out, ", %.2f GiB on the other ranks", m->peak_other / gib);
     fprintf(out, "\n");
 }
@@ -187,25 +185,18 @@ static void remember_valid(Trainer *tr, long step) {
  * session) is neither counted nor removed. So neither a corrupt file nor one this run did not
  * check can push the resumed-from or the newest checkpoint out. */
 static int save_checkpoint(Trainer *tr, BpError *err) {
-    bool lead = dist_rank() == 0;
-    void *state = NULL;
-    if (optim_sharded(tr->opt)) { /* a collective: every rank's part of the optimizer state to rank 0 */
-        if (lead) state = bp_malloc(optim_state_bytes(tr->opt), "the optimizer state of a checkpoint", err);
-        if (dist_any(lead && !state)) return peer_failed(err, lead);
-        optim_state_save(tr->opt, state);
+    if (dist_rank() != 0) { /* one writer: the others hold the same parameters */
+        optim_state_send(tr->opt); /* sharded: this rank's part of the state, streamed into rank 0's file */
+        return 0;
     }
-    if (!lead) return 0; /* one writer: the others hold the same parameters */
     const Config *cfg = tr->cfg;
     RunCkptMeta meta = {.step = tr->step,
                         .elapsed_s = tr->elapsed_before + (bp_now() - tr->session_start),
                         .vocab = tr->vocab_text,
-                        .vocab_len = tr->vocab_len,
-                        .optimizer_state = state};
+                        .vocab_len = tr->vocab_len};
     char path[4096];
     ckpt_path(path, sizeof path, cfg->training.run_dir, tr->step);
-    int rc = run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err);
-    free(state);
-    if (rc != 0) {
+    if (run_ckpt_save(path, cfg, tr->model, tr->opt, &meta, err) != 0) {
         bp_err_prefix(err, "checkpoint of step %ld not written (the last good one is %s)", tr->step,
                       tr->last_checkpoint[0] ? tr->last_checkpoint : "none");
         return -1;

@@ -59,14 +59,14 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
 
 /* Estimated memory of a run, per rank, in bytes: parameters, gradients, the optimizer state this
  * rank keeps (1/N of it with training.shard_optimizer on N ranks), activations at the largest
- * phase, the step's examples, TRAIN_RUNTIME_BYTES; and the peaks: rank 0 adds the larger of (the
- * whole optimizer state copied for a checkpoint write, with the activations allocated) and (the
- * checkpoint a resume maps before the activations exist). */
+ * phase, the step's examples, TRAIN_RUNTIME_BYTES; and the peaks: rank 0 holds the larger of the
+ * activations and the checkpoint a resume maps before they exist (parameters + the whole optimizer
+ * state). A checkpoint write streams the state and adds nothing. */
 typedef struct {
     int ranks;
     bool sharded;
     double params, grads, optimizer, optimizer_full, activations, examples, runtime;
-    double checkpoint_write, resume_map;
+    double resume_map;
     double peak_rank0, peak_other;
 } TrainMemory;
 TrainMemory train_memory_plan(const Config *cfg, int vocab_size);

@@ -52,10 +52,10 @@ static void write_sample(const char *path) {
     for (int i = 0; i < 37; i++) g_params[i] = (float)i * 0.25f - 3.0f;
     for (int i = 0; i < 11; i++) g_moments[i] = 1.0 / (i + 1);
     CkptSection s[] = {
-        {"config", g_config, strlen(g_config)}, /* 27 bytes */
-        {"params", g_params, sizeof g_params},
-        {"empty", NULL, 0},
-        {"moments", g_moments, sizeof g_moments},
+        {.name = "config", .data = g_config, .bytes = strlen(g_config)}, /* 27 bytes */
+        {.name = "params", .data = g_params, .bytes = sizeof g_params},
+        {.name = "empty", .data = NULL, .bytes = 0},
+        {.name = "moments", .data = g_moments, .bytes = sizeof g_moments},
     };
     BpError err = {0};
     if (ckpt_write(path, s, 4, &err) != 0) fail_msg("%s", err.msg);
@@ -129,26 +129,78 @@ static void test_round_trip(void **state) {
     ckpt_close(f);
 }
 
+/* A section pulled piece by piece (checkpoint.h's next) gives the same file, byte for byte, as the
+ * same bytes handed whole; a producer that fails abandons the write and leaves the old file. */
+typedef struct {
+    const uint8_t *bytes;
+    size_t len, at, piece;
+    bool fail_at_second;
+    int calls;
+} Pieces;
+
+static const void *next_piece(void *ctx, size_t *len) {
+    Pieces *p = ctx;
+    if (p->fail_at_second && ++p->calls == 2) return NULL;
+    *len = p->len - p->at < p->piece ? p->len - p->at : p->piece;
+    const void *at = p->bytes + p->at;
+    p->at += *len;
+    return at;
+}
+
+static void test_streamed_section(void **state) {
+    (void)state;
+    write_sample(g_path);
+    size_t whole_len = 0;
+    uint8_t *whole = tu_read_bytes(g_path, &whole_len);
+    Pieces params = {(const uint8_t *)g_params, sizeof g_params, 0, 20, false, 0}; /* 148 bytes: 8 pieces */
+    Pieces moments = {(const uint8_t *)g_moments, sizeof g_moments, 0, 88, false, 0};
+    CkptSection s[] = {
+        {.name = "config", .data = g_config, .bytes = strlen(g_config)},
+        {.name = "params", .bytes = sizeof g_params, .next = next_piece, .ctx = &params},
+        {.name = "empty", .data = NULL, .bytes = 0},
+        {.name = "moments", .bytes = sizeof g_moments, .next = next_piece, .ctx = &moments},
+    };
+    BpError err = {0};
+    const char *streamed = tu_path("streamed.bin");
+    if (ckpt_write(streamed, s, 4, &err) != 0) fail_msg("%s", err.msg);
+    size_t len = 0;
+    uint8_t *got = tu_read_bytes(streamed, &len);
+    assert_int_equal(len, whole_len);
+    assert_memory_equal(got, whole, len);
+    free(got);
+    /* the producer fails at its second piece: an error, and the earlier file is still whole */
+    Pieces failing = {(const uint8_t *)g_params, sizeof g_params, 0, 20, true, 0};
+    s[1].ctx = &failing;
+    moments.at = 0;
+    assert_int_equal(ckpt_write(streamed, s, 4, &err), -1);
+    assert_non_null(strstr(err.msg, "could not be produced"));
+    got = tu_read_bytes(streamed, &len);
+    assert_int_equal(len, whole_len);
+    assert_memory_equal(got, whole, len);
+    free(got);
+    free(whole);
+}
+
 static void test_write_refuses_bad_sections(void **state) {
     (void)state;
     BpError err = {0};
     int x = 1;
-    CkptSection dup[] = {{"a", &x, 4}, {"a", &x, 4}};
+    CkptSection dup[] = {{.name = "a", .data = &x, .bytes = 4}, {.name = "a", .data = &x, .bytes = 4}};
     assert_int_equal(ckpt_write(g_path, dup, 2, &err), -1);
     assert_non_null(strstr(err.msg, "section 'a' given twice"));
     assert_non_null(strstr(err.msg, g_path));
-    CkptSection long_name = {"abcdefghijklmnopqrstuvwxyz012345", &x, 4}; /* 32 chars */
+    CkptSection long_name = {.name = "abcdefghijklmnopqrstuvwxyz012345", .data = &x, .bytes = 4}; /* 32 chars */
     assert_int_equal(ckpt_write(g_path, &long_name, 1, &err), -1);
     assert_non_null(strstr(err.msg, "must be 1 to 31 characters"));
-    CkptSection empty_name = {"", &x, 4};
+    CkptSection empty_name = {.name = "", .data = &x, .bytes = 4};
     assert_int_equal(ckpt_write(g_path, &empty_name, 1, &err), -1);
-    CkptSection no_data = {"a", NULL, 4};
+    CkptSection no_data = {.name = "a", .data = NULL, .bytes = 4};
     assert_int_equal(ckpt_write(g_path, &no_data, 1, &err), -1);
     assert_non_null(strstr(err.msg, "has no data"));
     assert_int_equal(ckpt_write(tu_path("missing/c.bin"), dup, 1, &err), -1);
     assert_non_null(strstr(err.msg, "cannot create"));
     /* 31 characters is the longest name */
-    CkptSection max_name = {"abcdefghijklmnopqrstuvwxyz01234", &x, 4};
+    CkptSection max_name = {.name = "abcdefghijklmnopqrstuvwxyz01234", .data = &x, .bytes = 4};
     assert_int_equal(ckpt_write(g_path, &max_name, 1, &err), 0);
     CkptFile *f = ckpt_open(g_path, &err);
     assert_non_null(f);
@@ -360,7 +412,7 @@ static void test_too_many_sections(void **state) {
 
     CkptSection *many = calloc(n, sizeof *many);
     assert_non_null(many);
-    for (uint32_t i = 0; i < n; i++) many[i] = (CkptSection){"x", NULL, 0};
+    for (uint32_t i = 0; i < n; i++) many[i] = (CkptSection){.name = "x", .data = NULL, .bytes = 0};
     BpError err = {0};
     assert_int_equal(ckpt_write(tu_path("many.bin"), many, (int)n, &err), -1);
     assert_non_null(strstr(err.msg, "1025 sections, at most 1024"));
@@ -497,6 +549,7 @@ static void test_set_aside(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_streamed_section),
         cmocka_unit_test(test_write_refuses_bad_sections),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_bit_flips),

@@ -173,6 +173,25 @@ peak_of() { sed -n "s/^peak memory by rank (GiB):.* $2:\([0-9.]*\) .*/\1/p" "$1"
 mpi 2 "$BIN" tiny.yaml --set training.run_dir=mu $big > /dev/null 2> mu.err
 mpi 2 "$BIN" tiny.yaml --set training.run_dir=ms $big --set training.shard_optimizer=true > /dev/null 2> ms.err
 moments=$(awk 'BEGIN {print 2 * 4 * 12.6e6 / 1073741824}') # LAMB's m and v of ~12.6M floats, GiB
+# the sharded checkpoint streams each rank's part (several 4 MiB messages here) into the file: the same
+# optimizer and parameter sections as the unsharded one
+cat > section.py <<'PY'
+import struct, sys
+def section(path, want):
+    with open(path, 'rb') as f:
+        data = f.read()
+    for i in range(struct.unpack_from('<I', data, 12)[0]):
+        e = 16 + 52 * i
+        if data[e:e + 32].rstrip(b'\0').decode() == want:
+            off, n = struct.unpack_from('<QQ', data, e + 32)
+            return data[off:off + n]
+    sys.exit("%s: no section %s" % (path, want))
+sys.exit(0 if section(sys.argv[1], sys.argv[3]) == section(sys.argv[2], sys.argv[3]) else 1)
+PY
+for sec in optimizer params; do
+    check "big model: the sharded checkpoint's $sec section = the unsharded one's" \
+        python3 section.py mu/ckpt-00000003.bin ms/ckpt-00000003.bin $sec
+done
 for r in 0 1; do
     u=$(peak_of mu.err $r) s=$(peak_of ms.err $r)
     check "rank $r peak RSS ${u:-?} GiB unsharded -> ${s:-?} GiB sharded: at least a third of the state saved" \

@@ -213,7 +213,7 @@ static void craft(const char *name, const void *data, size_t len) {
     BpError err = {0};
     CkptFile *f = ckpt_open(g_path, &err);
     if (!f) fail_msg("%s", err.msg);
-    CkptSection sec[16];
+    CkptSection sec[16] = {{0}};
     int n = ckpt_section_count(f), found = 0;
     assert_true(n < 15);
     for (int i = 0; i < n; i++) {
@@ -225,7 +225,7 @@ static void craft(const char *name, const void *data, size_t len) {
             found = 1;
         }
     }
-    if (!found) sec[n++] = (CkptSection){name, data, len};
+    if (!found) sec[n++] = (CkptSection){.name = name, .data = data, .bytes = len};
     if (ckpt_write(g_craft, sec, n, &err) != 0) fail_msg("%s", err.msg);
     ckpt_close(f);
 }
