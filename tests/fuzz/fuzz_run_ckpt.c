@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* a name ckpt_write takes: 1..31 bytes, unique (a part that breaks that is skipped) */
         int ok = nul && nul > p && nul - p < CKPT_NAME_LEN;
         for (int k = 0; ok && k < n; k++) ok = strcmp(sec[k].name, (const char *)p) != 0;
-        if (ok) sec[n++] = (CkptSection){(const char *)p, nul + 1, (size_t)(part_end - nul - 1)};
+        if (ok) sec[n++] = (CkptSection){.name = (const char *)p, .data = nul + 1, .bytes = (size_t)(part_end - nul - 1)};
         if (!q) break;
         p = q + seplen;
     }
