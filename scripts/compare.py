@@ -148,7 +148,17 @@ def parse_args(argv):
                    help="train nothing; redraw the plots and the table from the runs in OUT")
     p.add_argument("--sweep-at", choices=("all", "base"), default="all",
                    help="base: the same as --sqrt-scaled with every optimizer")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run this many (optimizer, batch) groups at once, each in its own process "
+                        "(give each trainer a share of the cores: --set training.threads=...)")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # K/N: one of --jobs' processes
     a = p.parse_args(argv)
+    if a.jobs < 1:
+        die("--jobs must be at least 1")
+    a.worker_of = None
+    if a.worker:
+        k, _, n = a.worker.partition("/")
+        a.worker_of = (int(k), int(n))
 
     a.optimizers = parse_list(a.optimizers, str, "--optimizers")
     for o in a.optimizers:
@@ -410,6 +420,26 @@ def tune_group(a, plan, opt, b, step, centre):
     return runs, best, False
 
 
+def group_key(a, opt, b):
+    """Which --jobs worker a group belongs to: a sqrt-scaled optimizer's batches all go to one (they
+    need its base-batch lr), every other (optimizer, batch) is a group of its own."""
+    return ("sqrt", opt) if opt in a.sqrt_scaled else (opt, b)
+
+
+def mine(a, opt, b):
+    """Whether this process runs the group: always, unless it is worker K of N (--jobs), which runs
+    every N-th group key in the study's order starting at K."""
+    if a.worker_of is None:
+        return True
+    keys = []
+    for bb in batch_order(a):
+        for o in a.optimizers:
+            if group_key(a, o, bb) not in keys:
+                keys.append(group_key(a, o, bb))
+    k, n = a.worker_of
+    return keys.index(group_key(a, opt, b)) % n == k
+
+
 def study(a, plan, step):
     """The whole protocol, batch by batch: each optimizer tuned on the validation shard (or, when
     sqrt-scaled, its base-batch lr times sqrt(b / base)), then trained with every final seed at the
@@ -417,6 +447,8 @@ def study(a, plan, step):
     everything, chosen = [], {}
     for b in batch_order(a):
         for opt in a.optimizers:
+            if not mine(a, opt, b):
+                continue
             centre = a.lr_base[opt] * math.sqrt(b / a.base_batch)
             if len(a.grid) == 1:
                 lr = centre * a.grid[0]
@@ -1063,6 +1095,38 @@ def first_runs(a, plan):
     return runs
 
 
+def run_workers(a, argv):
+    """--jobs N: N copies of this command, worker K of N running its share of the groups (mine),
+    each with its output in WORK/worker-K.log; then 0, 130 when interrupted, 1 when a worker failed.
+    A signal to this process goes on to the workers (each passes it to its trainer)."""
+    os.makedirs(a.work, exist_ok=True)
+    base = [x for x in argv]
+    procs, logs = [], []
+    for k in range(a.jobs):
+        log = open(os.path.join(a.work, "worker-%d.log" % k), "a")
+        logs.append(log)
+        cmd = [sys.executable, os.path.abspath(__file__)] + base + ["--worker", "%d/%d" % (k, a.jobs)]
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        print("compare: worker %d of %d: %s" % (k, a.jobs, log.name), flush=True)
+
+    def forward(signum, frame):
+        for w in procs:
+            if w.poll() is None:
+                w.send_signal(signum)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [w.wait() for w in procs]
+    for log in logs:
+        log.close()
+    print("compare: workers ended with %s" % codes, flush=True)
+    if any(c == 130 for c in codes):
+        print("compare: interrupted; the same command continues where this stopped", file=sys.stderr)
+        return 130
+    if any(c == 2 for c in codes):
+        return 2
+    return 1 if any(c != 0 for c in codes) else 0
+
+
 def main(argv):
     if argv[:1] == ["split"]:
         return split_documents(argv[1:])
@@ -1091,6 +1155,11 @@ def main(argv):
         return 0
     os.makedirs(a.out, exist_ok=True)
     stopped = failed = False
+    if a.jobs > 1 and not a.plot_only and not a.worker_of:
+        status = run_workers(a, argv)
+        if status != 0:
+            return status
+        a.plot_only = True  # every run is recorded in OUT now: collect them as a redraw does
     if a.plot_only:
         runs, _ = study(a, plan, lambda r: os.path.exists(os.path.join(r["dir"], STATUS_FILE)))
     else:
@@ -1114,6 +1183,8 @@ def main(argv):
             print("compare: interrupted; the same command continues where this stopped",
                   file=sys.stderr)
             return 130
+        if a.worker_of:
+            return 1 if failed else 0  # the parent writes the table and the plots
     runs = collect(runs)
     write_results(a, plan, runs, cmdline)
     plt = ensure_matplotlib()

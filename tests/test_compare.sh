@@ -185,6 +185,25 @@ check "... and writes the same table" cmp -s "$OUT/results.md" "$T/results.befor
 compare_to plot --plot-only
 check "--plot-only redraws the same table (exit $rc)" cmp -s "$OUT/results.md" "$T/results.before"
 
+# --- --jobs 2: the same runs in two processes, the same results ---------------------------------
+OUT2=$T/cmp2
+"$PY" scripts/compare.py "$T/cfg.yaml" --bin "$T/bp" --optimizers lamb,lars --batch-sizes 4,8 \
+    --base-batch 4 --epochs-steps 8 --evals 2 --lr lamb=0.01,lars=0.01 --grid 1,2 --max-extend 1 \
+    --seeds 1,2 --valid "$T/shards/valid" --set training.trust_ratio_every=1 --out "$OUT2" --jobs 2 \
+    >"$T/jobs.log" 2>&1
+rc=$?
+check "--jobs 2 finishes (exit $rc): $(tail -n 3 "$T/jobs.log")" test $rc -eq 0
+check "... in two workers, each with its log" test -s "$OUT2-work/worker-0.log" -a -s "$OUT2-work/worker-1.log"
+same_runs=$("$PY" - "$OUT/results.json" "$OUT2/results.json" <<'PYEOF'
+import json, sys
+def runs(path):
+    return {r["name"]: (r["state"], (r.get("final") or {}).get("eval_mlm_loss")) for r in json.load(open(path))["runs"]}
+a, b = runs(sys.argv[1]), runs(sys.argv[2])
+print("ok" if a == b and len(a) > 0 else "differ: %s vs %s" % (a, b))
+PYEOF
+)
+check "... every run with the state and final eval loss of the one-process comparison: $same_runs" test "$same_runs" = ok
+
 # --- the same OUT with other settings (more steps): refused, nothing trained ---------------------
 compare_to other --epochs-steps 12
 check "a run trained with other settings is refused with exit 2 (exit $rc)" test $rc -eq 2
