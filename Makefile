@@ -48,7 +48,7 @@ FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 
-.PHONY: all deps test asan test-asan soak demo bench clean fuzz fuzz-build
+.PHONY: all deps test asan test-asan soak demo bench bench-mpi clean fuzz fuzz-build
 all: bert_pretrain
 
 # Installs the Debian development packages the build needs when any is missing: apt-get as root,
@@ -102,6 +102,10 @@ demo: bert_pretrain
 
 bench: bert_pretrain
 	scripts/bench.sh
+
+# data-parallel speed: 1 rank x all cores vs a rank per core, unsharded and sharded (docs/scaling.md)
+bench-mpi: bert_pretrain
+	scripts/bench_mpi.sh
 
 # ---- fuzzing ----------------------------------------------------------------------------------
 # libFuzzer targets (tests/fuzz/fuzz_*.c) for every parser of outside input, linked against the
