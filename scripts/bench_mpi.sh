@@ -55,13 +55,13 @@ others() { # BUSY0 TOTAL0 BUSY1 TOTAL1 OWN_CPU_S WALL_S
 measure() { # NAME LAUNCH...
     local name=$1
     shift
-    local b0 t0 b1 t1 c0 w0 c1 w1
+    local b0 t0 b1 t1 c0 w0 c1 w1 me=$BASHPID # this subshell: the runs' CPU time adds to its children's
     read -r b0 t0 < <(busy)
-    c0=$(awk '{print $14+$15+$16+$17}' /proc/$BASHPID/stat)
+    c0=$(awk '{print $14+$15+$16+$17}' /proc/$me/stat)
     w0=$(date +%s.%N)
     local line; line=$(run "$name" "$@")
     w1=$(date +%s.%N)
-    c1=$(awk '{print $14+$15+$16+$17}' /proc/$BASHPID/stat)
+    c1=$(awk '{print $14+$15+$16+$17}' /proc/$me/stat)
     read -r b1 t1 < <(busy)
     local hz; hz=$(getconf CLK_TCK)
     local own; own=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN {print (b - a) / hz}')

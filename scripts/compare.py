@@ -902,12 +902,14 @@ def plot_losses(plt, a, runs, path):
     if any(r["state"] == "diverged" for r in shown):
         handles.append(Line2D([], [], color="black", marker="x", ls="", ms=8, mew=2,
                               label="diverged"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-               fontsize=10)
+    # at most 5 entries a row, so that a long legend is wrapped instead of cut at the figure's edges
+    ncol = min(len(handles), 5)
+    rows = (len(handles) + ncol - 1) // ncol
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=10)
     title = ("%s: final runs at each optimizer's tuned lr (every seed), fixed examples"
              % os.path.basename(a.config))
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.045 * rows, 1, 0.97))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
