@@ -443,7 +443,7 @@ static void test_big_model_tiny_params(void **state) {
     param_table_free(&t);
 
     /* both sections replaced: the big config and the state that matches it */
-    CkptSection sec[8];
+    CkptSection sec[8] = {{0}};
     CkptFile *f = ckpt_open(g_path, &err);
     assert_non_null(f);
     int n = ckpt_section_count(f);

@@ -33,7 +33,7 @@ static void restore(const RunCkpt *ck) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    CkptSection sec[MAX_SECTIONS];
+    CkptSection sec[MAX_SECTIONS] = {{0}};
     int n = 0;
     const uint8_t *p = data, *end = data + size;
     const size_t seplen = sizeof SEP - 1;
