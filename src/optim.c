@@ -82,6 +82,7 @@ struct Optimizer {
     size_t lo, hi;     /* this shard's floats: bounds[shard], bounds[shard + 1] */
     size_t c_lo, c_hi; /* its chunks */
     size_t q_lo, q_hi; /* its entries of pass2 */
+    double comm_s;     /* the last step's communication (partial sums, the parameter gather) */
 };
 
 /* Per-step float constants of the element-wise math. */
@@ -374,6 +375,7 @@ fail:
 const OptimLayerStat *optim_layer_stats(const Optimizer *o) { return o->stats; }
 long optim_step_count(const Optimizer *o) { return o->step; }
 bool optim_sharded(const Optimizer *o) { return o->n_shards > 1; }
+double optim_comm_seconds(const Optimizer *o) { return o->comm_s; }
 void optim_reset_step_count(Optimizer *o) { o->step = 0; }
 const char *optim_describe(const Optimizer *o) { return state_kind_name(o->kind); }
 
@@ -484,9 +486,11 @@ static void finish_norms(Optimizer *o, double lr, double gscale) {
  * are zero elsewhere, so the sum is exact and finish_norms folds the same numbers as unsharded). */
 static void share_partial_sums(Optimizer *o) {
     if (o->n_shards == 1) return;
+    double t0 = bp_now();
     memset(o->part, 0, 2 * o->c_lo * sizeof(double));
     memset(o->part + 2 * o->c_hi, 0, 2 * (o->n_chunks - o->c_hi) * sizeof(double));
     dist_allreduce_doubles(o->part, 2 * o->n_chunks);
+    o->comm_s += bp_now() - t0;
 }
 
 void optim_step(Optimizer *o, float *params, const float *grads, double lr, double grad_norm) {
@@ -494,6 +498,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
     BP_ASSERT(o->n_shards == 1 || o->n_shards == dist_world_size(), "%d shards, %d ranks", o->n_shards,
               dist_world_size());
     o->step++;
+    o->comm_s = 0;
     Coef k;
     k.b1 = (float)oc->beta1;
     k.omb1 = (float)(1.0 - oc->beta1);
@@ -594,7 +599,11 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
     }
     }
     /* every shard updated its own floats: all of them to every rank */
-    if (o->n_shards > 1) dist_allgather_floats(params, o->bounds);
+    if (o->n_shards > 1) {
+        double t0 = bp_now();
+        dist_allgather_floats(params, o->bounds);
+        o->comm_s += bp_now() - t0;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -38,6 +38,9 @@ Optimizer *optim_create(const OptimConfig *oc, const ParamTable *table, BpError 
 Optimizer *optim_create_shard(const OptimConfig *oc, const ParamTable *table, int shard, int n_shards,
                               BpError *err);
 bool optim_sharded(const Optimizer *o);
+/* Seconds the last optim_step spent communicating (sharded: summing the partial sums, gathering the
+ * parameters; nothing overlaps them, so all of it is exposed). 0 unsharded. */
+double optim_comm_seconds(const Optimizer *o);
 void optim_free(Optimizer *o);
 
 /* Global L2 norm of the gradients over the whole table, accumulated in double. If per_tensor_sq is

@@ -511,7 +511,10 @@ static int train_step(Trainer *tr, StepRecord *rec, BpError *err) {
     /* NVIDIA's stage 2 restarts the optimizer's step count (bias correction from t = 1) on the kept
        moments; a checkpoint at the phase boundary is written before this, so resume repeats it */
     if (phase->reset_optimizer_step && tr->step == phase->first_step) optim_reset_step_count(tr->opt);
-    if (!skip) optim_step(tr->opt, model_params(tr->model), grads, lr, norm);
+    if (!skip) {
+        optim_step(tr->opt, model_params(tr->model), grads, lr, norm);
+        exposed += optim_comm_seconds(tr->opt);
+    }
     tr->step++;
 
     double dt = bp_now() - t0;
