@@ -46,6 +46,17 @@ run "$BP_BIN" "$TMP/c.yaml" --dry-run --set nosection=1
 check "a bad key in --set is a configuration error (exit 2)" [ "$rc" -eq 2 ]
 check "the bad key is named with the prefix" grep -q "^bert_pretrain train: .*nosection" "$TMP/err"
 
+# --dry-run --ranks N: the plan of an N-rank job without starting it (accumulation, memory per rank)
+run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --ranks 64 --set training.shard_optimizer=true
+check "--dry-run --ranks 64: exit 0 (rc=$rc)" [ "$rc" -eq 0 ]
+check "... phase 1 split over 64 ranks" grep -q "32768 = 32 x 16 x 64" "$TMP/err"
+check "... BERT-Large's optimizer state per rank: 1/64 of 2.51 GiB" grep -q "(1/64 of 2.51, training.shard_optimizer)" "$TMP/err"
+run "$BP_BIN" "$TMP/c.yaml" --ranks 2
+check "--ranks without --dry-run: exit 2 (rc=$rc)" [ "$rc" -eq 2 ]
+check "... saying why" grep -q "ranks N plans a run with --dry-run" "$TMP/err"
+run "$BP_BIN" "$TMP/c.yaml" --dry-run --ranks 3
+check "--ranks 3 where batch 4 does not split over 3 ranks: exit 2 (rc=$rc)" [ "$rc" -eq 2 ]
+
 run "$BP_BIN" show-batch "$TMP/c.yaml" --step=x
 check "--name=value is parsed like --name value (bad integer: exit 2)" [ "$rc" -eq 2 ]
 check "the bad value is named" grep -q -- "--step 'x' must be an integer" "$TMP/err"
