@@ -66,6 +66,16 @@ GemmBf16Kind gemm_bf16_kind_default(void) { return gemm_bf16_kind_for(gemm_cpu_f
 
 const char *gemm_bf16_kind_name(GemmBf16Kind k) { return k == GEMM_BF16_ONEDNN ? "oneDNN" : "ours"; }
 
+const char *gemm_bf16_kind_isa(GemmBf16Kind k) {
+    if (k == GEMM_BF16_OWN) return "avx512-bf16";
+    pthread_once(&g_dnnl_isa_once, dnnl_isa_name);
+    return g_dnnl_isa;
+}
+
+bool gemm_bf16_kind_usable(GemmBf16Kind k) {
+    return gemm_cpu_features()->avx512_bf16 && (k == GEMM_BF16_OWN || gemm_dnnl_available());
+}
+
 int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out, BpError *err) {
     memset(out, 0, sizeof *out);
     /* Our kernels need AVX512-BF16, and every AMX CPU has it; AMX itself is served by oneDNN. */
@@ -86,13 +96,11 @@ int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out,
     out->bf16_kind = gemm_bf16_kind_for(cpu, dnnl);
     const char *asked = want == PRECISION_AUTO ? "auto: the CPU has AVX512-BF16" : "bf16 requested";
     const char *amx = cpu->amx_bf16 ? "; AMX-BF16 present" : "";
+    out->isa = gemm_bf16_kind_isa(out->bf16_kind);
     if (out->bf16_kind == GEMM_BF16_ONEDNN) {
-        pthread_once(&g_dnnl_isa_once, dnnl_isa_name);
-        out->isa = g_dnnl_isa;
         snprintf(out->why, sizeof out->why, "%s%s; oneDNN's matmul, the rule wherever oneDNN serves bf16", asked,
                  amx);
     } else {
-        out->isa = "avx512-bf16";
         snprintf(out->why, sizeof out->why, "%s%s; our kernels (oneDNN: %s)", asked, amx, gemm_dnnl_impl());
     }
     return 0;

@@ -38,6 +38,10 @@ GemmBf16Kind gemm_bf16_kind_for(const GemmCpu *cpu, bool dnnl_available);
 /* the rule on this CPU with this build */
 GemmBf16Kind gemm_bf16_kind_default(void);
 const char *gemm_bf16_kind_name(GemmBf16Kind k); /* "ours" or "oneDNN" */
+/* the instruction set behind engine k: "avx512-bf16" (ours) or "oneDNN <its kernel>" */
+const char *gemm_bf16_kind_isa(GemmBf16Kind k);
+/* whether engine k can run on this CPU with this build (both need AVX512-BF16; oneDNN its library) */
+bool gemm_bf16_kind_usable(GemmBf16Kind k);
 
 /* The resolved engine: bf16 or fp32, the instruction set of the products and a one-line reason. */
 typedef struct {
