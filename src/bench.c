@@ -125,8 +125,8 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     Model *m = model_create(cfg, V, err);
     if (!m || batch_alloc(&b, B, T, P, err) || model_plan(m, B, T, P, err)) goto done;
     r->engine = *model_engine(m);
-    if (o->bf16_engine >= 0) { /* the steps on the engine asked for, not the rule's */
-        GemmBf16Kind k = (GemmBf16Kind)o->bf16_engine;
+    if (o->bf16_engine_set) { /* the steps on the engine asked for, not the rule's */
+        GemmBf16Kind k = o->bf16_engine;
         if (!r->engine.bf16 || !gemm_bf16_kind_usable(k)) {
             bp_fail_usage(err, "--bf16-engine %s: %s", gemm_bf16_kind_name(k),
                           !r->engine.bf16 ? "the products run in fp32 here (training.precision)"

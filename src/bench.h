@@ -22,8 +22,8 @@ typedef struct {
     int steps;       /* timed steps >= 1 */
     int warmup;      /* untimed steps before them, >= 0 */
     bool sgemm;      /* measure the sgemm rate at the step's product shapes */
-    int bf16_engine; /* -1: the rule (gemm_bf16_kind_default); else the GemmBf16Kind the steps' bf16
-                        products run on (a usage error where it cannot run) */
+    bool bf16_engine_set;     /* false: the bf16 products run on the rule's engine (gemm_bf16_kind_default) */
+    GemmBf16Kind bf16_engine; /* when set: the engine they run on (a usage error where it cannot run) */
 } BenchOptions;
 
 /* One product shape of the step and the sgemm rate measured at it. Shapes the model runs more than

@@ -211,7 +211,7 @@ static int bench_steps_run(const Config *cfg, int V, BpError *err) {
         .steps = (int)bench_steps,
         .warmup = (int)bench_warmup,
         .sgemm = !bench_no_sgemm,
-        .bf16_engine = -1,
+        .bf16_engine_set = bench_bf16_engine != NULL,
     };
     if (bench_bf16_engine) {
         if (strcmp(bench_bf16_engine, "ours") == 0) {
