@@ -8,6 +8,7 @@
 
 #include "gemm_check.h"
 #include "gemm_dnnl.h"
+#include "model.h"
 
 static bool have_dnnl(const char *what) {
     if (!gemm_cpu_features()->avx512_bf16) {
@@ -95,6 +96,61 @@ static void test_dnnl_inside_parallel(void **st) {
     free(A), free(B), free(C1), free(C2);
 }
 
+/* A whole forward and backward pass in bf16 (dropout on, every kernel on its parallel path: the
+ * attention products run per (example, head) inside the parallel loop, the dense ones cut by
+ * kern_gemm_many): loss and gradients bit-identical on 1 and 2 threads, on each engine. */
+static void model_threads(GemmBf16Kind kind) {
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.training.precision = PRECISION_BF16;
+    ModelConfig *mc = &cfg.model;
+    mc->layers = 1, mc->hidden = 64, mc->heads = 4, mc->intermediate = 128, mc->max_position = 64;
+    mc->type_vocab_size = 2, mc->dropout = 0.1, mc->attention_dropout = 0.1;
+    BpError err = {0};
+    Model *m = model_create(&cfg, 300, &err);
+    assert_non_null(m);
+    model_init_weights(m, 3);
+    size_t n = model_table(m)->total;
+    Batch b;
+    assert_int_equal(batch_alloc(&b, 8, 64, 10, &err), 0);
+    model_fill_random_batch(&b, 300, 2, true, false, 8, 50);
+    float *g1 = malloc(n * sizeof(float));
+    double loss1 = 0;
+    int saved = kern_threads();
+    GemmBf16Kind saved_kind = kern_bf16_engine();
+    kern_set_bf16_engine(kind);
+    for (int threads = 1; threads <= 2; threads++) {
+        kern_init_threads(threads);
+        ForwardArgs fa = {true, 7, 0, 0.0, 0.0};
+        ModelStats st;
+        model_zero_grad(m);
+        assert_int_equal(model_forward(m, &b, &fa, &st, &err), 0);
+        model_backward(m);
+        if (threads == 1) {
+            loss1 = st.loss;
+            memcpy(g1, model_grads(m), n * sizeof(float));
+        } else {
+            assert_true(st.loss == loss1);
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(&g1[i], &model_grads(m)[i], sizeof(float)) != 0)
+                    fail_msg("bf16 on %s: gradient %zu is %.9g on 1 thread, %.9g on 2", gemm_bf16_kind_name(kind), i,
+                             g1[i], model_grads(m)[i]);
+        }
+    }
+    kern_set_bf16_engine(saved_kind);
+    kern_init_threads(saved);
+    free(g1);
+    batch_free(&b);
+    model_free(m);
+}
+
+static void test_model_threads(void **st) {
+    (void)st;
+    if (!have_dnnl("bf16 model on oneDNN, 1 vs 2 threads")) return;
+    model_threads(GEMM_BF16_ONEDNN);
+    model_threads(GEMM_BF16_OWN);
+}
+
 /* oneDNN wherever it serves bf16, ours elsewhere; the resolved engine says which */
 static void test_dnnl_rule(void **st) {
     (void)st;
@@ -119,7 +175,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dnnl_single_threaded), cmocka_unit_test(test_dnnl_cases),
         cmocka_unit_test(test_dnnl_cuts),            cmocka_unit_test(test_dnnl_threads),
-        cmocka_unit_test(test_dnnl_inside_parallel), cmocka_unit_test(test_dnnl_rule),
+        cmocka_unit_test(test_dnnl_inside_parallel), cmocka_unit_test(test_model_threads),
+        cmocka_unit_test(test_dnnl_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
