@@ -31,7 +31,8 @@ OPT       ?= -O3 -march=native -fno-math-errno
 # Recursively expanded on purpose: pkg-config runs when a recipe runs, after `deps` installed it.
 CFLAGS     = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fopenmp -MMD -MP $(DNNL_DEF) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(DNNL_LIB) -lm
+BASE_LIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS     = $(BASE_LIBS) $(DNNL_LIB)
 ASAN_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 # The command layer (dispatch, the one argument parser, one thin adapter per command) links against
@@ -124,7 +125,7 @@ FUZZ_CC      := clang-14
 # reductions and says so as a warning; a missed vectorisation in a fuzz build is no defect.
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror \
                 -Wno-pass-failed -fopenmp -MMD -MP -fsanitize=address,undefined \
-                -fno-sanitize-recover=undefined $(DNNL_DEF) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+                -fno-sanitize-recover=undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FLIB_OBJ     := $(LIB_SRC:src/%.c=build-fuzz/%.o)
 FLIB         := build-fuzz/libbert.a
 FUZZ_SECONDS ?= 60
@@ -139,7 +140,7 @@ build-fuzz/%.o: src/%.c | deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FLIB) | deps
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(BASE_LIBS)
 
 fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \
@@ -157,11 +158,11 @@ fuzz: $(FUZZ_BIN)
 clean:
 	rm -rf build build-asan build-fuzz bert_pretrain
 
-# gemm_dnnl.o of each build tree is rebuilt when DNNL changes
+# gemm_dnnl.o of each build tree is rebuilt when DNNL changes. The fuzz targets never build with
+# oneDNN: clang's OpenMP runtime (libomp) and the libgomp that libdnnl needs would both load.
 DNNL_STAMP := .dnnl-$(DNNL)
 build/gemm_dnnl.o: build/$(DNNL_STAMP)
 build-asan/gemm_dnnl.o: build-asan/$(DNNL_STAMP)
-build-fuzz/gemm_dnnl.o: build-fuzz/$(DNNL_STAMP)
 %/$(DNNL_STAMP):
 	@mkdir -p $(@D) && rm -f $(@D)/.dnnl-* && touch $@
 
