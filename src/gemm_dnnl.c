@@ -107,11 +107,12 @@ static void entry_destroy(Entry *e) {
 /* oneDNN's kernel for a bf16 product the size of a bert-base layer, on one thread: native when it
    is a brgemm/jit kernel on the CPU's bf16 instructions, not the reference loops */
 static void probe(void) {
+    /* first: it asks Linux for the AMX tile data before oneDNN looks at what the CPU may use */
+    const GemmCpu *cpu = gemm_cpu_features();
     if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) {
         snprintf(g_impl, sizeof g_impl, "oneDNN found no CPU engine");
         return;
     }
-    const GemmCpu *cpu = gemm_cpu_features();
     Entry e = {.M = 512, .N = 768, .K = 768, .ldc = 768, .alpha = 1.0f, .tb = true};
     const char *impl = NULL;
     int saved = omp_get_max_threads();
