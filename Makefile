@@ -14,15 +14,25 @@
 PKGS      := openblas yaml-0.1 zlib ompi-c
 DEB_PKGS  := libopenblas-dev libyaml-dev zlib1g-dev libcmocka-dev pkg-config libopenmpi-dev openmpi-bin \
              clang-14 libclang-rt-14-dev libomp-14-dev
+# oneDNN (libdnnl) for the bf16 matrix products (src/gemm_dnnl.c, docs/performance.md). `make DNNL=0`
+# builds without it: bf16 products then run on our own kernels (src/gemm_bf16.c) only. Switching
+# DNNL rebuilds gemm_dnnl.o (the stamp below); the rest does not depend on it.
+DNNL      ?= 1
+ifeq ($(DNNL),1)
+DEB_PKGS  += libdnnl-dev
+DNNL_DEF  := -DBP_HAVE_DNNL=1
+DNNL_LIB  := -ldnnl
+endif
 CC        := gcc
 # -O3 without fast-math: erf/GELU and softmax need IEEE semantics (style.md). -fno-math-errno only
 # drops errno bookkeeping around sqrtf & co. (results are unchanged), which lets gcc vectorise the
 # optimizer and LayerNorm loops: LAMB at bert-base size went from ~12-26% to ~83% of memcpy speed.
 OPT       ?= -O3 -march=native -fno-math-errno
 # Recursively expanded on purpose: pkg-config runs when a recipe runs, after `deps` installed it.
-CFLAGS     = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fopenmp -MMD -MP \
+CFLAGS     = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fopenmp -MMD -MP $(DNNL_DEF) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+BASE_LIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS     = $(BASE_LIBS) $(DNNL_LIB)
 ASAN_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 # The command layer (dispatch, the one argument parser, one thin adapter per command) links against
@@ -134,7 +144,7 @@ build-fuzz/%.o: src/%.c | deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FLIB) | deps
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(BASE_LIBS)
 
 fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \
@@ -152,4 +162,12 @@ fuzz: $(FUZZ_BIN)
 clean:
 	rm -rf build build-asan build-fuzz bert_pretrain
 
--include $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FLIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+# gemm_dnnl.o of each build tree is rebuilt when DNNL changes. The fuzz targets never build with
+# oneDNN: clang's OpenMP runtime (libomp) and the libgomp that libdnnl needs would both load.
+DNNL_STAMP := .dnnl-$(DNNL)
+build/gemm_dnnl.o: build/$(DNNL_STAMP)
+build-asan/gemm_dnnl.o: build-asan/$(DNNL_STAMP)
+%/$(DNNL_STAMP):
+	@mkdir -p $(@D) && rm -f $(@D)/.dnnl-* && touch $@
+
+-include $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FLIB_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(TEST_BIN:=.d) $(ATEST_BIN:=.d)

@@ -6,6 +6,8 @@
 #      /proc/cpuinfo, BP_CPU_NO_BF16 unset) in bf16 (training.precision=bf16) vs PyTorch
 #      (scripts/torch_bert.py in fp32 and in bf16 autocast, the fastest of its runs at 1 .. nproc
 #      threads each) at bert-mini (L4 H256 A4, T 128, B 32) and bert-base (T 128, B 16);
+#      The bf16 runs also time each bf16 GEMM engine (ours, oneDNN) at the step's shapes: the
+#      evidence for the rule that picks one (docs/performance.md);
 #   2. bert-base achieved matmul GFLOP/s over forward+backward vs the cblas_sgemm rate measured at
 #      the step's own product shapes in the same process;
 #   3. bert-base time per token at T 512 vs T 128 (same micro-batch 16);
@@ -107,6 +109,10 @@ run_bf16() {
     fi
 }
 bf_mini_tok=-; bf_base_tok=-; bf_mini_gf=-; bf_base_gf=-
+# engines LABEL: the bf16 engine that ran and each engine's GEMM rate at the step's shapes, from $JSON
+engines() { printf '%s %s %s' "$(field bf16_engine)" "$(field bf16_gemm_ours_gflops)" "$(field bf16_gemm_onednn_gflops)"; }
+# faster ENGINE OURS ONEDNN: yes when ENGINE is the faster of the two (or oneDNN is not there)
+faster() { awk -v e="$1" -v o="$2" -v d="$3" 'BEGIN { print ((e == "oneDNN" && d >= o) || (e == "ours" && (d == 0 || o >= d))) ? "yes" : "NO" }'; }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
@@ -126,6 +132,7 @@ mini_ratio=$(field ratio); threads=$(field threads)
 if [ $have_bf16 = 1 ]; then
     run_bf16 "ours bert-mini bf16" "${MINI[@]}"
     bf_mini_tok=$(field tokens_per_s); bf_mini_gf=$(field gflops_fwd_bwd)
+    read -r bf_mini_eng bf_mini_own bf_mini_dn <<< "$(engines)"
 fi
 if [ $have_torch = 1 ]; then
     run "pytorch bert-mini" "$PY" "$TORCH_BERT" "${TMINI[@]}"
@@ -141,6 +148,7 @@ base_peak=$(field peak_rss_mib); base_growth=$(field rss_growth_mib)
 if [ $have_bf16 = 1 ]; then
     run_bf16 "ours bert-base T128 bf16" "${BASE[@]}"
     bf_base_tok=$(field tokens_per_s); bf_base_gf=$(field gflops_fwd_bwd)
+    read -r bf_base_eng bf_base_own bf_base_dn <<< "$(engines)"
 fi
 if [ $have_torch = 1 ]; then
     run "pytorch bert-base T128" "$PY" "$TORCH_BERT" "${TBASE[@]}"
@@ -189,6 +197,8 @@ per_tok_ratio=$(calc "($b512_step / ($b512_T * $base_B)) / ($base_step / ($base_
     if [ $have_bf16 = 1 ]; then
         r=$(calc "$bf_mini_tok / $mini_tok"); r2=$(calc "$bf_base_tok / $base_tok")
         echo "| our bf16 vs our fp32 tokens/s, bert-mini; bert-base T128 | | | | ${r}x; ${r2}x | >= 1.3x | $(verdict "$(calc "$r < $r2 ? $r : $r2")" '>=' 1.3) |"
+        m1=$(faster "$bf_mini_eng" "$bf_mini_own" "$bf_mini_dn"); m2=$(faster "$bf_base_eng" "$bf_base_own" "$bf_base_dn")
+        echo "| bf16 GEMM GFLOP/s at the step's shapes, ours / oneDNN (0: none), bert-mini; bert-base T128 | | ran on $bf_base_eng | $(gf "$bf_mini_own") / $(gf "$bf_mini_dn"); $(gf "$bf_base_own") / $(gf "$bf_base_dn") | | the rule's engine is the faster | $m1; $m2 |"
     else
         echo "| our bf16 vs our fp32 tokens/s | | - | | - | >= 1.3x | skipped (no native bf16) |"
     fi

@@ -5,12 +5,14 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "dist.h"
+#include "gemm_cpu.h"
 #include "kernels.h"
 #include "optim.h"
 #include "rng.h"
@@ -119,8 +121,23 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     Batch b = {0};
     Optimizer *opt = NULL;
     int rc = -1;
+    GemmBf16Kind saved_kind = kern_bf16_engine();
     Model *m = model_create(cfg, V, err);
     if (!m || batch_alloc(&b, B, T, P, err) || model_plan(m, B, T, P, err)) goto done;
+    r->engine = *model_engine(m);
+    if (o->bf16_engine_set) { /* the steps on the engine asked for, not the rule's */
+        GemmBf16Kind k = o->bf16_engine;
+        if (!r->engine.bf16 || !gemm_bf16_kind_usable(k)) {
+            bp_fail_usage(err, "--bf16-engine %s: %s", gemm_bf16_kind_name(k),
+                          !r->engine.bf16 ? "the products run in fp32 here (training.precision)"
+                                          : "that engine cannot run on this CPU or build");
+            goto done;
+        }
+        kern_set_bf16_engine(k);
+        r->engine.bf16_kind = k;
+        r->engine.isa = gemm_bf16_kind_isa(k);
+        snprintf(r->engine.why, sizeof r->engine.why, "bench --bf16-engine %s", gemm_bf16_kind_name(k));
+    }
     model_init_weights(m, cfg->training.seed);
     /* every slot a real prediction, no padding: the work scripts/torch_bert.py does */
     model_fill_random_batch(&b, V, mc->type_vocab_size, false, true, cfg->training.seed, 0);
@@ -129,7 +146,6 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     r->params = (double)model_table(m)->total;
     r->activation_bytes = (double)model_activation_bytes(mc, V, B, T, P);
     r->optimizer = optim_describe(opt);
-    r->engine = *model_engine(m);
     r->blas_core = gemm_openblas_core();
     r->blas_selftest = gemm_sgemm_selftest();
     ModelStats st;
@@ -155,6 +171,7 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     r->peak_rss_mib = rss_peak_mib();
     rc = summarize_steps(r, mc, V, err);
 done:
+    kern_set_bf16_engine(saved_kind);
     optim_free(opt);
     batch_free(&b);
     model_free(m);
@@ -217,23 +234,29 @@ static int per_layer(const ModelGemmShape *g, int layers) {
     return g->count > layers ? (int)lround(g->count / layers) : 1;
 }
 
+/* seconds of one product of shape g as the model runs it: m side by side (batched), or kern_gemm */
+static double time_kern(const ModelGemmShape *g, int m, const float *A, const float *B, float *C, int nt) {
+    return m > 1 ? time_gemm_batched(g, m, A, B, C, nt) / m : time_gemm(g, A, B, C, false, nt);
+}
+
 /* Times every shape; weighting each by how often the step runs it gives the step's time at the
- * best rate per shape (t_best) and at kern_gemm's (t_kern). */
+ * best rate per shape (t_best) and at kern_gemm's (t_kern), in the products' precision; then the
+ * same through kern_gemm in bf16 on each bf16 engine that can run here. */
 static void time_shapes(BenchResult *r, int layers, const float *A, const float *B, float *C) {
-    double fl_sum = 0, t_kern = 0, t_best = 0, att_fl = 0, att_t = 0;
+    double fl_sum = 0, t_kern = 0, t_best = 0, att_fl = 0, att_t = 0, t_bf16[2] = {0, 0};
+    bool bf16_was = kern_bf16();
+    GemmBf16Kind kind_was = kern_bf16_engine();
     for (int i = 0; i < r->n_rates; i++) {
         BenchGemmRate *x = &r->rates[i];
         const ModelGemmShape *g = &x->shape;
         double fl = 2.0 * g->M * g->N * (double)g->K;
         int m = per_layer(g, layers);
         x->batched = m > 1;
-        double t_k, t_o;
+        double t_k = time_kern(g, m, A, B, C, r->threads), t_o = t_k;
         if (x->batched) {
-            t_k = t_o = time_gemm_batched(g, m, A, B, C, r->threads) / m;
             att_fl += g->count * fl;
             att_t += g->count * t_k;
         } else {
-            t_k = time_gemm(g, A, B, C, false, r->threads);
             t_o = time_gemm(g, A, B, C, true, r->threads);
             x->openblas_gflops = fl / t_o / 1e9;
         }
@@ -241,11 +264,22 @@ static void time_shapes(BenchResult *r, int layers, const float *A, const float 
         fl_sum += g->count * fl;
         t_kern += g->count * t_k;
         t_best += g->count * (t_o < t_k ? t_o : t_k);
+        for (int k = 0; k < 2; k++) {
+            if (!gemm_bf16_kind_usable((GemmBf16Kind)k)) continue;
+            kern_set_bf16_engine((GemmBf16Kind)k);
+            kern_set_bf16(true);
+            double t = time_kern(g, m, A, B, C, r->threads);
+            x->bf16_gflops[k] = fl / t / 1e9;
+            t_bf16[k] += g->count * t;
+        }
+        kern_set_bf16_engine(kind_was);
+        kern_set_bf16(bf16_was);
     }
     r->attention_gflops = att_t > 0 ? att_fl / att_t / 1e9 : 0;
     r->sgemm_gflops = fl_sum / t_best / 1e9;
     r->kern_gemm_gflops = fl_sum / t_kern / 1e9;
     r->ratio = r->gflops_fwd_bwd / r->sgemm_gflops;
+    for (int k = 0; k < 2; k++) r->bf16_gemm_gflops[k] = t_bf16[k] > 0 ? fl_sum / t_bf16[k] / 1e9 : 0;
 }
 
 static int measure_sgemm(const ModelConfig *mc, int V, BenchResult *r, BpError *err) {

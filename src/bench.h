@@ -22,6 +22,8 @@ typedef struct {
     int steps;       /* timed steps >= 1 */
     int warmup;      /* untimed steps before them, >= 0 */
     bool sgemm;      /* measure the sgemm rate at the step's product shapes */
+    bool bf16_engine_set;     /* false: the bf16 products run on the rule's engine (gemm_bf16_kind_default) */
+    GemmBf16Kind bf16_engine; /* when set: the engine they run on (a usage error where it cannot run) */
 } BenchOptions;
 
 /* One product shape of the step and the sgemm rate measured at it. Shapes the model runs more than
@@ -33,6 +35,7 @@ typedef struct {
     bool batched;
     double kern_gflops;     /* kern_gemm, or the batched products */
     double openblas_gflops; /* OpenBLAS's own threads; 0 when batched */
+    double bf16_gflops[2];  /* as kern_gflops, in bf16 on each engine (GemmBf16Kind); 0 where unusable */
 } BenchGemmRate;
 
 typedef struct {
@@ -64,6 +67,8 @@ typedef struct {
     double sgemm_gflops;     /* step FLOPs / time at the best of kern_gemm and OpenBLAS per shape */
     double kern_gemm_gflops; /* the same with kern_gemm alone */
     double ratio;            /* gflops_fwd_bwd / sgemm_gflops */
+    double bf16_gemm_gflops[2]; /* step FLOPs / time at each bf16 engine's rates (GemmBf16Kind); 0 where
+                                   unusable: the evidence for the engine rule */
     double others_cpu_sgemm;
 } BenchResult;
 

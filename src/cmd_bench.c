@@ -15,6 +15,7 @@
 static long bench_seq = -1, bench_batch = -1, bench_predictions = 0, bench_steps = 10, bench_warmup = 2;
 static long bench_floats = -1;
 static bool bench_no_sgemm, bench_optimizer_only, bench_allreduce_only;
+static const char *bench_bf16_engine;
 static const CliOption BENCH_OPTIONS[] = {
     {"--seq", CLI_LONG, &bench_seq, "T", "sequence length (default: phase 0 seq_len, else 128)", 2, 65536},
     {"--micro-batch", CLI_LONG, &bench_batch, "B", "examples per step (default: training.micro_batch, else 32)", 1,
@@ -24,6 +25,8 @@ static const CliOption BENCH_OPTIONS[] = {
     {"--steps", CLI_LONG, &bench_steps, "N", "timed steps (default 10)", 1, 100000},
     {"--warmup", CLI_LONG, &bench_warmup, "W", "untimed steps before them (default 2)", 0, 100000},
     {"--no-sgemm", CLI_FLAG, &bench_no_sgemm, NULL, "skip the sgemm measurement", 0, 0},
+    {"--bf16-engine", CLI_STRING, &bench_bf16_engine, "ours|onednn",
+     "bf16 products of the steps on this engine instead of the rule's (docs/performance.md)", 0, 0},
     {"--optimizer-only", CLI_FLAG, &bench_optimizer_only, NULL, "time the optimizer step against a memcpy instead",
      0, 0},
     {"--floats", CLI_LONG, &bench_floats, "N",
@@ -36,6 +39,7 @@ static const CliCommand BENCH = {
     .name = "bench",
     .usage = "bench [CONFIG.yaml] [--set section.key=value ...] [--seq T] [--micro-batch B]\n"
              "                           [--predictions P] [--steps N] [--warmup W] [--no-sgemm]\n"
+             "                           [--bf16-engine ours|onednn]\n"
              "       bert_pretrain bench --optimizer-only [CONFIG.yaml] [--set ...] [--floats N]\n"
              "       mpirun -np R bert_pretrain bench --allreduce [--floats N] [--steps N]",
     .description =
@@ -44,6 +48,8 @@ static const CliCommand BENCH = {
         "tokens/s, achieved matmul GFLOP/s (FLOPs counted as scripts/torch_bert.py counts them),\n"
         "the cblas_sgemm rate measured in the same run at this step's product shapes (skipped with\n"
         "--no-sgemm), their ratio, the peak RSS and the RSS after every step; the last line is JSON.\n"
+        "The same measurement times each bf16 engine this machine can run (ours, oneDNN) at every\n"
+        "shape: the evidence for the rule that picks one (docs/performance.md).\n"
         "Defaults: bert-mini (L4 H256 A4, vocab 30522), T 128, B 32, P round(0.15 T), 10 steps;\n"
         "with a CONFIG, its model, phase 0 seq_len and training.micro_batch.\n"
         "--optimizer-only times the optimizer step against a memcpy of the same size instead\n"
@@ -126,6 +132,13 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
            r->tokens_per_s, r->gflops, r->gflops_fwd_bwd, r->flops_per_step / 1e9);
 }
 
+/* the rest of a rate line: each bf16 engine's rate, where it can run */
+static void print_bf16_rates(const double *gflops) {
+    for (int k = 0; k < 2; k++)
+        if (gflops[k] > 0) printf(", bf16 %s %6.1f", gemm_bf16_kind_name((GemmBf16Kind)k), gflops[k]);
+    printf(" GFLOP/s\n");
+}
+
 static void print_sgemm(const BenchResult *r) {
     const ModelGemmShape *att = NULL;
     int n_att = 0;
@@ -137,22 +150,38 @@ static void print_sgemm(const BenchResult *r) {
             n_att++;
             continue;
         }
-        printf("bench: gemm %-14s %c%c %6d x %6d x %6d: kern_gemm (%s) %6.1f, fp32 OpenBLAS %d threads %6.1f "
-               "GFLOP/s\n",
+        printf("bench: gemm %-14s %c%c %6d x %6d x %6d: kern_gemm (%s) %6.1f, fp32 OpenBLAS %d threads %6.1f",
                g->what, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->M, g->N, g->K,
                r->engine.bf16 ? "bf16" : "fp32", x->kern_gflops, r->threads,
                x->openblas_gflops);
+        print_bf16_rates(x->bf16_gflops);
     }
-    if (att)
-        printf("bench: sgemm attention: %d products per (example, head) of %d x %d x %d, single-threaded each: %.1f "
-               "GFLOP/s\n",
+    if (att) {
+        printf("bench: sgemm attention: %d products per (example, head) of %d x %d x %d, single-threaded each: %.1f",
                n_att, att->M, att->N, att->K, r->attention_gflops);
+        for (int i = 0; i < r->n_rates; i++)
+            if (r->rates[i].batched) printf(" [%s]", r->rates[i].shape.what);
+        printf(" GFLOP/s\n");
+        for (int i = 0; i < r->n_rates; i++) {
+            const BenchGemmRate *x = &r->rates[i];
+            if (!x->batched || (!x->bf16_gflops[0] && !x->bf16_gflops[1])) continue;
+            printf("bench: attention %-14s %c%c %d x %d x %d: kern (%s) %6.1f", x->shape.what, x->shape.ta ? 'T' : 'N',
+                   x->shape.tb ? 'T' : 'N', x->shape.M, x->shape.N, x->shape.K, r->engine.bf16 ? "bf16" : "fp32",
+                   x->kern_gflops);
+            print_bf16_rates(x->bf16_gflops);
+        }
+    }
     printf("bench: cblas_sgemm at this step's shapes: %.1f GFLOP/s (best of kern_gemm and OpenBLAS's own %d "
            "threads per shape; kern_gemm alone %.1f)\n",
            r->sgemm_gflops, r->threads, r->kern_gemm_gflops);
     printf("bench: other processes used %.0f%% of the machine's CPU time during the sgemm measurement\n",
            100.0 * r->others_cpu_sgemm);
     printf("bench: achieved (forward+backward) / sgemm = %.2f\n", r->ratio);
+    if (r->bf16_gemm_gflops[0] > 0)
+        printf("bench: bf16 GEMM at this step's shapes (kern_gemm, the model's threads): ours %.1f, oneDNN %.1f "
+               "GFLOP/s (0: not available); the rule runs %s\n",
+               r->bf16_gemm_gflops[GEMM_BF16_OWN], r->bf16_gemm_gflops[GEMM_BF16_ONEDNN],
+               gemm_bf16_kind_name(gemm_bf16_kind_default()));
 }
 
 static void print_json(const Config *cfg, int V, const BenchResult *r) {
@@ -162,12 +191,15 @@ static void print_json(const Config *cfg, int V, const BenchResult *r) {
            "\"step_s\": %.6f, \"forward_s\": %.6f, \"backward_s\": %.6f, \"optimizer_s\": %.6f, "
            "\"tokens_per_s\": %.1f, \"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"kern_gemm_gflops\": %.2f, \"ratio\": %.3f, \"peak_rss_mib\": %.1f, \"rss_first_mib\": %.1f, "
-           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\"}\n",
+           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\", "
+           "\"bf16_engine\": \"%s\", \"bf16_gemm_ours_gflops\": %.2f, \"bf16_gemm_onednn_gflops\": %.2f}\n",
            mc->layers, mc->hidden, mc->heads, r->seq, r->batch, r->predictions, V, r->threads, r->warmup, r->steps,
            r->median_step_s, r->median_forward_s, r->median_backward_s, r->median_optimizer_s, r->tokens_per_s,
            r->gflops, r->gflops_fwd_bwd, r->sgemm_gflops, r->kern_gemm_gflops, r->ratio, r->peak_rss_mib,
            r->rss_first_mib, r->rss_last_mib, r->rss_growth_mib, r->others_cpu, r->others_cpu_sgemm,
-           r->engine.bf16 ? "bf16" : "fp32", r->blas_core);
+           r->engine.bf16 ? "bf16" : "fp32", r->blas_core,
+           r->engine.bf16 ? gemm_bf16_kind_name(r->engine.bf16_kind) : "none", r->bf16_gemm_gflops[GEMM_BF16_OWN],
+           r->bf16_gemm_gflops[GEMM_BF16_ONEDNN]);
 }
 
 static int bench_steps_run(const Config *cfg, int V, BpError *err) {
@@ -179,7 +211,17 @@ static int bench_steps_run(const Config *cfg, int V, BpError *err) {
         .steps = (int)bench_steps,
         .warmup = (int)bench_warmup,
         .sgemm = !bench_no_sgemm,
+        .bf16_engine_set = bench_bf16_engine != NULL,
     };
+    if (bench_bf16_engine) {
+        if (strcmp(bench_bf16_engine, "ours") == 0) {
+            o.bf16_engine = GEMM_BF16_OWN;
+        } else if (strcmp(bench_bf16_engine, "onednn") == 0) {
+            o.bf16_engine = GEMM_BF16_ONEDNN;
+        } else {
+            return bp_fail_usage(err, "--bf16-engine must be ours or onednn, not '%s'", bench_bf16_engine);
+        }
+    }
     BenchResult r;
     if (bench_run(cfg, &o, &r, err)) return -1;
     print_steps(cfg, V, &r);

@@ -30,6 +30,17 @@
  * the stride-1 index, so a transposed operand is read along its rows too. */
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
+BF16_TARGET void gemm_bf16_round(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
+    for (; i < n; i++) { /* as the instruction: a subnormal becomes a zero of its sign */
+        uint32_t u;
+        memcpy(&u, src + i, 4);
+        dst[i] = (u & 0x7f800000u) ? gemm_bf16_from_float(src[i]) : (uint16_t)(u >> 16 & 0x8000u);
+    }
+}
+
 /* the (k, k+1) pair of row r as one 32-bit word of a panel of W rows */
 static inline void put_pair(uint16_t *pan, int W, int q, int r, uint32_t w) {
     memcpy(pan + ((size_t)q * W + r) * 2, &w, 4);

@@ -24,6 +24,11 @@ static inline float gemm_bf16_to_float(uint16_t h) {
     return x;
 }
 
+/* dst[i] = bf16(src[i]) for i < n, 32 at a time with VCVTNE2PS2BF16 (nearest even, like
+ * gemm_bf16_from_float except that subnormal inputs, |x| < 2^-126, become zero, as when gemm_bf16
+ * packs); AVX512-BF16 only. */
+void gemm_bf16_round(uint16_t *dst, const float *src, size_t n);
+
 /* C (M,N) = alpha * bf16(op(A)) * bf16(op(B)) + beta * C, row-major, arguments as cblas_sgemm;
  * single-threaded (kern_gemm cuts and threads it). beta 0 never reads C. Each element of C is the
  * same sum in the same order wherever it lies in C, so results do not depend on how a caller cuts

@@ -11,6 +11,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "gemm_dnnl.h"
+
 static GemmCpu g_cpu;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 
@@ -51,26 +53,55 @@ const GemmCpu *gemm_cpu_features(void) {
     return &g_cpu;
 }
 
+/* "oneDNN <its kernel>", made once */
+static char g_dnnl_isa[160];
+static pthread_once_t g_dnnl_isa_once = PTHREAD_ONCE_INIT;
+static void dnnl_isa_name(void) { snprintf(g_dnnl_isa, sizeof g_dnnl_isa, "oneDNN %s", gemm_dnnl_impl()); }
+
+GemmBf16Kind gemm_bf16_kind_for(const GemmCpu *cpu, bool dnnl_available) {
+    return dnnl_available && (cpu->avx512_bf16 || cpu->amx_bf16) ? GEMM_BF16_ONEDNN : GEMM_BF16_OWN;
+}
+
+GemmBf16Kind gemm_bf16_kind_default(void) { return gemm_bf16_kind_for(gemm_cpu_features(), gemm_dnnl_available()); }
+
+const char *gemm_bf16_kind_name(GemmBf16Kind k) { return k == GEMM_BF16_ONEDNN ? "oneDNN" : "ours"; }
+
+const char *gemm_bf16_kind_isa(GemmBf16Kind k) {
+    if (k == GEMM_BF16_OWN) return "avx512-bf16";
+    pthread_once(&g_dnnl_isa_once, dnnl_isa_name);
+    return g_dnnl_isa;
+}
+
+bool gemm_bf16_kind_usable(GemmBf16Kind k) {
+    return gemm_cpu_features()->avx512_bf16 && (k == GEMM_BF16_OWN || gemm_dnnl_available());
+}
+
 int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out, BpError *err) {
     memset(out, 0, sizeof *out);
-    /* The products run on AVX512-BF16 micro-kernels (gemm_bf16.c); AMX tiles are detected but have
-       no kernel yet, and every AMX CPU also has AVX512-BF16. */
+    /* Our kernels need AVX512-BF16, and every AMX CPU has it; AMX itself is served by oneDNN. */
     bool native = cpu->avx512_bf16;
-    const char *amx_note = cpu->amx_bf16 ? " (AMX-BF16 present: no AMX kernel yet)" : "";
     if (want == PRECISION_BF16 && !native) {
         bp_fail_usage(err, "training.precision bf16 needs native bf16 dot products (AVX512-BF16 or AMX-BF16), "
                            "which this CPU does not have; use fp32 or auto");
         return -1;
     }
     out->bf16 = want == PRECISION_BF16 || (want == PRECISION_AUTO && native);
-    if (out->bf16) {
-        out->isa = "avx512-bf16";
-        snprintf(out->why, sizeof out->why, "%s%s", want == PRECISION_AUTO ? "auto: the CPU has AVX512-BF16" :
-                                                                             "bf16 requested", amx_note);
-    } else {
+    if (!out->bf16) {
         out->isa = "openblas";
         snprintf(out->why, sizeof out->why, "%s",
                  want == PRECISION_AUTO ? "auto: no AVX512-BF16/AMX-BF16 on this CPU" : "fp32 requested");
+        return 0;
+    }
+    bool dnnl = native && gemm_dnnl_available();
+    out->bf16_kind = gemm_bf16_kind_for(cpu, dnnl);
+    const char *asked = want == PRECISION_AUTO ? "auto: the CPU has AVX512-BF16" : "bf16 requested";
+    const char *amx = cpu->amx_bf16 ? "; AMX-BF16 present" : "";
+    out->isa = gemm_bf16_kind_isa(out->bf16_kind);
+    if (out->bf16_kind == GEMM_BF16_ONEDNN) {
+        snprintf(out->why, sizeof out->why, "%s%s; oneDNN's matmul, the rule wherever oneDNN serves bf16", asked,
+                 amx);
+    } else {
+        snprintf(out->why, sizeof out->why, "%s%s; our kernels (oneDNN: %s)", asked, amx, gemm_dnnl_impl());
     }
     return 0;
 }

@@ -27,15 +27,32 @@ typedef struct {
  * lets tests take the no-bf16 paths on any machine. */
 const GemmCpu *gemm_cpu_features(void);
 
+/* Which code runs the bf16 products: our AVX512-BF16 micro-kernels (gemm_bf16.c) or oneDNN's
+ * matmul (gemm_dnnl.c). The two round the same inputs the same way but sum in different orders, so
+ * results differ in the last bits between them: the choice is a fixed rule, never a timing. */
+typedef enum { GEMM_BF16_OWN, GEMM_BF16_ONEDNN } GemmBf16Kind;
+
+/* The rule (measurements in docs/performance.md, "oneDNN's bf16 matmul vs ours"): oneDNN wherever
+ * it is available (built in, and gemm_dnnl_available() on this CPU); ours otherwise. */
+GemmBf16Kind gemm_bf16_kind_for(const GemmCpu *cpu, bool dnnl_available);
+/* the rule on this CPU with this build */
+GemmBf16Kind gemm_bf16_kind_default(void);
+const char *gemm_bf16_kind_name(GemmBf16Kind k); /* "ours" or "oneDNN" */
+/* the instruction set behind engine k: "avx512-bf16" (ours) or "oneDNN <its kernel>" */
+const char *gemm_bf16_kind_isa(GemmBf16Kind k);
+/* whether engine k can run on this CPU with this build (both need AVX512-BF16; oneDNN its library) */
+bool gemm_bf16_kind_usable(GemmBf16Kind k);
+
 /* The resolved engine: bf16 or fp32, the instruction set of the products and a one-line reason. */
 typedef struct {
     bool bf16;
-    const char *isa; /* "avx512-bf16" or "openblas <corename>" */
+    GemmBf16Kind bf16_kind; /* when bf16: which engine (gemm_bf16_kind_default) */
+    const char *isa; /* "avx512-bf16" (ours), "oneDNN brg:avx512_core_amx" ..., or "openblas" */
     char why[160];
 } GemmEngine;
 
 /* auto: bf16 on native bf16 dot products, fp32 elsewhere. bf16 on a CPU without them fails with a
- * usage error naming what is missing. */
+ * usage error naming what is missing. The bf16 engine is gemm_bf16_kind_for(cpu, oneDNN usable). */
 int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out, BpError *err);
 
 /* ---- the fp32 path's OpenBLAS core ---- */

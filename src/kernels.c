@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "gemm_bf16.h"
+#include "gemm_dnnl.h"
 #include "rng.h"
 
 static int g_threads = 0;
@@ -143,8 +144,17 @@ uint64_t kern_flops_read(void) { return (uint64_t)atomic_load(&g_flops); }
 void kern_flops_reset(void) { atomic_store(&g_flops, 0); }
 
 static bool g_bf16;
-void kern_set_bf16(bool on) { g_bf16 = on; }
+static int g_bf16_kind = -1; /* GemmBf16Kind; -1 until set or first needed: then the rule */
+void kern_set_bf16(bool on) {
+    if (on && g_bf16_kind < 0) g_bf16_kind = (int)gemm_bf16_kind_default();
+    g_bf16 = on;
+}
 bool kern_bf16(void) { return g_bf16; }
+void kern_set_bf16_engine(GemmBf16Kind k) { g_bf16_kind = (int)k; }
+GemmBf16Kind kern_bf16_engine(void) {
+    if (g_bf16_kind < 0) g_bf16_kind = (int)gemm_bf16_kind_default();
+    return (GemmBf16Kind)g_bf16_kind;
+}
 
 static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                          const float *B, int ldb, float beta, float *C, int ldc) {
@@ -152,7 +162,10 @@ static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, con
         atomic_fetch_add_explicit(&g_flops, 2 * (uint_fast64_t)M * (uint_fast64_t)N * (uint_fast64_t)K,
                                   memory_order_relaxed);
     if (g_bf16) {
-        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (g_bf16_kind == GEMM_BF16_ONEDNN)
+            gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else
+            gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,

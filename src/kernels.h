@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "gemm_cpu.h"
 
 /* Sets the worker thread count (0 = all online cores) for OpenMP and pins OpenBLAS to one thread.
  * Idempotent; model_create calls it with training.threads. Returns the thread count in use. */
@@ -39,6 +40,12 @@ int kern_threads(void);
  * parallel regions. */
 void kern_set_bf16(bool on);
 bool kern_bf16(void);
+
+/* Which engine runs the bf16 products (gemm_cpu.h): the rule gemm_bf16_kind_default() unless set
+ * here (tests and `bench` compare the two). ONEDNN only where gemm_dnnl_available(). Call outside
+ * parallel regions. */
+void kern_set_bf16_engine(GemmBf16Kind k);
+GemmBf16Kind kern_bf16_engine(void);
 
 /* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when ta/tb; lda/ldb/ldc are
  * row strides as in cblas. Parallel over the OpenMP threads (see the thread policy). */

@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "gemm_cpu.h"
+#include "gemm_dnnl.h"
+#include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -173,12 +175,18 @@ static int compare_bf16(const char *what, const float *got, const float *ref, si
     return compare(what, got, ref, n, BF16_ATOL * scale, BF16_RTOL);
 }
 
-static void test_bf16_vs_fp32(void **state) {
-    (void)state;
+/* the comparison with the bf16 products on engine `kind` (gemm_cpu.h): both must meet the bound */
+static void bf16_vs_fp32(GemmBf16Kind kind) {
     if (!gemm_cpu_features()->avx512_bf16) {
         printf("SKIP bf16 gradients vs fp32: this CPU has no AVX512-BF16 (or BP_CPU_NO_BF16 is set)\n");
         skip();
     }
+    if (kind == GEMM_BF16_ONEDNN && !gemm_dnnl_available()) {
+        printf("SKIP bf16 gradients vs fp32 on oneDNN: %s\n", gemm_dnnl_impl());
+        skip();
+    }
+    GemmBf16Kind saved = kern_bf16_engine();
+    kern_set_bf16_engine(kind);
     Batch b32, b16;
     Model *m32 = fixture_model(GELU_ERF, PRECISION_FP32, &b32);
     Model *m16 = fixture_model(GELU_ERF, PRECISION_BF16, &b16);
@@ -215,14 +223,28 @@ static void test_bf16_vs_fp32(void **state) {
     batch_free(&b16);
     model_free(m32);
     model_free(m16);
-    if (bad) fail_msg("%d bf16 comparison(s) against fp32 failed (atol %g max|ref|, rtol %g)", bad, BF16_ATOL, BF16_RTOL);
+    kern_set_bf16_engine(saved);
+    if (bad)
+        fail_msg("%d bf16 comparison(s) against fp32 failed on %s (atol %g max|ref|, rtol %g)", bad,
+                 gemm_bf16_kind_name(kind), BF16_ATOL, BF16_RTOL);
+}
+
+static void test_bf16_vs_fp32_ours(void **state) {
+    (void)state;
+    bf16_vs_fp32(GEMM_BF16_OWN);
+}
+
+static void test_bf16_vs_fp32_onednn(void **state) {
+    (void)state;
+    bf16_vs_fp32(GEMM_BF16_ONEDNN);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torch_erf),
         cmocka_unit_test(test_torch_tanh),
-        cmocka_unit_test(test_bf16_vs_fp32),
+        cmocka_unit_test(test_bf16_vs_fp32_ours),
+        cmocka_unit_test(test_bf16_vs_fp32_onednn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,222 @@
+/* gemm_dnnl.c: bf16 GEMM on oneDNN's matmul primitive (gemm_dnnl.h).
+ *
+ * oneDNN 2.6 has no public bf16 GEMM function, so each product is a matmul primitive: bf16 source
+ * and weights, fp32 destination, the transposes as strides, alpha as an output scale and beta as a
+ * sum post-op (both fixed when the primitive is created, hence part of the cache key). 2.6 ignores
+ * dnnl_fpmath_mode_bf16 for f32 inputs on AVX512-BF16 (it still picks the fp32 kernel,
+ * brg:avx512_core, at half the bf16 rate), so the operands are rounded into per-thread bf16 copies
+ * first, in their own layout (no transposition): 2-5% of the time of a bert-base dense product,
+about 10% of an attention product (128x128x64), measured single-threaded on the Zen 5.
+ *
+ * Threads: Debian's libdnnl runs on OpenMP, and a primitive splits its work over
+ * omp_get_max_threads() threads, fixed when it is created (the split can include K, which would
+ * change the sums with the thread count). Inside our parallel loops oneDNN sees omp_in_parallel()
+ * and runs alone, but kern_gemm also calls it outside one. So the calling thread's OpenMP thread
+ * count is set to 1 around every creation and execution and restored after: every primitive is
+ * built for one thread and runs on the caller's. Each thread keeps its own primitives, memory
+ * objects, stream and bf16 copies (no locks; a few dozen shapes per thread). */
+#include "gemm_dnnl.h"
+
+#include "common.h"
+
+#if BP_HAVE_DNNL
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm_bf16.h"
+#include "gemm_cpu.h"
+
+#define DNNL_CHECK(call)                                                                                  \
+    do {                                                                                                  \
+        dnnl_status_t st_ = (call);                                                                       \
+        BP_ASSERT(st_ == dnnl_success, "oneDNN: %s returned status %d", #call, (int)st_);                 \
+    } while (0)
+
+typedef struct {
+    bool ta, tb;
+    int M, N, K, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c; /* descriptors bound to the primitive, data handles set per call */
+} Entry;
+
+#define CACHE_CAP 96
+
+typedef struct {
+    Entry e[CACHE_CAP];
+    int n, evict; /* when full, entries are replaced round-robin */
+    dnnl_stream_t stream;
+    uint16_t *abuf, *bbuf;
+    size_t acap, bcap;
+} ThreadState;
+
+static _Thread_local ThreadState *t_state;
+static dnnl_engine_t g_engine;
+static bool g_ok;
+static char g_impl[128];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* matmul primitive for the key of e; its memory objects have no data yet. Returns the status. */
+static dnnl_status_t entry_create(Entry *e, const char **impl) {
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {e->M, e->K}, db = {e->K, e->N}, dc = {e->M, e->N};
+    /* the bf16 copies are dense in the operand's own layout: op(A)[i][k] at k*M + i when ta */
+    dnnl_dims_t sa = {e->ta ? 1 : e->K, e->ta ? e->M : 1}, sb = {e->tb ? 1 : e->N, e->tb ? e->K : 1},
+                sc = {e->ldc, 1};
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_matmul_desc_t md;
+    dnnl_status_t st;
+    if ((st = dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa)) ||
+        (st = dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, sb)) ||
+        (st = dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc)) ||
+        (st = dnnl_matmul_desc_init(&md, &a, &b, NULL, &c)) || (st = dnnl_primitive_attr_create(&attr)))
+        return st;
+    if (e->alpha != 1.0f) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha);
+    if (!st && e->beta != 0.0f) {
+        if (!(st = dnnl_post_ops_create(&po)) && !(st = dnnl_post_ops_append_sum(po, e->beta)))
+            st = dnnl_primitive_attr_set_post_ops(attr, po);
+    }
+    if (!st) st = dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL);
+    if (!st && impl) st = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, impl);
+    if (!st) st = dnnl_primitive_create(&e->prim, pd);
+    if (!st) st = dnnl_memory_create(&e->a, &a, g_engine, DNNL_MEMORY_NONE);
+    if (!st) st = dnnl_memory_create(&e->b, &b, g_engine, DNNL_MEMORY_NONE);
+    if (!st) st = dnnl_memory_create(&e->c, &c, g_engine, DNNL_MEMORY_NONE);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+static void entry_destroy(Entry *e) {
+    dnnl_memory_destroy(e->a);
+    dnnl_memory_destroy(e->b);
+    dnnl_memory_destroy(e->c);
+    dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof *e);
+}
+
+/* oneDNN's kernel for a bf16 product the size of a bert-base layer, on one thread: native when it
+   is a brgemm/jit kernel on the CPU's bf16 instructions, not the reference loops */
+static void probe(void) {
+    /* first: it asks Linux for the AMX tile data before oneDNN looks at what the CPU may use */
+    const GemmCpu *cpu = gemm_cpu_features();
+    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) {
+        snprintf(g_impl, sizeof g_impl, "oneDNN found no CPU engine");
+        return;
+    }
+    Entry e = {.M = 512, .N = 768, .K = 768, .ldc = 768, .alpha = 1.0f, .tb = true};
+    const char *impl = NULL;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t st = entry_create(&e, &impl);
+    omp_set_num_threads(saved);
+    if (st != dnnl_success) {
+        snprintf(g_impl, sizeof g_impl, "oneDNN has no bf16 matmul here (status %d)", (int)st);
+    } else {
+        snprintf(g_impl, sizeof g_impl, "%s", impl);
+        g_ok = (cpu->avx512_bf16 || cpu->amx_bf16) && strncmp(impl, "ref", 3) != 0;
+        entry_destroy(&e);
+    }
+}
+
+bool gemm_dnnl_available(void) {
+    pthread_once(&g_once, probe);
+    return g_ok;
+}
+
+const char *gemm_dnnl_impl(void) {
+    pthread_once(&g_once, probe);
+    return g_impl;
+}
+
+static ThreadState *thread_state(void) {
+    if (!t_state) {
+        t_state = calloc(1, sizeof *t_state);
+        BP_ASSERT(t_state, "oneDNN GEMM: out of memory for the per-thread cache");
+        DNNL_CHECK(dnnl_stream_create(&t_state->stream, g_engine, dnnl_stream_default_flags));
+    }
+    return t_state;
+}
+
+static Entry *lookup(ThreadState *s, bool ta, bool tb, int M, int N, int K, int ldc, float alpha, float beta) {
+    for (int i = 0; i < s->n; i++) {
+        Entry *e = &s->e[i];
+        if (e->M == M && e->N == N && e->K == K && e->ta == ta && e->tb == tb && e->ldc == ldc &&
+            e->alpha == alpha && e->beta == beta)
+            return e;
+    }
+    Entry *e;
+    if (s->n < CACHE_CAP) {
+        e = &s->e[s->n++];
+    } else {
+        e = &s->e[s->evict];
+        s->evict = (s->evict + 1) % CACHE_CAP;
+        entry_destroy(e);
+    }
+    *e = (Entry){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .ldc = ldc, .alpha = alpha, .beta = beta};
+    DNNL_CHECK(entry_create(e, NULL));
+    return e;
+}
+
+/* rows x cols floats at row stride ld -> dense bf16 in *buf (grown as needed) */
+static uint16_t *round_copy(uint16_t **buf, size_t *cap, const float *src, int rows, int cols, int ld) {
+    size_t need = (size_t)rows * cols;
+    if (need > *cap) {
+        free(*buf);
+        *cap = need + need / 4;
+        *buf = aligned_alloc(64, (*cap * sizeof **buf + 63) / 64 * 64);
+        BP_ASSERT(*buf, "oneDNN GEMM: out of memory for a %d x %d bf16 operand", rows, cols);
+    }
+    if (ld == cols) {
+        gemm_bf16_round(*buf, src, need);
+    } else {
+        for (int r = 0; r < rows; r++) gemm_bf16_round(*buf + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
+    }
+    return *buf;
+}
+
+void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) { /* no product: C = beta C, as gemm_bf16 does it */
+        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    BP_ASSERT(gemm_dnnl_available(), "gemm_dnnl called without oneDNN bf16: %s", gemm_dnnl_impl());
+    ThreadState *s = thread_state();
+    uint16_t *a = round_copy(&s->abuf, &s->acap, A, ta ? K : M, ta ? M : K, lda);
+    uint16_t *b = round_copy(&s->bbuf, &s->bcap, B, tb ? N : K, tb ? K : N, ldb);
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    Entry *e = lookup(s, ta, tb, M, N, K, ldc, alpha, beta);
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->a, a));
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->b, b));
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->c, C));
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    DNNL_CHECK(dnnl_primitive_execute(e->prim, s->stream, 3, args));
+    DNNL_CHECK(dnnl_stream_wait(s->stream));
+    if (saved != 1) omp_set_num_threads(saved);
+}
+
+#else /* built without oneDNN (make DNNL=0) */
+
+bool gemm_dnnl_available(void) { return false; }
+const char *gemm_dnnl_impl(void) { return "built without oneDNN (make DNNL=0)"; }
+
+void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta;
+    (void)C, (void)ldc;
+    BP_ASSERT(false, "gemm_dnnl: this program was built without oneDNN (make DNNL=0)");
+}
+
+#endif

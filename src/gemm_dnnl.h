@@ -1,0 +1,28 @@
+/* gemm_dnnl.h: the bf16 matrix product on oneDNN's matmul primitive (libdnnl 2.6 C API), with the
+ * contract of gemm_bf16() (gemm_bf16.h): inputs rounded to bf16 (nearest even), fp32 sums. oneDNN
+ * picks its own kernel for the CPU (brgemm on AVX512-BF16, AMX tiles where the CPU has them); which
+ * bf16 engine runs is decided in gemm_cpu.c (docs/performance.md has the measurements). A build
+ * without libdnnl (make DNNL=0) keeps these functions, and gemm_dnnl_available() says false. */
+#ifndef BP_GEMM_DNNL_H
+#define BP_GEMM_DNNL_H
+
+#include <stdbool.h>
+
+/* True when the program was built with oneDNN and it serves bf16 matmuls on this CPU with a native
+ * kernel (not its reference code). Probed once, thread-safe. The name of the kernel oneDNN picked
+ * for a bert-base-sized product ("brg:avx512_core_bf16", "brg:avx512_core_amx" ...), or a reason
+ * why there is none, goes to gemm_dnnl_impl(). */
+bool gemm_dnnl_available(void);
+const char *gemm_dnnl_impl(void);
+
+/* C (M,N) = alpha * bf16(op(A)) * bf16(op(B)) + beta * C, row-major, arguments as cblas_sgemm;
+ * beta 0 never reads C. Single-threaded whatever OpenMP's settings (oneDNN's own OpenMP threads
+ * never start), callable from several threads at once: each thread keeps its own primitives, one per
+ * (transposes, M, N, K, ldc, alpha, beta), and its own bf16 copies of the operands. Each element of C
+ * is the same sum in the same order wherever it lies in C (tests/test_gemm_dnnl.c), so kern_gemm may
+ * cut a product into blocks. Only where gemm_dnnl_available(); a oneDNN failure (out of memory)
+ * aborts with the oneDNN status. */
+void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc);
+
+#endif
