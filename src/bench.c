@@ -133,7 +133,7 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
                                           : "that engine cannot run on this CPU or build");
             goto done;
         }
-        kern_set_bf16_engine(k);
+        model_set_bf16_engine(m, k);
         r->engine.bf16_kind = k;
         r->engine.isa = gemm_bf16_kind_isa(k);
         snprintf(r->engine.why, sizeof r->engine.why, "bench --bf16-engine %s", gemm_bf16_kind_name(k));

@@ -326,6 +326,11 @@ int model_check_finite(const ParamTable *t, const float *buf, const char *source
     return 0;
 }
 const ModelConfig *model_config(const Model *m) { return &m->mc; }
+void model_set_bf16_engine(Model *m, GemmBf16Kind kind) {
+    m->engine.bf16_kind = kind;
+    m->engine.isa = gemm_bf16_kind_isa(kind);
+}
+
 const GemmEngine *model_engine(const Model *m) { return &m->engine; }
 float *model_params(const Model *m) { return m->params; }
 float *model_grads(const Model *m) { return m->grads; }
@@ -680,6 +685,7 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *fa, ModelStats *s
         return bp_fail(err, "sequence length %d exceeds model.max_position %d", T, m->mc.max_position);
     if (model_plan(m, B, T, P, err)) return -1;
     kern_set_bf16(m->engine.bf16);
+    kern_set_bf16_engine(m->engine.bf16_kind);
     BP_ASSERT(B <= m->plan_B && T <= m->plan_T && P <= m->plan_P, "batch (%d, %d, %d) outside the plan", B, T, P);
     m->have_forward = false;
     m->B = B;
@@ -897,6 +903,7 @@ void model_backward(Model *m) {
     BP_ASSERT(m->have_forward, "model_backward needs a model_forward before it (one backward per forward)");
     m->have_forward = false; /* the logits become their gradient below */
     kern_set_bf16(m->engine.bf16);
+    kern_set_bf16_engine(m->engine.bf16_kind);
     memset(m->act.d_out, 0, (size_t)m->B * m->T * m->mc.hidden * sizeof(float));
     mlm_head_backward(m);
     nsp_head_backward(m);

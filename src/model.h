@@ -58,7 +58,10 @@ Model *model_create(const Config *cfg, int vocab_size, BpError *err);
 void model_free(Model *m);
 const ParamTable *model_table(const Model *m);
 const ModelConfig *model_config(const Model *m); /* vocab_size is the model's V */
-const GemmEngine *model_engine(const Model *m);  /* the precision the products run in, and why */
+const GemmEngine *model_engine(const Model *m);
+/* Runs the bf16 products on `kind` instead of the rule's engine (bench --bf16-engine; the caller
+ * checks gemm_bf16_kind_usable). */
+void model_set_bf16_engine(Model *m, GemmBf16Kind kind);  /* the precision the products run in, and why */
 /* the parameter and gradient buffers (ParamTable.total floats each) */
 float *model_params(const Model *m);
 float *model_grads(const Model *m);

@@ -11,13 +11,19 @@ check "bf16 without native bf16 names what is missing: $err" grep -q "needs nati
 run env BP_CPU_NO_BF16=1 "$BP_BIN" bench "${small[@]}" --set training.precision=auto
 check "auto without native bf16 runs fp32 (rc $rc)" grep -q "products in fp32 .*auto: no AVX512-BF16" <<<"$out"
 check "bench JSON names the precision" grep -q '"precision": "fp32"' <<<"$out"
-run env -u OPENBLAS_CORETYPE "$BP_BIN" bench "${small[@]}"
-check "unset OPENBLAS_CORETYPE: rc 0 ($rc)" test "$rc" -eq 0
-check "unset OPENBLAS_CORETYPE: no generic core" not grep -Eq "OpenBLAS core (Prescott|Core2|Nehalem|Katmai|Unknown)" <<<"$out"
-if grep -q avx512_bf16 /proc/cpuinfo; then
+# the environment's OPENBLAS_CORETYPE is never changed (some machines set it because OpenBLAS
+# misbehaves there): the check of OpenBLAS's own choice runs only where it is not set
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    run "$BP_BIN" bench "${small[@]}"
+    check "OPENBLAS_CORETYPE unset: rc 0 ($rc)" test "$rc" -eq 0
+    check "OPENBLAS_CORETYPE unset: no generic core" not grep -Eq "OpenBLAS core (Prescott|Core2|Nehalem|Katmai|Unknown)" <<<"$out"
+else
+    echo "SKIP the generic-core check: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE is set by the environment (never changed)"
+fi
+if grep -q avx512_bf16 /proc/cpuinfo && [ -z "${BP_CPU_NO_BF16:-}" ]; then
     run "$BP_BIN" bench "${small[@]}" --set training.precision=auto
     check "auto on AVX512-BF16 runs bf16" grep -Eq "products in bf16 on (avx512-bf16|oneDNN)" <<<"$out"
 else
-    echo "SKIP bf16 bench: this CPU has no AVX512-BF16"
+    echo "SKIP bf16 bench: this CPU has no AVX512-BF16 (or BP_CPU_NO_BF16 hides it)"
 fi
 finish
