@@ -13,6 +13,7 @@
 
 #include "dist.h"
 #include "gemm_cpu.h"
+#include "gemm_dnnl.h"
 #include "kernels.h"
 #include "optim.h"
 #include "rng.h"
@@ -122,6 +123,7 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     Optimizer *opt = NULL;
     int rc = -1;
     GemmBf16Kind saved_kind = kern_bf16_engine();
+    bool saved_fp32 = kern_fp32_onednn();
     Model *m = model_create(cfg, V, err);
     if (!m || batch_alloc(&b, B, T, P, err) || model_plan(m, B, T, P, err)) goto done;
     r->engine = *model_engine(m);
@@ -137,6 +139,17 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
         r->engine.bf16_kind = k;
         r->engine.isa = gemm_bf16_kind_isa(k);
         snprintf(r->engine.why, sizeof r->engine.why, "bench --bf16-engine %s", gemm_bf16_kind_name(k));
+    }
+    if (o->fp32_engine_set) { /* the fp32 steps on the engine asked for */
+        if (r->engine.bf16 || (o->fp32_onednn && !gemm_dnnl_f32_available())) {
+            bp_fail_usage(err, "--fp32-engine %s: %s", o->fp32_onednn ? "onednn" : "openblas",
+                          r->engine.bf16 ? "the products run in bf16 here (training.precision)"
+                                         : "oneDNN has no native fp32 kernel on this CPU or build");
+            goto done;
+        }
+        model_set_fp32_onednn(m, o->fp32_onednn);
+        r->engine = *model_engine(m);
+        snprintf(r->engine.why, sizeof r->engine.why, "bench --fp32-engine %s", o->fp32_onednn ? "onednn" : "openblas");
     }
     model_init_weights(m, cfg->training.seed);
     /* every slot a real prediction, no padding: the work scripts/torch_bert.py does */
@@ -172,6 +185,7 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     rc = summarize_steps(r, mc, V, err);
 done:
     kern_set_bf16_engine(saved_kind);
+    kern_set_fp32_onednn(saved_fp32);
     optim_free(opt);
     batch_free(&b);
     model_free(m);

@@ -24,6 +24,8 @@ typedef struct {
     bool sgemm;      /* measure the sgemm rate at the step's product shapes */
     bool bf16_engine_set;     /* false: the bf16 products run on the rule's engine (gemm_bf16_kind_default) */
     GemmBf16Kind bf16_engine; /* when set: the engine they run on (a usage error where it cannot run) */
+    bool fp32_engine_set;     /* false: the fp32 products run on the rule's engine (gemm_fp32_onednn_for) */
+    bool fp32_onednn;         /* when set: oneDNN (true) or OpenBLAS (false) */
 } BenchOptions;
 
 /* One product shape of the step and the sgemm rate measured at it. Shapes the model runs more than

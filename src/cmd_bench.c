@@ -16,6 +16,7 @@ static long bench_seq = -1, bench_batch = -1, bench_predictions = 0, bench_steps
 static long bench_floats = -1;
 static bool bench_no_sgemm, bench_optimizer_only, bench_allreduce_only;
 static const char *bench_bf16_engine;
+static const char *bench_fp32_engine;
 static const CliOption BENCH_OPTIONS[] = {
     {"--seq", CLI_LONG, &bench_seq, "T", "sequence length (default: phase 0 seq_len, else 128)", 2, 65536},
     {"--micro-batch", CLI_LONG, &bench_batch, "B", "examples per step (default: training.micro_batch, else 32)", 1,
@@ -27,6 +28,8 @@ static const CliOption BENCH_OPTIONS[] = {
     {"--no-sgemm", CLI_FLAG, &bench_no_sgemm, NULL, "skip the sgemm measurement", 0, 0},
     {"--bf16-engine", CLI_STRING, &bench_bf16_engine, "ours|onednn",
      "bf16 products of the steps on this engine instead of the rule's (docs/performance.md)", 0, 0},
+    {"--fp32-engine", CLI_STRING, &bench_fp32_engine, "openblas|onednn",
+     "fp32 products of the steps on this engine instead of the rule's (docs/performance.md)", 0, 0},
     {"--optimizer-only", CLI_FLAG, &bench_optimizer_only, NULL, "time the optimizer step against a memcpy instead",
      0, 0},
     {"--floats", CLI_LONG, &bench_floats, "N",
@@ -39,7 +42,7 @@ static const CliCommand BENCH = {
     .name = "bench",
     .usage = "bench [CONFIG.yaml] [--set section.key=value ...] [--seq T] [--micro-batch B]\n"
              "                           [--predictions P] [--steps N] [--warmup W] [--no-sgemm]\n"
-             "                           [--bf16-engine ours|onednn]\n"
+             "                           [--bf16-engine ours|onednn] [--fp32-engine openblas|onednn]\n"
              "       bert_pretrain bench --optimizer-only [CONFIG.yaml] [--set ...] [--floats N]\n"
              "       mpirun -np R bert_pretrain bench --allreduce [--floats N] [--steps N]",
     .description =
@@ -114,8 +117,8 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
            mc->hidden, mc->heads, mc->intermediate, V, r->batch, r->seq, r->predictions, r->threads,
            mc->gelu == GELU_TANH ? "tanh" : "erf", mc->dropout, mc->attention_dropout, r->optimizer);
     printf("bench: parameters %.2fM, activations %.1f MiB\n", r->params / 1e6, r->activation_bytes / 1048576.0);
-    printf("bench: products in %s on %s (%s); fp32 products on OpenBLAS core %s (self-test error %.1e)\n",
-           r->engine.bf16 ? "bf16" : "fp32", r->engine.bf16 ? r->engine.isa : "OpenBLAS", r->engine.why, r->blas_core,
+    printf("bench: products in %s on %s (%s); OpenBLAS core %s (self-test error %.1e)\n",
+           r->engine.bf16 ? "bf16" : "fp32", r->engine.isa, r->engine.why, r->blas_core,
            r->blas_selftest);
     int all = r->warmup + r->steps;
     printf("bench: step times (ms, warm-up first):");
@@ -212,7 +215,13 @@ static int bench_steps_run(const Config *cfg, int V, BpError *err) {
         .warmup = (int)bench_warmup,
         .sgemm = !bench_no_sgemm,
         .bf16_engine_set = bench_bf16_engine != NULL,
+        .fp32_engine_set = bench_fp32_engine != NULL,
     };
+    if (bench_fp32_engine) {
+        if (strcmp(bench_fp32_engine, "openblas") && strcmp(bench_fp32_engine, "onednn"))
+            return bp_fail_usage(err, "--fp32-engine must be openblas or onednn, not '%s'", bench_fp32_engine);
+        o.fp32_onednn = strcmp(bench_fp32_engine, "onednn") == 0;
+    }
     if (bench_bf16_engine) {
         if (strcmp(bench_bf16_engine, "ours") == 0) {
             o.bf16_engine = GEMM_BF16_OWN;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -58,6 +59,30 @@ static char g_dnnl_isa[160];
 static pthread_once_t g_dnnl_isa_once = PTHREAD_ONCE_INIT;
 static void dnnl_isa_name(void) { snprintf(g_dnnl_isa, sizeof g_dnnl_isa, "oneDNN %s", gemm_dnnl_impl()); }
 
+static char g_dnnl_f32_isa[160];
+static pthread_once_t g_dnnl_f32_isa_once = PTHREAD_ONCE_INIT;
+static void dnnl_f32_isa_name(void) {
+    snprintf(g_dnnl_f32_isa, sizeof g_dnnl_f32_isa, "oneDNN %s", gemm_dnnl_f32_impl());
+}
+
+/* OpenBLAS's cores with AVX-512 kernels (0.3.21: SKYLAKEX, COOPERLAKE, SAPPHIRERAPIDS) */
+static bool core_has_avx512(const char *core) {
+    static const char *const AVX512_CORES[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    for (size_t i = 0; core && i < BP_ARRAY_LEN(AVX512_CORES); i++)
+        if (!strcasecmp(core, AVX512_CORES[i])) return true;
+    return false;
+}
+
+bool gemm_fp32_onednn_for(const GemmCpu *cpu, const char *openblas_core, bool dnnl_f32_available) {
+    return dnnl_f32_available && cpu->avx512 && !core_has_avx512(openblas_core);
+}
+
+const char *gemm_fp32_isa(bool onednn) {
+    if (!onednn) return "OpenBLAS";
+    pthread_once(&g_dnnl_f32_isa_once, dnnl_f32_isa_name);
+    return g_dnnl_f32_isa;
+}
+
 GemmBf16Kind gemm_bf16_kind_for(const GemmCpu *cpu, bool dnnl_available) {
     return dnnl_available && (cpu->avx512_bf16 || cpu->amx_bf16) ? GEMM_BF16_ONEDNN : GEMM_BF16_OWN;
 }
@@ -87,9 +112,16 @@ int gemm_engine_resolve(PrecisionKind want, const GemmCpu *cpu, GemmEngine *out,
     }
     out->bf16 = want == PRECISION_BF16 || (want == PRECISION_AUTO && native);
     if (!out->bf16) {
-        out->isa = "openblas";
-        snprintf(out->why, sizeof out->why, "%s",
-                 want == PRECISION_AUTO ? "auto: no AVX512-BF16/AMX-BF16 on this CPU" : "fp32 requested");
+        const char *asked = want == PRECISION_AUTO ? "auto: no AVX512-BF16/AMX-BF16 on this CPU" : "fp32 requested";
+        const char *core = gemm_openblas_core();
+        out->fp32_onednn = gemm_fp32_onednn_for(cpu, core, gemm_dnnl_f32_available());
+        out->isa = gemm_fp32_isa(out->fp32_onednn);
+        if (out->fp32_onednn) {
+            snprintf(out->why, sizeof out->why, "%s; OpenBLAS's core %s has no AVX-512 kernels, this CPU has AVX-512",
+                     asked, core);
+        } else {
+            snprintf(out->why, sizeof out->why, "%s", asked);
+        }
         return 0;
     }
     bool dnnl = native && gemm_dnnl_available();

@@ -47,9 +47,20 @@ bool gemm_bf16_kind_usable(GemmBf16Kind k);
 typedef struct {
     bool bf16;
     GemmBf16Kind bf16_kind; /* when bf16: which engine (gemm_bf16_kind_default) */
-    const char *isa; /* "avx512-bf16" (ours), "oneDNN brg:avx512_core_amx" ..., or "openblas" */
-    char why[160];
+    bool fp32_onednn;       /* when fp32: oneDNN instead of OpenBLAS (gemm_fp32_onednn_for) */
+    const char *isa; /* "avx512-bf16" (ours), "oneDNN brg:avx512_core_amx" ..., or "OpenBLAS" */
+    char why[200];
 } GemmEngine;
+
+/* The fp32 engine rule: oneDNN's fp32 matmul where OpenBLAS runs a core without AVX-512 kernels
+ * (an AVX2 core such as Haswell, e.g. because the environment set OPENBLAS_CORETYPE, which is never
+ * changed) on a CPU with AVX-512, and oneDNN has a native fp32 kernel there; OpenBLAS otherwise.
+ * Deterministic (a function of the CPU and the core, never of a timing): the two engines sum in
+ * different orders, so the choice changes results in the last bits. docs/performance.md has the
+ * measurements behind it. */
+bool gemm_fp32_onednn_for(const GemmCpu *cpu, const char *openblas_core, bool dnnl_f32_available);
+/* "oneDNN <its fp32 kernel>" or "OpenBLAS" */
+const char *gemm_fp32_isa(bool onednn);
 
 /* auto: bf16 on native bf16 dot products, fp32 elsewhere. bf16 on a CPU without them fails with a
  * usage error naming what is missing. The bf16 engine is gemm_bf16_kind_for(cpu, oneDNN usable). */

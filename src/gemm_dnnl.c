@@ -39,8 +39,9 @@ about 10% of an attention product (128x128x64), measured single-threaded on the 
     } while (0)
 
 typedef struct {
+    bool f32; /* fp32 operands used in place (lda, ldb part of the key), else bf16 copies */
     bool ta, tb;
-    int M, N, K, ldc;
+    int M, N, K, lda, ldb, ldc;
     float alpha, beta;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c; /* descriptors bound to the primitive, data handles set per call */
@@ -66,16 +67,17 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static dnnl_status_t entry_create(Entry *e, const char **impl) {
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t da = {e->M, e->K}, db = {e->K, e->N}, dc = {e->M, e->N};
-    /* the bf16 copies are dense in the operand's own layout: op(A)[i][k] at k*M + i when ta */
-    dnnl_dims_t sa = {e->ta ? 1 : e->K, e->ta ? e->M : 1}, sb = {e->tb ? 1 : e->N, e->tb ? e->K : 1},
+    /* op(A)[i][k] at i*lda + k, or k*lda + i when ta (the bf16 copies are dense: lda = K or M) */
+    dnnl_dims_t sa = {e->ta ? 1 : e->lda, e->ta ? e->lda : 1}, sb = {e->tb ? 1 : e->ldb, e->tb ? e->ldb : 1},
                 sc = {e->ldc, 1};
+    dnnl_data_type_t in = e->f32 ? dnnl_f32 : dnnl_bf16;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t md;
     dnnl_status_t st;
-    if ((st = dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa)) ||
-        (st = dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, sb)) ||
+    if ((st = dnnl_memory_desc_init_by_strides(&a, 2, da, in, sa)) ||
+        (st = dnnl_memory_desc_init_by_strides(&b, 2, db, in, sb)) ||
         (st = dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc)) ||
         (st = dnnl_matmul_desc_init(&md, &a, &b, NULL, &c)) || (st = dnnl_primitive_attr_create(&attr)))
         return st;
@@ -104,28 +106,39 @@ static void entry_destroy(Entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-/* oneDNN's kernel for a bf16 product the size of a bert-base layer, on one thread: native when it
-   is a brgemm/jit kernel on the CPU's bf16 instructions, not the reference loops */
-static void probe(void) {
-    /* first: it asks Linux for the AMX tile data before oneDNN looks at what the CPU may use */
-    const GemmCpu *cpu = gemm_cpu_features();
-    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) {
-        snprintf(g_impl, sizeof g_impl, "oneDNN found no CPU engine");
-        return;
-    }
-    Entry e = {.M = 512, .N = 768, .K = 768, .ldc = 768, .alpha = 1.0f, .tb = true};
+/* oneDNN's kernel for a product the size of a bert-base layer, on one thread, in bf16 and in fp32:
+   native when it is a brgemm/jit kernel, not the reference loops (bf16 also needs the CPU's bf16
+   instructions, fp32 AVX-512: below it, OpenBLAS's AVX2 kernels are as good) */
+static char g_impl_f32[128];
+static bool g_ok_f32;
+
+static void probe_one(bool f32, char *impl_out, size_t len, bool *ok, bool cpu_ok) {
+    Entry e = {.f32 = f32, .M = 512, .N = 768, .K = 768, .lda = 768, .ldb = 768, .ldc = 768, .alpha = 1.0f,
+               .tb = true};
     const char *impl = NULL;
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
     dnnl_status_t st = entry_create(&e, &impl);
     omp_set_num_threads(saved);
     if (st != dnnl_success) {
-        snprintf(g_impl, sizeof g_impl, "oneDNN has no bf16 matmul here (status %d)", (int)st);
-    } else {
-        snprintf(g_impl, sizeof g_impl, "%s", impl);
-        g_ok = (cpu->avx512_bf16 || cpu->amx_bf16) && strncmp(impl, "ref", 3) != 0;
-        entry_destroy(&e);
+        snprintf(impl_out, len, "oneDNN has no %s matmul here (status %d)", f32 ? "fp32" : "bf16", (int)st);
+        return;
     }
+    snprintf(impl_out, len, "%s", impl);
+    *ok = cpu_ok && strncmp(impl, "ref", 3) != 0;
+    entry_destroy(&e);
+}
+
+static void probe(void) {
+    /* first: it asks Linux for the AMX tile data before oneDNN looks at what the CPU may use */
+    const GemmCpu *cpu = gemm_cpu_features();
+    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) {
+        snprintf(g_impl, sizeof g_impl, "oneDNN found no CPU engine");
+        snprintf(g_impl_f32, sizeof g_impl_f32, "oneDNN found no CPU engine");
+        return;
+    }
+    probe_one(false, g_impl, sizeof g_impl, &g_ok, cpu->avx512_bf16 || cpu->amx_bf16);
+    probe_one(true, g_impl_f32, sizeof g_impl_f32, &g_ok_f32, cpu->avx512);
 }
 
 bool gemm_dnnl_available(void) {
@@ -138,6 +151,16 @@ const char *gemm_dnnl_impl(void) {
     return g_impl;
 }
 
+bool gemm_dnnl_f32_available(void) {
+    pthread_once(&g_once, probe);
+    return g_ok_f32;
+}
+
+const char *gemm_dnnl_f32_impl(void) {
+    pthread_once(&g_once, probe);
+    return g_impl_f32;
+}
+
 static ThreadState *thread_state(void) {
     if (!t_state) {
         t_state = calloc(1, sizeof *t_state);
@@ -147,11 +170,12 @@ static ThreadState *thread_state(void) {
     return t_state;
 }
 
-static Entry *lookup(ThreadState *s, bool ta, bool tb, int M, int N, int K, int ldc, float alpha, float beta) {
+static Entry *lookup(ThreadState *s, const Entry *key) {
     for (int i = 0; i < s->n; i++) {
         Entry *e = &s->e[i];
-        if (e->M == M && e->N == N && e->K == K && e->ta == ta && e->tb == tb && e->ldc == ldc &&
-            e->alpha == alpha && e->beta == beta)
+        if (e->f32 == key->f32 && e->M == key->M && e->N == key->N && e->K == key->K && e->ta == key->ta &&
+            e->tb == key->tb && e->lda == key->lda && e->ldb == key->ldb && e->ldc == key->ldc &&
+            e->alpha == key->alpha && e->beta == key->beta)
             return e;
     }
     Entry *e;
@@ -162,9 +186,27 @@ static Entry *lookup(ThreadState *s, bool ta, bool tb, int M, int N, int K, int 
         s->evict = (s->evict + 1) % CACHE_CAP;
         entry_destroy(e);
     }
-    *e = (Entry){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .ldc = ldc, .alpha = alpha, .beta = beta};
+    *e = *key;
+    e->prim = NULL;
+    e->a = e->b = e->c = NULL;
     DNNL_CHECK(entry_create(e, NULL));
     return e;
+}
+
+/* Runs the product of key on a, b (data of op(A), op(B) in the key's layout) into C, with oneDNN
+   held to the calling thread (see the top of the file). */
+static void run(const Entry *key, const void *a, const void *b, float *C) {
+    ThreadState *s = thread_state();
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    Entry *e = lookup(s, key);
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->a, (void *)a));
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->b, (void *)b));
+    DNNL_CHECK(dnnl_memory_set_data_handle(e->c, C));
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    DNNL_CHECK(dnnl_primitive_execute(e->prim, s->stream, 3, args));
+    DNNL_CHECK(dnnl_stream_wait(s->stream));
+    if (saved != 1) omp_set_num_threads(saved);
 }
 
 /* rows x cols floats at row stride ld -> dense bf16 in *buf (grown as needed) */
@@ -195,28 +237,45 @@ void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     ThreadState *s = thread_state();
     uint16_t *a = round_copy(&s->abuf, &s->acap, A, ta ? K : M, ta ? M : K, lda);
     uint16_t *b = round_copy(&s->bbuf, &s->bcap, B, tb ? N : K, tb ? K : N, ldb);
-    int saved = omp_get_max_threads();
-    if (saved != 1) omp_set_num_threads(1);
-    Entry *e = lookup(s, ta, tb, M, N, K, ldc, alpha, beta);
-    DNNL_CHECK(dnnl_memory_set_data_handle(e->a, a));
-    DNNL_CHECK(dnnl_memory_set_data_handle(e->b, b));
-    DNNL_CHECK(dnnl_memory_set_data_handle(e->c, C));
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    DNNL_CHECK(dnnl_primitive_execute(e->prim, s->stream, 3, args));
-    DNNL_CHECK(dnnl_stream_wait(s->stream));
-    if (saved != 1) omp_set_num_threads(saved);
+    /* the copies are dense in the operands' own layouts */
+    Entry key = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = ldc,
+                 .alpha = alpha, .beta = beta};
+    run(&key, a, b, C);
+}
+
+void gemm_dnnl_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                   int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) { /* no product: C = beta C (beta 0 never reads C) */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    BP_ASSERT(gemm_dnnl_f32_available(), "gemm_dnnl_f32 called without oneDNN fp32: %s", gemm_dnnl_f32_impl());
+    Entry key = {.f32 = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                 .alpha = alpha, .beta = beta};
+    run(&key, A, B, C);
 }
 
 #else /* built without oneDNN (make DNNL=0) */
 
 bool gemm_dnnl_available(void) { return false; }
 const char *gemm_dnnl_impl(void) { return "built without oneDNN (make DNNL=0)"; }
+bool gemm_dnnl_f32_available(void) { return false; }
+const char *gemm_dnnl_f32_impl(void) { return "built without oneDNN (make DNNL=0)"; }
 
 void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc) {
     (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta;
     (void)C, (void)ldc;
     BP_ASSERT(false, "gemm_dnnl: this program was built without oneDNN (make DNNL=0)");
+}
+
+void gemm_dnnl_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                   int ldb, float beta, float *C, int ldc) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta;
+    (void)C, (void)ldc;
+    BP_ASSERT(false, "gemm_dnnl_f32: this program was built without oneDNN (make DNNL=0)");
 }
 
 #endif

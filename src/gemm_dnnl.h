@@ -25,4 +25,13 @@ const char *gemm_dnnl_impl(void);
 void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
 
+/* The fp32 product on oneDNN (its AVX-512 brgemm), operands used in place, with the same threading,
+ * caching and cut-invariance as gemm_dnnl and cblas_sgemm's contract. Available where oneDNN has a
+ * native fp32 kernel and the CPU AVX-512 (gemm_dnnl_f32_available; its kernel's name in
+ * gemm_dnnl_f32_impl): the fp32 engine where OpenBLAS runs a core without AVX-512 (gemm_cpu.h). */
+bool gemm_dnnl_f32_available(void);
+const char *gemm_dnnl_f32_impl(void);
+void gemm_dnnl_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                   int ldb, float beta, float *C, int ldc);
+
 #endif

@@ -156,6 +156,10 @@ GemmBf16Kind kern_bf16_engine(void) {
     return (GemmBf16Kind)g_bf16_kind;
 }
 
+static bool g_fp32_onednn;
+void kern_set_fp32_onednn(bool on) { g_fp32_onednn = on; }
+bool kern_fp32_onednn(void) { return g_fp32_onednn; }
+
 static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                          const float *B, int ldb, float beta, float *C, int ldc) {
     if (atomic_load_explicit(&g_flops_on, memory_order_relaxed))
@@ -166,6 +170,10 @@ static inline void gemm1(bool ta, bool tb, int M, int N, int K, float alpha, con
             gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         else
             gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (g_fp32_onednn) {
+        gemm_dnnl_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,

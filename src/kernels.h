@@ -39,6 +39,10 @@ int kern_threads(void);
  * precision on entry. Turn it on only where gemm_cpu_features()->avx512_bf16 holds. Call outside
  * parallel regions. */
 void kern_set_bf16(bool on);
+/* fp32 products on oneDNN's fp32 matmul instead of OpenBLAS (gemm_cpu.h's fp32 engine rule; needs
+ * gemm_dnnl_f32_available). Call outside parallel regions, like kern_set_bf16. */
+void kern_set_fp32_onednn(bool on);
+bool kern_fp32_onednn(void);
 bool kern_bf16(void);
 
 /* Which engine runs the bf16 products (gemm_cpu.h): the rule gemm_bf16_kind_default() unless set

@@ -331,6 +331,11 @@ void model_set_bf16_engine(Model *m, GemmBf16Kind kind) {
     m->engine.isa = gemm_bf16_kind_isa(kind);
 }
 
+void model_set_fp32_onednn(Model *m, bool onednn) {
+    m->engine.fp32_onednn = onednn;
+    m->engine.isa = gemm_fp32_isa(onednn);
+}
+
 const GemmEngine *model_engine(const Model *m) { return &m->engine; }
 float *model_params(const Model *m) { return m->params; }
 float *model_grads(const Model *m) { return m->grads; }
@@ -686,6 +691,7 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *fa, ModelStats *s
     if (model_plan(m, B, T, P, err)) return -1;
     kern_set_bf16(m->engine.bf16);
     kern_set_bf16_engine(m->engine.bf16_kind);
+    kern_set_fp32_onednn(m->engine.fp32_onednn);
     BP_ASSERT(B <= m->plan_B && T <= m->plan_T && P <= m->plan_P, "batch (%d, %d, %d) outside the plan", B, T, P);
     m->have_forward = false;
     m->B = B;
@@ -904,6 +910,7 @@ void model_backward(Model *m) {
     m->have_forward = false; /* the logits become their gradient below */
     kern_set_bf16(m->engine.bf16);
     kern_set_bf16_engine(m->engine.bf16_kind);
+    kern_set_fp32_onednn(m->engine.fp32_onednn);
     memset(m->act.d_out, 0, (size_t)m->B * m->T * m->mc.hidden * sizeof(float));
     mlm_head_backward(m);
     nsp_head_backward(m);

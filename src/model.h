@@ -61,7 +61,10 @@ const ModelConfig *model_config(const Model *m); /* vocab_size is the model's V 
 const GemmEngine *model_engine(const Model *m);
 /* Runs the bf16 products on `kind` instead of the rule's engine (bench --bf16-engine; the caller
  * checks gemm_bf16_kind_usable). */
-void model_set_bf16_engine(Model *m, GemmBf16Kind kind);  /* the precision the products run in, and why */
+void model_set_bf16_engine(Model *m, GemmBf16Kind kind);
+/* The fp32 products on oneDNN (true) or OpenBLAS instead of the rule's (bench --fp32-engine; the
+ * caller checks gemm_dnnl_f32_available). */
+void model_set_fp32_onednn(Model *m, bool onednn);  /* the precision the products run in, and why */
 /* the parameter and gradient buffers (ParamTable.total floats each) */
 float *model_params(const Model *m);
 float *model_grads(const Model *m);

@@ -29,14 +29,15 @@ static float gc_rnd(uint64_t *s) {
 }
 
 static double gc_rb(float x) { return gemm_bf16_to_float(gemm_bf16_from_float(x)); }
+static inline double gc_fp32(float x) { return x; }
 
 /* C = alpha op(A) op(B) + beta C against float64 over the rounded inputs, leading dimensions wider
  * than the rows. The only error left is fp32 accumulation: each of the K partial sums rounds once
  * (2^-24 relative), so |error| <= (K + 2) 2^-24 (sum_k |a_k b_k| + |beta c|); a wrong rounding of
  * the inputs (2^-8 relative each) or a lost term lies far outside. beta 0 starts from a C of NaN
  * (never read). The worst element is printed on a failure. */
-static void gc_check_case(GemmFn f, const char *name, bool ta, bool tb, int M, int N, int K, float alpha,
-                          float beta) {
+static void gc_check_case(GemmFn f, const char *name, double (*in)(float), bool ta, bool tb, int M, int N, int K,
+                          float alpha, float beta) {
     uint64_t s = (uint64_t)(M * 131 + N * 17 + K + ta * 7 + tb * 3);
     int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
     float *A = malloc(sizeof(float) * (size_t)(ta ? K : M) * lda), *B = malloc(sizeof(float) * (size_t)(tb ? N : K) * ldb);
@@ -51,8 +52,8 @@ static void gc_check_case(GemmFn f, const char *name, bool ta, bool tb, int M, i
         for (int j = 0; j < N; j++) {
             double ref = 0, mag = 0;
             for (int k = 0; k < K; k++) {
-                double p = gc_rb(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
-                           gc_rb(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                double p = in(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                           in(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
                 ref += p;
                 mag += fabs(p);
             }
@@ -76,16 +77,19 @@ static void gc_check_case(GemmFn f, const char *name, bool ta, bool tb, int M, i
     free(A), free(B), free(C), free(C0);
 }
 
-/* odd shapes, every transpose case, beta 0 / 1 / other, alpha 1 / other */
-static void gc_check_cases(GemmFn f, const char *name) {
+/* odd shapes, every transpose case, beta 0 / 1 / other, alpha 1 / other; in: what the engine does
+ * to its inputs (gc_rb: rounds them to bf16; gc_fp32: nothing, an fp32 GEMM) */
+static void gc_check_cases_in(GemmFn f, const char *name, double (*in)(float)) {
     static const int shapes[][3] = {{1, 1, 1}, {7, 70, 33}, {67, 129, 300}, {200, 65, 513}, {13, 1030, 31}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int t = 0; t < 4; t++) {
-            gc_check_case(f, name, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f);
-            gc_check_case(f, name, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, 0.75f);
-            gc_check_case(f, name, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.125f, 1.0f);
+            gc_check_case(f, name, in, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f);
+            gc_check_case(f, name, in, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, 0.75f);
+            gc_check_case(f, name, in, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.125f, 1.0f);
         }
 }
+
+static void gc_check_cases(GemmFn f, const char *name) { gc_check_cases_in(f, name, gc_rb); }
 
 /* Each element of C is the same sum whatever block of C a call computes: the product in one call
  * equals it computed in row blocks and in column blocks (pieces of 16 k + a remainder, as kern_gemm

@@ -99,16 +99,18 @@ static void test_dnnl_inside_parallel(void **st) {
 /* A whole forward and backward pass in bf16 (dropout on, every kernel on its parallel path: the
  * attention products run per (example, head) inside the parallel loop, the dense ones cut by
  * kern_gemm_many): loss and gradients bit-identical on 1 and 2 threads, on each engine. */
-static void model_threads(GemmBf16Kind kind) {
+static void model_threads(GemmBf16Kind kind, bool fp32_onednn) {
     Config cfg;
     config_defaults(&cfg);
-    cfg.training.precision = PRECISION_BF16;
+    cfg.training.precision = fp32_onednn ? PRECISION_FP32 : PRECISION_BF16;
     ModelConfig *mc = &cfg.model;
     mc->layers = 1, mc->hidden = 64, mc->heads = 4, mc->intermediate = 128, mc->max_position = 64;
     mc->type_vocab_size = 2, mc->dropout = 0.1, mc->attention_dropout = 0.1;
     BpError err = {0};
     Model *m = model_create(&cfg, 300, &err);
     assert_non_null(m);
+    if (fp32_onednn) model_set_fp32_onednn(m, true);
+    else model_set_bf16_engine(m, kind);
     model_init_weights(m, 3);
     size_t n = model_table(m)->total;
     Batch b;
@@ -117,8 +119,6 @@ static void model_threads(GemmBf16Kind kind) {
     float *g1 = malloc(n * sizeof(float));
     double loss1 = 0;
     int saved = kern_threads();
-    GemmBf16Kind saved_kind = kern_bf16_engine();
-    kern_set_bf16_engine(kind);
     for (int threads = 1; threads <= 2; threads++) {
         kern_init_threads(threads);
         ForwardArgs fa = {true, 7, 0, 0.0, 0.0};
@@ -133,11 +133,10 @@ static void model_threads(GemmBf16Kind kind) {
             assert_true(st.loss == loss1);
             for (size_t i = 0; i < n; i++)
                 if (memcmp(&g1[i], &model_grads(m)[i], sizeof(float)) != 0)
-                    fail_msg("bf16 on %s: gradient %zu is %.9g on 1 thread, %.9g on 2", gemm_bf16_kind_name(kind), i,
-                             g1[i], model_grads(m)[i]);
+                    fail_msg("%s: gradient %zu is %.9g on 1 thread, %.9g on 2", model_engine(m)->isa, i, g1[i],
+                             model_grads(m)[i]);
         }
     }
-    kern_set_bf16_engine(saved_kind);
     kern_init_threads(saved);
     free(g1);
     batch_free(&b);
@@ -147,8 +146,97 @@ static void model_threads(GemmBf16Kind kind) {
 static void test_model_threads(void **st) {
     (void)st;
     if (!have_dnnl("bf16 model on oneDNN, 1 vs 2 threads")) return;
-    model_threads(GEMM_BF16_ONEDNN);
-    model_threads(GEMM_BF16_OWN);
+    model_threads(GEMM_BF16_ONEDNN, false);
+    model_threads(GEMM_BF16_OWN, false);
+}
+
+/* ---- the fp32 engine on oneDNN (gemm_dnnl_f32) ---- */
+
+static bool have_dnnl_f32(const char *what) {
+    if (!gemm_dnnl_f32_available()) {
+        printf("SKIP %s: %s (or no AVX-512 on this CPU)\n", what, gemm_dnnl_f32_impl());
+        return false;
+    }
+    return true;
+}
+
+/* against float64 of the fp32 inputs: only fp32 accumulation error, (K + 2) 2^-24 sum |a_k b_k| */
+static void test_dnnl_f32_cases(void **st) {
+    (void)st;
+    if (!have_dnnl_f32("gemm_dnnl_f32 against float64")) return;
+    gc_check_cases_in(gemm_dnnl_f32, "gemm_dnnl_f32", gc_fp32);
+}
+
+static void test_dnnl_f32_cuts(void **st) {
+    (void)st;
+    if (!have_dnnl_f32("gemm_dnnl_f32 cut vs uncut")) return;
+    gc_check_cuts(gemm_dnnl_f32, "gemm_dnnl_f32");
+}
+
+/* kern_gemm on the fp32 oneDNN engine: bit-identical on 1 and 2 threads and to one uncut call; and
+ * the same product through OpenBLAS agrees to fp32 rounding (another order of the same sums) */
+static void test_dnnl_f32_threads(void **st) {
+    (void)st;
+    if (!have_dnnl_f32("oneDNN fp32 through kern_gemm, 1 vs 2 threads")) return;
+    enum { M = 1100, N = 300, K = 200 };
+    uint64_t s = 5;
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * N * K);
+    float *C[4];
+    for (int i = 0; i < 4; i++) C[i] = calloc((size_t)M * N, sizeof(float));
+    for (int i = 0; i < M * K; i++) A[i] = gc_rnd(&s);
+    for (int i = 0; i < N * K; i++) B[i] = gc_rnd(&s);
+    int saved = kern_threads();
+    bool saved_engine = kern_fp32_onednn(), saved_bf16 = kern_bf16();
+    kern_set_bf16(false); /* a model of an earlier test may have left the bf16 products on */
+    kern_set_fp32_onednn(true);
+    kern_init_threads(1);
+    kern_gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C[0], N);
+    kern_init_threads(2);
+    kern_gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C[1], N);
+    kern_set_fp32_onednn(false);
+    kern_gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C[3], N);
+    kern_set_fp32_onednn(saved_engine);
+    kern_set_bf16(saved_bf16);
+    kern_init_threads(saved);
+    gemm_dnnl_f32(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C[2], N);
+    assert_memory_equal(C[0], C[1], sizeof(float) * M * N);
+    assert_memory_equal(C[0], C[2], sizeof(float) * M * N);
+    double worst = 0;
+    for (int i = 0; i < M * N; i++) { /* |terms| <= 4, K = 200: each sum within K 2^-24 * 800 */
+        double e = fabs((double)C[0][i] - C[3][i]);
+        if (e > worst) worst = e;
+    }
+    if (worst > 2.0 * K * 0x1p-24 * 4.0 * K) fail_msg("oneDNN vs OpenBLAS fp32: largest difference %.3g", worst);
+    for (int i = 0; i < 4; i++) free(C[i]);
+    free(A), free(B);
+}
+
+static void test_model_threads_f32(void **st) {
+    (void)st;
+    if (!have_dnnl_f32("fp32 model on oneDNN, 1 vs 2 threads")) return;
+    model_threads(GEMM_BF16_OWN, true);
+}
+
+/* oneDNN fp32 where OpenBLAS runs a core without AVX-512 kernels on an AVX-512 CPU, OpenBLAS
+ * elsewhere; the resolved engine says which */
+static void test_fp32_rule(void **st) {
+    (void)st;
+    GemmCpu zen = {.avx2_fma = true, .avx512 = true, .avx512_bf16 = true}, avx2 = {.avx2_fma = true};
+    assert_true(gemm_fp32_onednn_for(&zen, "Haswell", true));
+    assert_true(gemm_fp32_onednn_for(&zen, "Zen", true));
+    assert_true(gemm_fp32_onednn_for(&zen, "Prescott", true));
+    assert_false(gemm_fp32_onednn_for(&zen, "SkylakeX", true));
+    assert_false(gemm_fp32_onednn_for(&zen, "Cooperlake", true));
+    assert_false(gemm_fp32_onednn_for(&zen, "SapphireRapids", true));
+    assert_false(gemm_fp32_onednn_for(&zen, "Haswell", false));
+    assert_false(gemm_fp32_onednn_for(&avx2, "Haswell", true));
+    GemmEngine e;
+    BpError err = {0};
+    assert_int_equal(gemm_engine_resolve(PRECISION_FP32, gemm_cpu_features(), &e, &err), 0);
+    bool want = gemm_fp32_onednn_for(gemm_cpu_features(), gemm_openblas_core(), gemm_dnnl_f32_available());
+    assert_int_equal(e.fp32_onednn, want);
+    assert_non_null(strstr(e.isa, want ? "oneDNN" : "OpenBLAS"));
+    printf("fp32 engine here: %s (%s)\n", e.isa, e.why);
 }
 
 /* oneDNN wherever it serves bf16, ours elsewhere; the resolved engine says which */
@@ -177,6 +265,9 @@ int main(void) {
         cmocka_unit_test(test_dnnl_cuts),            cmocka_unit_test(test_dnnl_threads),
         cmocka_unit_test(test_dnnl_inside_parallel), cmocka_unit_test(test_model_threads),
         cmocka_unit_test(test_dnnl_rule),
+        cmocka_unit_test(test_dnnl_f32_cases),       cmocka_unit_test(test_dnnl_f32_cuts),
+        cmocka_unit_test(test_dnnl_f32_threads),     cmocka_unit_test(test_model_threads_f32),
+        cmocka_unit_test(test_fp32_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
