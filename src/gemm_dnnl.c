@@ -45,6 +45,8 @@ typedef struct {
     float alpha, beta;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c; /* descriptors bound to the primitive, data handles set per call */
+    dnnl_memory_t scratch; /* its scratchpad (NULL when it needs none), in the thread's one buffer */
+    size_t scratch_bytes;
 } Entry;
 
 #define CACHE_CAP 96
@@ -55,6 +57,11 @@ typedef struct {
     dnnl_stream_t stream;
     uint16_t *abuf, *bbuf;
     size_t acap, bcap;
+    /* one scratchpad for all of the thread's primitives (they run one at a time), as large as the
+       largest needs: oneDNN's default gives each primitive its own (packed copies of B among them),
+       which grew a training run's memory by the sum over every shape and thread */
+    void *scratch;
+    size_t scratch_cap;
 } ThreadState;
 
 static _Thread_local ThreadState *t_state;
@@ -86,12 +93,16 @@ static dnnl_status_t entry_create(Entry *e, const char **impl) {
         if (!(st = dnnl_post_ops_create(&po)) && !(st = dnnl_post_ops_append_sum(po, e->beta)))
             st = dnnl_primitive_attr_set_post_ops(attr, po);
     }
+    if (!st) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (!st) st = dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL);
     if (!st && impl) st = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, impl);
     if (!st) st = dnnl_primitive_create(&e->prim, pd);
     if (!st) st = dnnl_memory_create(&e->a, &a, g_engine, DNNL_MEMORY_NONE);
     if (!st) st = dnnl_memory_create(&e->b, &b, g_engine, DNNL_MEMORY_NONE);
     if (!st) st = dnnl_memory_create(&e->c, &c, g_engine, DNNL_MEMORY_NONE);
+    const dnnl_memory_desc_t *sd = st ? NULL : dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratch_bytes = sd ? dnnl_memory_desc_get_size(sd) : 0;
+    if (!st && e->scratch_bytes) st = dnnl_memory_create(&e->scratch, sd, g_engine, DNNL_MEMORY_NONE);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
@@ -102,6 +113,7 @@ static void entry_destroy(Entry *e) {
     dnnl_memory_destroy(e->a);
     dnnl_memory_destroy(e->b);
     dnnl_memory_destroy(e->c);
+    if (e->scratch) dnnl_memory_destroy(e->scratch);
     dnnl_primitive_destroy(e->prim);
     memset(e, 0, sizeof *e);
 }
@@ -188,7 +200,7 @@ static Entry *lookup(ThreadState *s, const Entry *key) {
     }
     *e = *key;
     e->prim = NULL;
-    e->a = e->b = e->c = NULL;
+    e->a = e->b = e->c = e->scratch = NULL;
     DNNL_CHECK(entry_create(e, NULL));
     return e;
 }
@@ -203,8 +215,16 @@ static void run(const Entry *key, const void *a, const void *b, float *C) {
     DNNL_CHECK(dnnl_memory_set_data_handle(e->a, (void *)a));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->b, (void *)b));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->c, C));
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    DNNL_CHECK(dnnl_primitive_execute(e->prim, s->stream, 3, args));
+    if (e->scratch_bytes > s->scratch_cap) {
+        free(s->scratch);
+        s->scratch_cap = (e->scratch_bytes + 4095) / 4096 * 4096;
+        s->scratch = aligned_alloc(4096, s->scratch_cap);
+        BP_ASSERT(s->scratch, "oneDNN GEMM: out of memory for a %zu-byte scratchpad", e->scratch_bytes);
+    }
+    if (e->scratch) DNNL_CHECK(dnnl_memory_set_data_handle(e->scratch, s->scratch));
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c},
+                              {DNNL_ARG_SCRATCHPAD, e->scratch}};
+    DNNL_CHECK(dnnl_primitive_execute(e->prim, s->stream, e->scratch ? 4 : 3, args));
     DNNL_CHECK(dnnl_stream_wait(s->stream));
     if (saved != 1) omp_set_num_threads(saved);
 }
