@@ -31,7 +31,8 @@ YAML
 cd "$W"
 "$BIN" prepare mini.yaml > prepare.log 2>&1
 
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+# the machine's busy CPU time (user nice system irq softirq), in clock ticks
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 # run NAME LAUNCH...: one training run; prints "tokens/s exposed_ms step_ms" (medians over the
 # steps after the first two)
 run() {
@@ -47,26 +48,22 @@ exp = statistics.median(s.get("comm_exposed_s", 0.0) for s in steps)
 print("%.0f %.1f %.0f" % (tps, exp * 1e3, 64 * 128 / tps * 1e3))
 PY
 }
-# the job's own CPU seconds (children of this shell) around each run give the others' share
-others() { # BUSY0 TOTAL0 BUSY1 TOTAL1 OWN_CPU_S WALL_S
-    awk -v b0="$1" -v t0="$2" -v b1="$3" -v t1="$4" -v own="$5" -v wall="$6" -v hz="$(getconf CLK_TCK)" -v c="$CORES" \
-        'BEGIN {o = ((b1 - b0) / hz - own) / (wall * c); if (o < 0) o = 0; printf "%.0f%%", 100 * o}'
-}
-measure() { # NAME LAUNCH...
+# measure NAME LAUNCH...: a run's figures and the other processes' share of the CPU meanwhile: the
+# machine's busy time minus the run's own (the CPU time of this subshell's children), over wall x cores
+measure() {
     local name=$1
     shift
-    local b0 t0 b1 t1 c0 w0 c1 w1 me=$BASHPID # this subshell: the runs' CPU time adds to its children's
-    read -r b0 t0 < <(busy)
+    local b0 b1 c0 w0 c1 w1 me=$BASHPID # this subshell: the runs' CPU time adds to its children's
+    b0=$(busy)
     c0=$(awk '{print $14+$15+$16+$17}' /proc/$me/stat)
     w0=$(date +%s.%N)
     local line; line=$(run "$name" "$@")
     w1=$(date +%s.%N)
     c1=$(awk '{print $14+$15+$16+$17}' /proc/$me/stat)
-    read -r b1 t1 < <(busy)
-    local hz; hz=$(getconf CLK_TCK)
-    local own; own=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
-    local wall; wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')
-    echo "$line $(others "$b0" "$t0" "$b1" "$t1" "$own" "$wall")"
+    b1=$(busy)
+    echo "$line $(awk -v b0="$b0" -v b1="$b1" -v c0="$c0" -v c1="$c1" -v w0="$w0" -v w1="$w1" \
+        -v hz="$(getconf CLK_TCK)" -v c="$CORES" \
+        'BEGIN {o = ((b1 - b0) - (c1 - c0)) / hz / ((w1 - w0) * c); if (o < 0) o = 0; printf "%.0f%%", 100 * o}')"
 }
 
 echo "bench_mpi: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $CORES cores;" \
