@@ -205,6 +205,7 @@ static const KeyDef KEYS[] = {
     NUM("training", "trust_ratio_every", K_INT, training.trust_ratio_every, 0, IMAX, F_RESUME_SAFE),
     BOOL("training", "skip_nonfinite", training.skip_nonfinite, F_RESUME_SAFE),
     BOOL("training", "shard_optimizer", training.shard_optimizer, F_RESUME_SAFE),
+    BOOL("training", "recompute_attention", training.recompute_attention, F_RESUME_SAFE),
     NUM("training", "max_memory_gb", K_DOUBLE, training.max_memory_gb, 0, 1e6, F_RESUME_SAFE),
 
     /* top-level values written to the resolved JSON; a file cannot set them */
@@ -340,6 +341,7 @@ void config_defaults(Config *cfg) {
     t->trust_ratio_every = 100;
     t->skip_nonfinite = false;
     t->shard_optimizer = false;
+    t->recompute_attention = true;
     t->max_memory_gb = 0;
 
     cfg->world_size = 1;

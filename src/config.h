@@ -132,6 +132,7 @@ typedef struct {
     int trust_ratio_every; /* log LAMB/LARS per-layer trust ratios every K steps, 0 = never */
     bool skip_nonfinite;   /* skip a step with NaN/Inf instead of stopping */
     bool shard_optimizer;  /* ZeRO stage 1: each MPI rank keeps 1/N of the optimizer state */
+    bool recompute_attention; /* backward recomputes the attention probabilities (less memory) */
     double max_memory_gb;  /* refuse to start above this estimate; 0 = the machine's memory */
 } TrainingConfig;
 

@@ -341,7 +341,8 @@ static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, s
 /* scratch layout per thread: floats, even offsets so doubles fit (buf is 64-byte aligned) */
 size_t kern_scratch_floats(int T, int max_C) {
     size_t t = (size_t)T, c = (size_t)max_C;
-    size_t attn = 3 * t * t + t; /* attention backward: P', dS and the (T,T) dropout mask */
+    /* attention backward: P', dS, the (T,T) dropout mask, P when recomputed and the mask row */
+    size_t attn = 4 * t * t + t;
     size_t rows = 2 * c; /* a dropout-multiplier row and a masked-gradient row */
     size_t need = attn > rows ? attn : rows;
     return (need + 16) / 16 * 16;
@@ -617,54 +618,66 @@ void kern_colsum_add(float *db, const float *X, int ldx, int N, int C) {
 /* ---------------------------------------------------------------------------------------------
  * attention */
 
+/* BERT's additive mask for example b's keys as a row of 0 / -10000 */
+static void mask_bias_row(float *mbias, const int32_t *mask_b, int T) {
+    for (int j = 0; j < T; j++) mbias[j] = mask_b[j] ? 0.0f : -10000.0f;
+}
+
+/* One head's probabilities, S (T,T) = softmax(scale Q K^T + mbias) row by row. The forward and,
+ * when the probabilities are not kept, the backward both call this on the same Q and K, so the
+ * backward's P is the forward's bit for bit (one single-threaded product of the same shape on the
+ * same inputs, then the same row operations). */
+static void attention_probs_head(float *S, const float *Q, const float *K, int ld, const float *mbias, int T,
+                                 int D, float scale) {
+    gemm1(false, true, T, T, D, scale, Q, ld, K, ld, 0.0f, S, T);
+    for (int i = 0; i < T; i++) {
+        float *row = S + (size_t)i * T;
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < T; j++) {
+            float v = row[j] + mbias[j];
+            row[j] = v;
+            mx = v > mx ? v : mx;
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < T; j++) {
+            float e = k_exp(row[j] - mx);
+            row[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < T; j++) row[j] *= inv;
+    }
+}
+
 void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
                             int T, int H, int A, const KernDropout *drop, KernScratch *s) {
     int D = H / A, H3 = 3 * H;
     float scale = 1.0f / sqrtf((float)D);
     bool dr = kern_dropout_on(drop);
+    size_t TT = (size_t)T * T;
 #pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
     {
+        /* scratch: the dropout multipliers, the mask row, the probabilities when P is not kept */
         float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *mbias = sc + (size_t)T * T;
+        float *Pd = sc, *mbias = sc + TT, *Ph = mbias + T;
         int b_prev = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * A; bh++) {
             int b = bh / A, h = bh % A;
             const float *Q = qkv + (size_t)b * T * H3 + (size_t)h * D;
             const float *K = Q + H, *V = Q + 2 * H;
-            float *S = P + (size_t)bh * T * T;
-            if (b != b_prev) {
-                /* BERT's additive mask as a row of 0 / -10000, once per example */
-                const int32_t *mk = mask + (size_t)b * T;
-                for (int j = 0; j < T; j++) mbias[j] = mk[j] ? 0.0f : -10000.0f;
+            float *S = P ? P + (size_t)bh * TT : Ph;
+            if (b != b_prev) { /* once per example */
+                mask_bias_row(mbias, mask + (size_t)b * T, T);
                 b_prev = b;
             }
-            /* the head's dropout multipliers, elements (h, i, j) of the example: one call */
-            if (dr) kern_dropout_row(Pd, drop, drop->example_index[b], (size_t)h * T * T, (size_t)T * T);
-            /* S (T,T) = scale Q K^T */
-            gemm1(false, true, T, T, D, scale, Q, H3, K, H3, 0.0f, S, T);
-            for (int i = 0; i < T; i++) {
-                float *row = S + (size_t)i * T;
-                float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-                for (int j = 0; j < T; j++) {
-                    float v = row[j] + mbias[j];
-                    row[j] = v;
-                    mx = v > mx ? v : mx;
-                }
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < T; j++) {
-                    float e = k_exp(row[j] - mx);
-                    row[j] = e;
-                    sum += e;
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < T; j++) row[j] *= inv;
-                if (dr) {
-                    float *pd = Pd + (size_t)i * T;
-                    for (int j = 0; j < T; j++) pd[j] *= row[j];
-                }
+            attention_probs_head(S, Q, K, H3, mbias, T, D, scale);
+            if (dr) {
+                /* the head's dropout multipliers, elements (h, i, j) of the example: one call */
+                kern_dropout_row(Pd, drop, drop->example_index[b], (size_t)h * TT, TT);
+                for (size_t k = 0; k < TT; k++) Pd[k] *= S[k];
             }
             /* ctx_bh (T,D) = dropout(P) V */
             gemm1(false, false, T, D, T, 1.0f, dr ? Pd : S, T, V, H3, 0.0f, ctx + (size_t)b * T * H + (size_t)h * D, H);
@@ -675,16 +688,20 @@ void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_
 /* Attention backward for one (example, head), with P' = dropout(P) = P*m:
  *   dV = P'^T dC          dP' = dC V^T          dP = dP' * m
  *   dS = P * (dP - rowsum(P * dP))      (softmax backward; the additive mask is a constant)
- *   dQ = scale dS K       dK = scale dS^T Q */
+ *   dQ = scale dS K       dK = scale dS^T Q
+ * P NULL: P is recomputed from Q, K and the mask first (attention_probs_head, the forward's code). */
 void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
-                             int B, int T, int H, int A, const KernDropout *drop, KernScratch *s) {
+                             const int32_t *mask, int B, int T, int H, int A, const KernDropout *drop,
+                             KernScratch *s) {
     int D = H / A, H3 = 3 * H;
     float scale = 1.0f / sqrtf((float)D);
     bool dr = kern_dropout_on(drop);
+    size_t TT = (size_t)T * T;
 #pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
     {
         float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *dS = sc + (size_t)T * T, *mask_tt = dS + (size_t)T * T;
+        float *Pd = sc, *dS = sc + TT, *mask_tt = dS + TT, *Ph = mask_tt + TT, *mbias = Ph + TT;
+        int b_prev = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * A; bh++) {
             int b = bh / A, h = bh % A;
@@ -692,12 +709,19 @@ void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, c
             const float *Q = qkv + qo, *K = Q + H, *V = Q + 2 * H;
             float *dQ = dqkv + qo, *dK = dQ + H, *dV = dQ + 2 * H;
             const float *dC = dctx + (size_t)b * T * H + (size_t)h * D;
-            const float *S = P + (size_t)bh * T * T;
+            const float *S = P ? P + (size_t)bh * TT : Ph;
+            if (!P) {
+                if (b != b_prev) {
+                    mask_bias_row(mbias, mask + (size_t)b * T, T);
+                    b_prev = b;
+                }
+                attention_probs_head(Ph, Q, K, H3, mbias, T, D, scale);
+            }
             if (dr) {
                 /* the (h, i, j) multipliers are contiguous for one head: one call makes them all,
                    kept for dP below (regenerating them costs a hash per 4 elements) */
-                kern_dropout_row(mask_tt, drop, drop->example_index[b], (size_t)h * T * T, (size_t)T * T);
-                for (size_t k = 0; k < (size_t)T * T; k++) Pd[k] = S[k] * mask_tt[k];
+                kern_dropout_row(mask_tt, drop, drop->example_index[b], (size_t)h * TT, TT);
+                for (size_t k = 0; k < TT; k++) Pd[k] = S[k] * mask_tt[k];
             }
             /* dV (T,D) = P'^T dC */
             gemm1(true, false, T, D, T, 1.0f, dr ? Pd : S, T, dC, H, 0.0f, dV, H3);
@@ -719,6 +743,32 @@ void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, c
             gemm1(false, false, T, D, T, scale, dS, T, K, H3, 0.0f, dQ, H3);
             gemm1(true, false, T, D, T, scale, dS, T, Q, H3, 0.0f, dK, H3);
         }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * bf16 copies of activations: memory-bound passes, cut in fixed chunks */
+
+#define BF16_CHUNK ((size_t)1 << 16)
+
+void kern_bf16_save(uint16_t *dst, const float *src, size_t n) {
+    long nc = (long)((n + BF16_CHUNK - 1) / BF16_CHUNK);
+#pragma omp parallel for schedule(static) if (nc > 1)
+    for (long c = 0; c < nc; c++) {
+        size_t a = (size_t)c * BF16_CHUNK, len = n - a < BF16_CHUNK ? n - a : BF16_CHUNK;
+        gemm_bf16_round(dst + a, src + a, len);
+    }
+}
+
+void kern_bf16_load(float *dst, const uint16_t *src, size_t n) {
+    long nc = (long)((n + BF16_CHUNK - 1) / BF16_CHUNK);
+#pragma omp parallel for schedule(static) if (nc > 1)
+    for (long c = 0; c < nc; c++) {
+        size_t a = (size_t)c * BF16_CHUNK, len = n - a < BF16_CHUNK ? n - a : BF16_CHUNK;
+        uint32_t *d = (uint32_t *)(void *)(dst + a);
+        const uint16_t *s = src + a;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) d[i] = (uint32_t)s[i] << 16;
     }
 }
 

@@ -162,13 +162,24 @@ void kern_bias_fill(float *X, int ldx, const float *bias, int N, int C);
 void kern_colsum_add(float *db, const float *X, int ldx, int N, int C);
 
 /* ---- self-attention on qkv (N,3H) = [Q | K | V], heads side by side in each ----
- * S = scale Q K^T + maskbias (-10000 on padded keys, BERT's additive mask), P = softmax(S) (kept,
- * (B,A,T,T)), ctx (N,H) = dropout(P) V. */
+ * S = scale Q K^T + maskbias (-10000 on padded keys, BERT's additive mask), P = softmax(S),
+ * ctx (N,H) = dropout(P) V. P (B,A,T,T) is kept for the backward when P != NULL; with P NULL
+ * nothing is kept and the backward recomputes it, bit for bit the same (one more Q K^T product per
+ * head in the backward, for B*A*T*T floats less memory). */
 void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
                             int T, int H, int A, const KernDropout *drop, KernScratch *s);
-/* dqkv (N,3H) written from dctx (N,H) */
+/* dqkv (N,3H) written from dctx (N,H); P the forward's kept probabilities, or NULL to recompute
+ * them from qkv and mask */
 void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
-                             int B, int T, int H, int A, const KernDropout *drop, KernScratch *s);
+                             const int32_t *mask, int B, int T, int H, int A, const KernDropout *drop,
+                             KernScratch *s);
+
+/* ---- activations saved in bf16 (bf16 products only: the rounding is AVX512-BF16's) ----
+ * dst = bf16(src), nearest even, subnormals to zero: what the bf16 engines do to a product's
+ * input, so a product of the widened copy equals the product of src. */
+void kern_bf16_save(uint16_t *dst, const float *src, size_t n);
+/* dst = src widened to fp32 (exact) */
+void kern_bf16_load(float *dst, const uint16_t *src, size_t n);
 
 /* ---- rows ---- */
 void kern_gather_rows(float *out, const float *X, const int32_t *rows, int M, int C);

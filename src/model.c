@@ -174,22 +174,28 @@ int model_param_table(const ModelConfig *mc, int vocab_size, ParamTable *out, Bp
 /* ---------------------------------------------------------------------------------------------
  * activations: named pointers into one planned block */
 
-/* What one encoder layer keeps for backward. */
+/* What one encoder layer keeps for backward. With bf16 storage (ModelActStorage.bf16) the four
+ * activations that the backward reads only as inputs of products (qkv, context, attn_out, out) are
+ * kept in their _bf16 copies, and their fp32 pointers are buffers shared by all layers: written by
+ * the forward, refilled from the copy by the backward (saved_f32). The bf16 products round those
+ * inputs to the same bf16 numbers either way, so the results are the same bit for bit. */
 typedef struct {
     float *qkv;        /* (N,3H) x Wqkv^T + b: [Q | K | V] */
-    float *attn_probs; /* (B,A,T,T) softmax of the scores, before dropout */
+    float *attn_probs; /* (B,A,T,T) softmax of the scores, before dropout; NULL when recomputed */
     float *context;    /* (N,H) dropout(P) V, heads side by side */
     float *ln1_norm;   /* (N,H) xhat of the attention block's LayerNorm */
     float *ln1_rstd;   /* (N) */
     float *attn_out;   /* (N,H) y1 = LN(x + dropout(context Wo^T + bo)) */
-    float *ffn_pre;    /* (N,I) f = y1 W1^T + b1, before the GELU */
+    float *ffn_pre;    /* (N,I) f = y1 W1^T + b1, before the GELU (fp32: GELU's derivative reads it) */
     float *ln2_norm;   /* (N,H) */
     float *ln2_rstd;   /* (N) */
     float *out;        /* (N,H) y2 = LN(y1 + dropout(gelu(f) W2^T + b2)): the next layer's input */
+    uint16_t *qkv_bf16, *context_bf16, *attn_out_bf16, *out_bf16; /* bf16 storage, else NULL */
 } LayerActs;
 
 typedef struct {
     float *emb_out;  /* (N,H) x0 = dropout(LN(e)), the first layer's input */
+    uint16_t *emb_out_bf16; /* (N,H) its bf16 copy with bf16 storage, else NULL */
     float *emb_norm; /* (N,H) xhat of the embedding LayerNorm */
     float *emb_rstd; /* (N) */
     LayerActs *layers; /* (L) */
@@ -237,6 +243,7 @@ struct Model {
     LayerParams *lp;               /* (L) */
     bool qkv_w_fused, qkv_b_fused; /* query, key, value weights / biases contiguous */
     GemmEngine engine;             /* training.precision resolved on this CPU */
+    ModelActStorage storage;       /* how the forward keeps what the backward reads */
     /* the plan */
     int plan_B, plan_T, plan_P;
     unsigned char *act_mem;
@@ -265,6 +272,7 @@ Model *model_create(const Config *cfg, int vocab_size, BpError *err) {
     m->mc.vocab_size = V;
     m->V = V;
     if (gemm_engine_resolve(cfg->training.precision, gemm_cpu_features(), &m->engine, err)) goto fail;
+    m->storage = (ModelActStorage){m->engine.bf16, cfg->training.recompute_attention};
     if (mc->layers >= 1) {
         m->lp = bp_calloc((size_t)mc->layers, sizeof *m->lp, "layer offsets", err);
         m->layer_act = bp_calloc((size_t)mc->layers, sizeof *m->layer_act, "layer activations", err);
@@ -404,34 +412,58 @@ static void *carve(Carver *c, size_t bytes) {
 }
 #define CARVE(c, type, count) ((type *)carve((c), (size_t)(count) * sizeof(type)))
 
-static void carve_layer(Carver *c, LayerActs *la, size_t N, size_t H, size_t I, size_t BATT) {
-    la->qkv = CARVE(c, float, N * 3 * H);
-    la->attn_probs = CARVE(c, float, BATT);
-    la->context = CARVE(c, float, N * H);
+/* shared: with bf16 storage, the fp32 buffers every layer's qkv, context, attn_out and out point to */
+static void carve_layer(Carver *c, LayerActs *la, const LayerActs *shared, ModelActStorage st, size_t N,
+                        size_t H, size_t I, size_t BATT) {
+    memset(la, 0, sizeof *la);
+    if (st.bf16) {
+        la->qkv = shared->qkv;
+        la->context = shared->context;
+        la->attn_out = shared->attn_out;
+        la->out = shared->out;
+        la->qkv_bf16 = CARVE(c, uint16_t, N * 3 * H);
+        la->context_bf16 = CARVE(c, uint16_t, N * H);
+        la->attn_out_bf16 = CARVE(c, uint16_t, N * H);
+        la->out_bf16 = CARVE(c, uint16_t, N * H);
+    } else {
+        la->qkv = CARVE(c, float, N * 3 * H);
+        la->context = CARVE(c, float, N * H);
+        la->attn_out = CARVE(c, float, N * H);
+        la->out = CARVE(c, float, N * H);
+    }
+    la->attn_probs = st.recompute_attention ? NULL : CARVE(c, float, BATT);
     la->ln1_norm = CARVE(c, float, N * H);
     la->ln1_rstd = CARVE(c, float, N);
-    la->attn_out = CARVE(c, float, N * H);
     la->ffn_pre = CARVE(c, float, N * I);
     la->ln2_norm = CARVE(c, float, N * H);
     la->ln2_rstd = CARVE(c, float, N);
-    la->out = CARVE(c, float, N * H);
 }
 
 /* Lays out every activation of a (B, T, P) plan in one block at base (NULL: sizes only; layers
  * NULL: the per-layer pointers are not kept) and returns its bytes. */
-static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P, int nthreads,
-                               unsigned char *base, Activations *a, LayerActs *layers) {
+static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P, ModelActStorage st,
+                               int nthreads, unsigned char *base, Activations *a, LayerActs *layers) {
     size_t H = (size_t)mc->hidden, I = (size_t)mc->intermediate, A = (size_t)mc->heads;
     size_t N = (size_t)B * T, M = (size_t)B * P, wide = I > 3 * H ? I : 3 * H;
     Carver c = {base, 0};
     memset(a, 0, sizeof *a);
-    a->emb_out = CARVE(&c, float, N * H);
+    LayerActs shared = {0};
+    if (st.bf16) {
+        shared.qkv = CARVE(&c, float, N * 3 * H);
+        shared.context = CARVE(&c, float, N * H);
+        shared.attn_out = CARVE(&c, float, N * H);
+        shared.out = CARVE(&c, float, N * H);
+        a->emb_out = shared.out; /* each layer's input is the previous one's output */
+        a->emb_out_bf16 = CARVE(&c, uint16_t, N * H);
+    } else {
+        a->emb_out = CARVE(&c, float, N * H);
+    }
     a->emb_norm = CARVE(&c, float, N * H);
     a->emb_rstd = CARVE(&c, float, N);
     a->layers = layers;
     for (int l = 0; l < mc->layers; l++) {
         LayerActs unkept;
-        carve_layer(&c, layers ? &layers[l] : &unkept, N, H, I, (size_t)B * A * T * T);
+        carve_layer(&c, layers ? &layers[l] : &unkept, &shared, st, N, H, I, (size_t)B * A * T * T);
     }
     a->ffn_act = CARVE(&c, float, N * I);
     a->proj = CARVE(&c, float, N * H);
@@ -468,10 +500,25 @@ static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P
     return (c.used + 63) / 64 * 64;
 }
 
-size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P) {
+size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P, ModelActStorage st) {
     Activations unkept;
     int V = vocab_size > 0 ? vocab_size : mc->vocab_size;
-    return plan_activations(mc, V, B, T, P, kern_threads(), NULL, &unkept, NULL);
+    return plan_activations(mc, V, B, T, P, st, kern_threads(), NULL, &unkept, NULL);
+}
+
+ModelActStorage model_act_storage(const Config *cfg) {
+    GemmEngine e;
+    bool bf16 = gemm_engine_resolve(cfg->training.precision, gemm_cpu_features(), &e, NULL) == 0 && e.bf16;
+    return (ModelActStorage){bf16, cfg->training.recompute_attention};
+}
+
+ModelActStorage model_get_act_storage(const Model *m) { return m->storage; }
+
+void model_set_act_storage(Model *m, ModelActStorage st) {
+    BP_ASSERT(!st.bf16 || m->engine.bf16, "bf16 activation storage needs bf16 products (it is exact only there)");
+    if (st.bf16 == m->storage.bf16 && st.recompute_attention == m->storage.recompute_attention) return;
+    m->storage = st;
+    model_release_activations(m);
 }
 
 int model_plan(Model *m, int B, int T, int P, BpError *err) {
@@ -481,7 +528,7 @@ int model_plan(Model *m, int B, int T, int P, BpError *err) {
         return 0;
     int nB = B > m->plan_B ? B : m->plan_B, nT = T > m->plan_T ? T : m->plan_T, nP = P > m->plan_P ? P : m->plan_P;
     Activations sizes;
-    size_t bytes = plan_activations(&m->mc, m->V, nB, nT, nP, nt, NULL, &sizes, NULL);
+    size_t bytes = plan_activations(&m->mc, m->V, nB, nT, nP, m->storage, nt, NULL, &sizes, NULL);
     unsigned char *mem = bp_aligned_calloc(bytes, "activations", err);
     if (!mem) {
         bp_err_prefix(err, "planning activations for B=%d T=%d P=%d (%.1f MiB)", nB, nT, nP,
@@ -490,7 +537,7 @@ int model_plan(Model *m, int B, int T, int P, BpError *err) {
     }
     free(m->act_mem);
     m->act_mem = mem;
-    plan_activations(&m->mc, m->V, nB, nT, nP, nt, mem, &m->act, m->layer_act);
+    plan_activations(&m->mc, m->V, nB, nT, nP, m->storage, nt, mem, &m->act, m->layer_act);
     m->plan_B = nB;
     m->plan_T = nT;
     m->plan_P = nP;
@@ -519,9 +566,29 @@ static KernDropout site_drop(const Model *m, double p, int site) {
     return kern_dropout_make(m->train ? p : 0.0, m->seed, m->step, site, m->act.example_index, (size_t)m->T);
 }
 
-/* layer l's input: the embeddings' output, or the previous layer's */
+/* layer l's input in the forward: the embeddings' output, or the previous layer's */
 static const float *layer_input(const Model *m, int l) {
     return l == 0 ? m->act.emb_out : m->act.layers[l - 1].out;
+}
+
+/* the forward keeps a bf16 copy of an activation when the storage is bf16 (copy non-NULL) */
+static void keep_bf16(uint16_t *copy, const float *x, size_t n) {
+    if (copy) kern_bf16_save(copy, x, n);
+}
+
+/* A kept activation as the backward reads it: its bf16 copy widened into its fp32 buffer (exact,
+ * and what a bf16 product would have rounded the fp32 value to), or the fp32 activation itself. */
+static const float *kept_f32(float *x, const uint16_t *copy, size_t n) {
+    if (copy) kern_bf16_load(x, copy, n);
+    return x;
+}
+
+/* layer l's input in the backward */
+static const float *layer_input_kept(const Model *m, int l) {
+    const Activations *a = &m->act;
+    size_t n = (size_t)m->B * m->T * m->mc.hidden;
+    if (l == 0) return kept_f32(a->emb_out, a->emb_out_bf16, n);
+    return kept_f32(a->layers[l - 1].out, a->layers[l - 1].out_bf16, n);
 }
 
 /* checks the batch against the model and copies it into the plan; the real predictions go to
@@ -594,6 +661,7 @@ static void embeddings_forward(Model *m) {
     kern_embed_forward(a->emb_out, a->emb_norm, a->emb_rstd, a->ids, a->types, W + g->word_emb, W + g->pos_emb,
                        W + g->type_emb, W + g->emb_ln_g, W + g->emb_ln_b, m->B, m->T, m->mc.hidden,
                        (float)m->mc.layer_norm_eps, &drop, &s);
+    keep_bf16(a->emb_out_bf16, a->emb_out, (size_t)m->B * m->T * m->mc.hidden);
 }
 
 static void layer_forward(Model *m, int l) {
@@ -607,15 +675,19 @@ static void layer_forward(Model *m, int l) {
     float eps = (float)mc->layer_norm_eps;
     KernScratch s = m->act.scratch;
 
+    size_t NH = (size_t)N * H;
     qkv_forward(m, p, x, la->qkv, N);
+    keep_bf16(la->qkv_bf16, la->qkv, 3 * NH);
     KernDropout d_att = site_drop(m, mc->attention_dropout, site_attn_probs(l));
     kern_attention_forward(la->context, la->attn_probs, la->qkv, m->act.mask, m->B, m->T, H, mc->heads, &d_att,
                            &s);
+    keep_bf16(la->context_bf16, la->context, NH);
     /* Z (N,H) = context Wo^T; y1 = LN(x + dropout(Z + bo)) */
     kern_gemm(false, true, N, H, H, 1.0f, la->context, H, W + p->attn_out_w, H, 0.0f, Z, H);
     KernDropout d_ao = site_drop(m, mc->dropout, site_attn_out(l));
     kern_residual_layernorm_forward(la->attn_out, la->ln1_norm, la->ln1_rstd, x, Z, W + p->attn_out_b,
                                     W + p->ln1_g, W + p->ln1_b, N, H, eps, &d_ao, &s);
+    keep_bf16(la->attn_out_bf16, la->attn_out, NH);
     /* f (N,I) = y1 W1^T + b1 (kept; bias rows, then the product with beta 1); G = gelu(f) */
     kern_bias_fill(la->ffn_pre, I, W + p->ffn1_b, N, I);
     kern_gemm(false, true, N, I, H, 1.0f, la->attn_out, H, W + p->ffn1_w, H, 1.0f, la->ffn_pre, I);
@@ -623,8 +695,10 @@ static void layer_forward(Model *m, int l) {
     /* Z (N,H) = G W2^T; y2 = LN(y1 + dropout(Z + b2)) */
     kern_gemm(false, true, N, H, I, 1.0f, G, I, W + p->ffn2_w, I, 0.0f, Z, H);
     KernDropout d_fo = site_drop(m, mc->dropout, site_ffn_out(l));
+    /* with bf16 storage la->out and x are one buffer: x is read last by the first LayerNorm */
     kern_residual_layernorm_forward(la->out, la->ln2_norm, la->ln2_rstd, la->attn_out, Z, W + p->ffn2_b,
                                     W + p->ln2_g, W + p->ln2_b, N, H, eps, &d_fo, &s);
+    keep_bf16(la->out_bf16, la->out, NH);
 }
 
 /* the MLM head on the R real predictions: sum of their cross-entropies and the correct count */
@@ -809,8 +883,9 @@ static void ffn_backward(Model *m, int l) {
     kern_gelu_backward(DG, G, la->ffn_pre, N, I, mc->gelu);
     /* dW2 += dz2^T G ; f = y1 W1^T + b1: dW1 += df^T y1 ; d y1 += df W1 (three independent
      * products, together); db2 += colsum dz2 ; db1 += colsum df */
+    const float *y1 = kept_f32(la->attn_out, la->attn_out_bf16, (size_t)N * H);
     KernGemm ffn[3] = {{true, false, H, I, N, 1.0f, dz, H, G, I, 1.0f, gW + p->ffn2_w, I},
-                       {true, false, I, H, N, 1.0f, DG, I, la->attn_out, H, 1.0f, gW + p->ffn1_w, H},
+                       {true, false, I, H, N, 1.0f, DG, I, y1, H, 1.0f, gW + p->ffn1_w, H},
                        {false, false, N, H, I, 1.0f, DG, I, W + p->ffn1_w, H, 1.0f, DR, H}};
     kern_gemm_many(ffn, 3);
     kern_colsum_add(gW + p->ffn2_b, dz, H, N, H);
@@ -860,14 +935,17 @@ static void attention_block_backward(Model *m, int l) {
     kern_layernorm_backward(DR, dz, DR, la->ln1_norm, la->ln1_rstd, W + p->ln1_g, gW + p->ln1_g, gW + p->ln1_b, N,
                             H, NULL, &d_ao, &s);
     /* z1 = ctx Wo^T + bo: dctx = dz1 Wo ; dWo += dz1^T ctx (together) ; dbo += colsum dz1 */
+    size_t NH = (size_t)N * H;
+    const float *ctx = kept_f32(la->context, la->context_bf16, NH);
     KernGemm out[2] = {{false, false, N, H, H, 1.0f, dz, H, W + p->attn_out_w, H, 0.0f, DCTX, H},
-                       {true, false, H, H, N, 1.0f, dz, H, la->context, H, 1.0f, gW + p->attn_out_w, H}};
+                       {true, false, H, H, N, 1.0f, dz, H, ctx, H, 1.0f, gW + p->attn_out_w, H}};
     kern_gemm_many(out, 2);
     kern_colsum_add(gW + p->attn_out_b, dz, H, N, H);
     KernDropout d_att = site_drop(m, mc->attention_dropout, site_attn_probs(l));
     float *dqkv = a->d_wide; /* (N,3H); free again after ffn_backward */
-    kern_attention_backward(dqkv, DCTX, la->qkv, la->attn_probs, m->B, m->T, H, mc->heads, &d_att, &s);
-    qkv_backward(m, p, layer_input(m, l), dqkv, N);
+    const float *qkv = kept_f32(la->qkv, la->qkv_bf16, 3 * NH);
+    kern_attention_backward(dqkv, DCTX, qkv, la->attn_probs, a->mask, m->B, m->T, H, mc->heads, &d_att, &s);
+    qkv_backward(m, p, layer_input_kept(m, l), dqkv, N);
 }
 
 /* x0 = dropout(LN(e)): d(LN out) = dropout(dx0), then LN backward gives de; scatter into the three

@@ -95,8 +95,24 @@ int model_plan(Model *m, int B, int T, int P, BpError *err);
 /* Frees the activations, so that the next model_plan sizes them for exactly its (B, T, P) instead
  * of the union with the old plan (a phase change from micro-batch 32 at seq 128 to 8 at seq 512). */
 void model_release_activations(Model *m);
+/* How the forward keeps what the backward reads. Neither choice changes any result (bit for bit;
+ * tests/test_model.c), only memory and a little time (docs/performance.md, "Activation memory"). */
+typedef struct {
+    /* Q/K/V, the attention context and the layer outputs kept in bf16: the backward reads them only
+     * as inputs of products, which the bf16 path rounds to the same bf16 numbers. Only with bf16
+     * products (model_create sets it exactly then). */
+    bool bf16;
+    /* the attention probabilities (B*A*T*T floats a layer) recomputed by the backward from Q, K
+     * and the mask (training.recompute_attention) instead of kept */
+    bool recompute_attention;
+} ModelActStorage;
+/* what model_create chooses for cfg on this CPU */
+ModelActStorage model_act_storage(const Config *cfg);
+ModelActStorage model_get_act_storage(const Model *m);
+/* another storage (tests and bench compare them); frees the plan. bf16 only with bf16 products. */
+void model_set_act_storage(Model *m, ModelActStorage st);
 /* bytes model_plan allocates for these sizes (activations + scratch; not params/grads) */
-size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P);
+size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P, ModelActStorage st);
 
 typedef struct {
     bool train;             /* dropout on */

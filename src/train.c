@@ -115,8 +115,8 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
     m.optimizer = m.sharded ? m.optimizer_full / m.ranks : m.optimizer_full;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
-        double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch,
-                                                  p->seq_len, p->max_predictions_per_seq);
+        double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch, p->seq_len,
+                                                  p->max_predictions_per_seq, model_act_storage(cfg));
         if (a > m.activations) m.activations = a;
         /* the step's examples: 3 (B,T) arrays, 3 (B,P) arrays, label and index */
         double e = (double)p->accumulation * p->micro_batch *

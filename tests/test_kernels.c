@@ -387,7 +387,14 @@ static void check_attention(int B, int T, int H, int A, double p_drop) {
     float *qkv = rnd(N * H3, 1.0f), *ctx = malloc(sizeof(float) * N * H), *P = malloc(sizeof(float) * B * A * T * T);
     float *dctx = rnd(N * H, 1.0f), *dqkv = malloc(sizeof(float) * N * H3);
     kern_attention_forward(ctx, P, qkv, mask, B, T, H, A, &d, &s);
-    kern_attention_backward(dqkv, dctx, qkv, P, B, T, H, A, &d, &s);
+    kern_attention_backward(dqkv, dctx, qkv, P, mask, B, T, H, A, &d, &s);
+    /* without kept probabilities the backward recomputes them: the same results bit for bit */
+    float *ctx2 = malloc(sizeof(float) * N * H), *dqkv2 = malloc(sizeof(float) * N * H3);
+    kern_attention_forward(ctx2, NULL, qkv, mask, B, T, H, A, &d, &s);
+    kern_attention_backward(dqkv2, dctx, qkv, NULL, mask, B, T, H, A, &d, &s);
+    assert_memory_equal(ctx2, ctx, sizeof(float) * N * H);
+    assert_memory_equal(dqkv2, dqkv, sizeof(float) * N * H3);
+    free(ctx2), free(dqkv2);
     double *ctxr = calloc(N * H, sizeof(double)), *dqkvr = calloc(N * H3, sizeof(double));
     double *Pr = malloc(sizeof(double) * T * T), *Pd = malloc(sizeof(double) * T * T), *dP = malloc(sizeof(double) * T * T);
     float *m = malloc(sizeof(float) * T);

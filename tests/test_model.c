@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gemm_dnnl.h"
 #include "gradcheck.h"
 #include "kernels.h"
 #include "model.h"
@@ -367,6 +368,92 @@ static void test_padding_ignored(void **state) {
     model_free(m);
 }
 
+/* One engine: every activation storage (bf16 copies where the products are bf16, probabilities
+ * kept or recomputed) gives the loss, the logits and every gradient of the fully kept fp32 storage
+ * bit for bit, with dropout and padding, at sizes where every kernel runs in parallel; and the
+ * plan shrinks by what is no longer kept. */
+static void check_storages(const char *engine, bool bf16, int bf16_kind, int fp32_onednn) {
+    Config cfg = tiny_config(GELU_ERF, 0.1);
+    cfg.model.hidden = 64;
+    cfg.model.heads = 4;
+    cfg.model.intermediate = 128;
+    cfg.model.max_position = 64;
+    cfg.training.precision = bf16 ? PRECISION_BF16 : PRECISION_FP32;
+    BpError err = {0};
+    Model *m = model_create(&cfg, 300, &err);
+    if (!m) fail_msg("model_create: %s", err.msg);
+    if (bf16_kind >= 0) model_set_bf16_engine(m, (GemmBf16Kind)bf16_kind);
+    if (fp32_onednn >= 0) model_set_fp32_onednn(m, fp32_onednn);
+    model_init_weights(m, 3);
+    const ParamTable *t = model_table(m);
+    const ModelConfig *mc = model_config(m);
+    int B = 6, T = 64, P = 10;
+    Batch b;
+    assert_int_equal(batch_alloc(&b, B, T, P, &err), 0);
+    model_fill_random_batch(&b, 300, 2, true, false, 8, 50);
+    ModelActStorage kept = {false, false};
+    size_t kept_bytes = model_activation_bytes(mc, 300, B, T, P, kept);
+    model_set_act_storage(m, kept);
+    ModelStats s0, s1;
+    model_zero_grad(m);
+    fwd_bwd(m, &b, true, 0, 0, &s0);
+    int rows = model_mlm_rows(m);
+    float *g0 = malloc(t->total * sizeof(float)), *l0 = malloc(sizeof(float) * (size_t)rows * 300);
+    memcpy(g0, model_grads(m), t->total * sizeof(float));
+    /* backward turned the logits into their gradient: compare the forward's logits separately */
+    ForwardArgs fa = {true, 99, 5, 0, 0};
+    assert_int_equal(model_forward(m, &b, &fa, &s1, &err), 0);
+    memcpy(l0, model_mlm_logits(m), sizeof(float) * (size_t)rows * 300);
+    model_backward(m);
+    for (int k = 1; k < 4; k++) {
+        ModelActStorage st = {(k & 2) != 0, (k & 1) != 0};
+        if (st.bf16 && !bf16) continue;
+        char what[160];
+        snprintf(what, sizeof what, "%s, storage bf16 %d recompute %d: gradient vs all kept in fp32", engine,
+                 st.bf16, st.recompute_attention);
+        model_set_act_storage(m, st);
+        assert_int_equal(model_forward(m, &b, &fa, &s1, &err), 0);
+        assert_true(s1.loss == s0.loss);
+        assert_memory_equal(model_mlm_logits(m), l0, sizeof(float) * (size_t)rows * 300);
+        model_backward(m);
+        model_zero_grad(m);
+        fwd_bwd(m, &b, true, 0, 0, &s1);
+        assert_true(s1.loss == s0.loss);
+        assert_close(what, model_grads(m), g0, t->total, 0.0, 0.0);
+        /* the plan: the probabilities (B*A*T*T floats a layer) gone when recomputed; with bf16,
+           6 floats a token and layer (qkv, context, attn_out, out) and the embeddings' output in
+           half the bytes, plus one shared fp32 set of the four (the output doubling as the
+           embeddings'): saved 12 L N H - 22 N H bytes */
+        double L = mc->layers, N = (double)B * T, H = mc->hidden;
+        double want = (st.recompute_attention ? 4.0 * L * B * mc->heads * T * T : 0.0) +
+                      (st.bf16 ? 12.0 * L * N * H - 22.0 * N * H : 0.0);
+        size_t bytes = model_activation_bytes(mc, 300, B, T, P, st);
+        double saved = (double)kept_bytes - (double)bytes;
+        if (!(bytes < kept_bytes) || fabs(saved - want) > 64.0 * 64)
+            fail_msg("%s: plan %zu bytes, %zu kept: saved %.0f, expected about %.0f", what, bytes, kept_bytes, saved, want);
+    }
+    printf("activation storages on %s: bit-identical\n", engine);
+    free(g0);
+    free(l0);
+    batch_free(&b);
+    model_free(m);
+}
+
+static void test_act_storage(void **state) {
+    (void)state;
+    check_storages("fp32 (the rule's engine)", false, -1, -1);
+    check_storages("fp32 on OpenBLAS", false, -1, 0);
+    if (gemm_dnnl_f32_available()) check_storages("fp32 on oneDNN", false, -1, 1);
+    else printf("SKIP activation storages with fp32 on oneDNN: not available here\n");
+    if (!gemm_cpu_features()->avx512_bf16) {
+        printf("SKIP activation storages in bf16: this CPU has no AVX512-BF16 (or BP_CPU_NO_BF16 is set)\n");
+        return;
+    }
+    check_storages("bf16 on ours", true, GEMM_BF16_OWN, -1);
+    if (gemm_bf16_kind_usable(GEMM_BF16_ONEDNN)) check_storages("bf16 on oneDNN", true, GEMM_BF16_ONEDNN, -1);
+    else printf("SKIP activation storages in bf16 on oneDNN: not available here\n");
+}
+
 /* a model planned large runs smaller batches without re-planning and gives the results of a model
  * planned exactly */
 static void test_plan(void **state) {
@@ -384,7 +471,7 @@ static void test_plan(void **state) {
     fwd_bwd(b, &x, true, 0, 0, &sb);
     assert_true(sa.loss == sb.loss);
     assert_memory_equal(model_grads(a), model_grads(b), t->total * sizeof(float));
-    size_t bytes = model_activation_bytes(model_config(a), TV, 6, 16, 5);
+    size_t bytes = model_activation_bytes(model_config(a), TV, 6, 16, 5, model_get_act_storage(a));
     assert_true(bytes > (size_t)6 * 16 * 16 * 4 * 10);
     /* a sequence longer than max_position is refused */
     Batch y;
@@ -596,6 +683,7 @@ int main(void) {
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_padding_ignored),
         cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_act_storage),
         cmocka_unit_test(test_stats_and_logits),
         cmocka_unit_test_setup_teardown(test_safetensors_roundtrip, setup_scratch, tu_dir_teardown),
         cmocka_unit_test(test_backward_needs_forward),
