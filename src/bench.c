@@ -157,7 +157,14 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     opt = optim_create(&cfg->optimizer, model_table(m), err);
     if (!opt || alloc_steps(r, all, err)) goto done;
     r->params = (double)model_table(m)->total;
-    r->activation_bytes = (double)model_activation_bytes(mc, V, B, T, P, model_get_act_storage(m));
+    if (o->fp32_activations) {
+        ModelActStorage st = model_get_act_storage(m);
+        st.bf16 = false;
+        model_set_act_storage(m, st);
+        if (model_plan(m, B, T, P, err)) goto done;
+    }
+    r->storage = model_get_act_storage(m);
+    r->activation_bytes = (double)model_activation_bytes(mc, V, B, T, P, r->storage);
     r->optimizer = optim_describe(opt);
     r->blas_core = gemm_openblas_core();
     r->blas_selftest = gemm_sgemm_selftest();

@@ -26,6 +26,8 @@ typedef struct {
     GemmBf16Kind bf16_engine; /* when set: the engine they run on (a usage error where it cannot run) */
     bool fp32_engine_set;     /* false: the fp32 products run on the rule's engine (gemm_fp32_onednn_for) */
     bool fp32_onednn;         /* when set: oneDNN (true) or OpenBLAS (false) */
+    bool fp32_activations;    /* keep every activation in fp32 even with bf16 products (what bf16
+                                 storage saves and costs; ModelActStorage) */
 } BenchOptions;
 
 /* One product shape of the step and the sgemm rate measured at it. Shapes the model runs more than
@@ -45,6 +47,7 @@ typedef struct {
     int seq, batch, predictions, steps, warmup, threads;
     double params;           /* parameter count */
     double activation_bytes; /* model_activation_bytes for (B, T, P) */
+    ModelActStorage storage; /* how the activations were kept */
     const char *optimizer;   /* optim_describe (a static string) */
     GemmEngine engine;       /* the precision the products ran in (model_engine) */
     const char *blas_core;   /* OpenBLAS's core for the fp32 products (gemm_openblas_core) */

@@ -17,6 +17,7 @@ static long bench_floats = -1;
 static bool bench_no_sgemm, bench_optimizer_only, bench_allreduce_only;
 static const char *bench_bf16_engine;
 static const char *bench_fp32_engine;
+static bool bench_fp32_activations;
 static const CliOption BENCH_OPTIONS[] = {
     {"--seq", CLI_LONG, &bench_seq, "T", "sequence length (default: phase 0 seq_len, else 128)", 2, 65536},
     {"--micro-batch", CLI_LONG, &bench_batch, "B", "examples per step (default: training.micro_batch, else 32)", 1,
@@ -30,6 +31,8 @@ static const CliOption BENCH_OPTIONS[] = {
      "bf16 products of the steps on this engine instead of the rule's (docs/performance.md)", 0, 0},
     {"--fp32-engine", CLI_STRING, &bench_fp32_engine, "openblas|onednn",
      "fp32 products of the steps on this engine instead of the rule's (docs/performance.md)", 0, 0},
+    {"--fp32-activations", CLI_FLAG, &bench_fp32_activations, NULL,
+     "keep the activations in fp32 even when the products run in bf16 (docs/performance.md)", 0, 0},
     {"--optimizer-only", CLI_FLAG, &bench_optimizer_only, NULL, "time the optimizer step against a memcpy instead",
      0, 0},
     {"--floats", CLI_LONG, &bench_floats, "N",
@@ -116,7 +119,9 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
     printf("bench: L=%d H=%d A=%d I=%d V=%d, B=%d T=%d P=%d, %d thread(s), gelu %s, dropout %g/%g, %s\n", mc->layers,
            mc->hidden, mc->heads, mc->intermediate, V, r->batch, r->seq, r->predictions, r->threads,
            mc->gelu == GELU_TANH ? "tanh" : "erf", mc->dropout, mc->attention_dropout, r->optimizer);
-    printf("bench: parameters %.2fM, activations %.1f MiB\n", r->params / 1e6, r->activation_bytes / 1048576.0);
+    printf("bench: parameters %.2fM, activations %.1f MiB (%s, attention probabilities %s)\n", r->params / 1e6,
+           r->activation_bytes / 1048576.0, r->storage.bf16 ? "Q/K/V, context and layer outputs in bf16" : "all fp32",
+           r->storage.recompute_attention ? "recomputed" : "kept");
     printf("bench: products in %s on %s (%s); OpenBLAS core %s (self-test error %.1e)\n",
            r->engine.bf16 ? "bf16" : "fp32", r->engine.isa, r->engine.why, r->blas_core,
            r->blas_selftest);
@@ -195,14 +200,16 @@ static void print_json(const Config *cfg, int V, const BenchResult *r) {
            "\"tokens_per_s\": %.1f, \"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"kern_gemm_gflops\": %.2f, \"ratio\": %.3f, \"peak_rss_mib\": %.1f, \"rss_first_mib\": %.1f, "
            "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\", "
-           "\"bf16_engine\": \"%s\", \"bf16_gemm_ours_gflops\": %.2f, \"bf16_gemm_onednn_gflops\": %.2f}\n",
+           "\"bf16_engine\": \"%s\", \"bf16_gemm_ours_gflops\": %.2f, \"bf16_gemm_onednn_gflops\": %.2f, "
+           "\"activation_mib\": %.1f, \"activations_bf16\": %s, \"recompute_attention\": %s}\n",
            mc->layers, mc->hidden, mc->heads, r->seq, r->batch, r->predictions, V, r->threads, r->warmup, r->steps,
            r->median_step_s, r->median_forward_s, r->median_backward_s, r->median_optimizer_s, r->tokens_per_s,
            r->gflops, r->gflops_fwd_bwd, r->sgemm_gflops, r->kern_gemm_gflops, r->ratio, r->peak_rss_mib,
            r->rss_first_mib, r->rss_last_mib, r->rss_growth_mib, r->others_cpu, r->others_cpu_sgemm,
            r->engine.bf16 ? "bf16" : "fp32", r->blas_core,
            r->engine.bf16 ? gemm_bf16_kind_name(r->engine.bf16_kind) : "none", r->bf16_gemm_gflops[GEMM_BF16_OWN],
-           r->bf16_gemm_gflops[GEMM_BF16_ONEDNN]);
+           r->bf16_gemm_gflops[GEMM_BF16_ONEDNN], r->activation_bytes / 1048576.0,
+           r->storage.bf16 ? "true" : "false", r->storage.recompute_attention ? "true" : "false");
 }
 
 static int bench_steps_run(const Config *cfg, int V, BpError *err) {
@@ -216,6 +223,7 @@ static int bench_steps_run(const Config *cfg, int V, BpError *err) {
         .sgemm = !bench_no_sgemm,
         .bf16_engine_set = bench_bf16_engine != NULL,
         .fp32_engine_set = bench_fp32_engine != NULL,
+        .fp32_activations = bench_fp32_activations,
     };
     if (bench_fp32_engine) {
         if (strcmp(bench_fp32_engine, "openblas") && strcmp(bench_fp32_engine, "onednn"))

@@ -143,6 +143,15 @@ static void note_difference(const char *key, const char *old_value, const char *
     if (d->count++ == 0) snprintf(d->first, sizeof d->first, "%s (%s -> %s)", key, old_value, new_value);
 }
 
+/* A key added to the program after a checkpoint was written is absent from its config.json and
+ * takes its default when loaded. That is accepted for a key that changes no result (resume-safe,
+ * e.g. training.recompute_attention): the checkpoint's run is the same run whatever its value.
+ * Any other difference means the text is not a resolved configuration. */
+static void note_corruption(const char *key, const char *old_value, const char *new_value, void *ctx) {
+    if (strcmp(old_value, "(absent)") == 0 && config_key_resume_safe(key)) return;
+    note_difference(key, old_value, new_value, ctx);
+}
+
 /* config.json: loaded with the config file's rules, and its derived keys must be what resolving
  * it gives (a stored total_steps or accumulation that disagrees is not a resolved config). */
 static int open_config(RunCkpt *ck, BpError *err) {
@@ -158,12 +167,10 @@ static int open_config(RunCkpt *ck, BpError *err) {
     char *stored = strndup(json, bytes);
     if (!stored) return bp_fail(err, "out of memory reading config.json");
     Differences d = {.count = 0};
-    int n = strcmp(stored, ck->config_json) ? config_json_diff(stored, ck->config_json, note_difference, &d, err) : 0;
+    int n = strcmp(stored, ck->config_json) ? config_json_diff(stored, ck->config_json, note_corruption, &d, err) : 0;
     free(stored);
     if (n < 0) return -1;
-    if (n > 0 || d.count > 0)
-        return bp_fail_kind(err, BP_ERR_CORRUPT, "config.json is not a resolved configuration: %s",
-                            d.count ? d.first : "its text differs from the configuration it resolves to");
+    if (d.count > 0) return bp_fail_kind(err, BP_ERR_CORRUPT, "config.json is not a resolved configuration: %s", d.first);
     return 0;
 }
 

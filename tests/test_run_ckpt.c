@@ -416,6 +416,25 @@ static void test_crafted_json(void **state) {
     expect_open_refused(BP_ERR_CORRUPT, "not a resolved configuration (no top-level resolved: true)");
 }
 
+/* A checkpoint written before a key existed lacks it in config.json: accepted when the key changes
+ * no result (its default then runs the same run), refused otherwise. */
+static void test_added_keys(void **state) {
+    (void)state;
+    char *j = edited_json("\"recompute_attention\": true,\n", "");
+    craft_json(j);
+    free(j);
+    BpError err = {0};
+    RunCkpt *ck = run_ckpt_open(g_craft, &err);
+    if (!ck) fail_msg("a config.json without training.recompute_attention refused: %s", err.msg);
+    assert_true(run_ckpt_config(ck)->training.recompute_attention);
+    run_ckpt_close(ck);
+    /* layer_norm_eps at its default, but a key that changes results cannot be missing */
+    j = edited_json("\"layer_norm_eps\": 1e-12,\n", "");
+    craft_json(j);
+    free(j);
+    expect_open_refused(BP_ERR_CORRUPT, "config.json is not a resolved configuration: model.layer_norm_eps ((absent) -> 1e-12)");
+}
+
 /* hidden 1024 x 200 layers (about 9e8 floats, 3.6 GB) over the genuine tiny params section, with a state
  * that agrees with the big model: refused by the size check, nothing allocated for the model. */
 static void test_big_model_tiny_params(void **state) {
@@ -506,6 +525,7 @@ int main(void) {
         cmocka_unit_test(test_config_rebuilt),
         cmocka_unit_test(test_old_format_refused),
         cmocka_unit_test(test_corrupt_kinds),
+        cmocka_unit_test(test_added_keys),
         cmocka_unit_test(test_mismatch_kinds),
         cmocka_unit_test(test_crafted_json),
         cmocka_unit_test(test_big_model_tiny_params),
