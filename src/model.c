@@ -252,6 +252,7 @@ struct Model {
     /* the last forward */
     bool have_forward;
     int B, T, P, R;
+    int R_rows; /* R rounded up for the MLM head's products (mlm_padded_rows) */
     double mlm_den, nsp_den;
     bool train;
     uint64_t seed;
@@ -399,6 +400,13 @@ void model_init_weights(Model *m, uint64_t seed) {
 /* ---------------------------------------------------------------------------------------------
  * the activation plan */
 
+/* The MLM head's products run on R rounded up to a multiple of this many rows (zero rows below the
+ * real ones, whose gradients are zero): R changes with every batch, and each new product shape
+ * costs oneDNN a new primitive (0.7-2 ms to create on the Zen 5; a training run made about five
+ * a step at bert-tiny scale, ~4% of the step). Rounded, a run meets a few shapes only. */
+#define MLM_ROW_QUANTUM 16
+static int mlm_padded_rows(int R) { return (R + MLM_ROW_QUANTUM - 1) / MLM_ROW_QUANTUM * MLM_ROW_QUANTUM; }
+
 typedef struct {
     unsigned char *base; /* NULL: count bytes only */
     size_t used;
@@ -444,7 +452,7 @@ static void carve_layer(Carver *c, LayerActs *la, const LayerActs *shared, Model
 static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P, ModelActStorage st,
                                int nthreads, unsigned char *base, Activations *a, LayerActs *layers) {
     size_t H = (size_t)mc->hidden, I = (size_t)mc->intermediate, A = (size_t)mc->heads;
-    size_t N = (size_t)B * T, M = (size_t)B * P, wide = I > 3 * H ? I : 3 * H;
+    size_t N = (size_t)B * T, M = mlm_padded_rows(B * P), wide = I > 3 * H ? I : 3 * H;
     Carver c = {base, 0};
     memset(a, 0, sizeof *a);
     LayerActs shared = {0};
@@ -630,6 +638,7 @@ static int copy_batch(Model *m, const Batch *b, BpError *err) {
         R++;
     }
     m->R = R;
+    m->R_rows = mlm_padded_rows(R);
     return 0;
 }
 
@@ -701,23 +710,26 @@ static void layer_forward(Model *m, int l) {
     keep_bf16(la->out_bf16, la->out, NH);
 }
 
-/* the MLM head on the R real predictions: sum of their cross-entropies and the correct count */
+/* The MLM head on the R real predictions: sum of their cross-entropies and the correct count. Its
+ * rows are padded to Rp = R_rows with zero inputs, which run through the head like the others
+ * (finite values) and are left out of the loss; the backward gives them zero gradients. */
 static void mlm_head_forward(Model *m, double *loss_sum, long *correct) {
     const float *W = m->params;
     const GlobalParams *g = &m->gp;
     Activations *a = &m->act;
-    int H = m->mc.hidden, V = m->V, R = m->R;
+    int H = m->mc.hidden, V = m->V, R = m->R, Rp = m->R_rows;
     KernScratch s = a->scratch;
     *loss_sum = 0.0;
     *correct = 0;
     if (R == 0) return;
     kern_gather_rows(a->mlm_in, a->layers[m->mc.layers - 1].out, a->mlm_rows, R, H);
-    kern_gemm(false, true, R, H, H, 1.0f, a->mlm_in, H, W + g->mlm_dense_w, H, 0.0f, a->mlm_dense, H);
-    kern_bias_gelu_forward(a->mlm_dense, a->mlm_act, W + g->mlm_dense_b, R, H, m->mc.gelu);
+    memset(a->mlm_in + (size_t)R * H, 0, sizeof(float) * (size_t)(Rp - R) * H);
+    kern_gemm(false, true, Rp, H, H, 1.0f, a->mlm_in, H, W + g->mlm_dense_w, H, 0.0f, a->mlm_dense, H);
+    kern_bias_gelu_forward(a->mlm_dense, a->mlm_act, W + g->mlm_dense_b, Rp, H, m->mc.gelu);
     kern_residual_layernorm_forward(a->mlm_out, a->mlm_norm, a->mlm_rstd, NULL, a->mlm_act, NULL, W + g->mlm_ln_g,
-                                    W + g->mlm_ln_b, R, H, (float)m->mc.layer_norm_eps, NULL, &s);
-    /* logits (R,V) = v E^T + bias, E the word embeddings (V,H) */
-    kern_gemm(false, true, R, V, H, 1.0f, a->mlm_out, H, W + g->word_emb, H, 0.0f, a->logits, V);
+                                    W + g->mlm_ln_b, Rp, H, (float)m->mc.layer_norm_eps, NULL, &s);
+    /* logits (Rp,V) = v E^T + bias, E the word embeddings (V,H); the loss on the R real rows */
+    kern_gemm(false, true, Rp, V, H, 1.0f, a->mlm_out, H, W + g->word_emb, H, 0.0f, a->logits, V);
     kern_xent_forward(a->logits, a->logits_lse, a->mlm_loss, a->mlm_correct, W + g->decoder_b, a->mlm_labels, R,
                       V);
     for (int r = 0; r < R; r++) {
@@ -807,23 +819,26 @@ static void mlm_head_backward(Model *m) {
     float *gW = m->grads;
     const GlobalParams *g = &m->gp;
     Activations *a = &m->act;
-    int H = m->mc.hidden, V = m->V, R = m->R;
+    int H = m->mc.hidden, V = m->V, R = m->R, Rp = m->R_rows;
     KernScratch s = a->scratch;
     if (R == 0) return;
     float *dlog = a->logits, *dv = a->d_mlm_out;
-    /* dlogits = (softmax - onehot) / mlm_den; dbias += colsum */
+    /* dlogits = (softmax - onehot) / mlm_den; dbias += colsum; the padding rows' dlogits are 0 */
     kern_xent_backward(dlog, a->logits_lse, a->mlm_labels, (float)(1.0 / m->mlm_den), gW + g->decoder_b, R, V);
-    /* tied decoder: dE (V,H) += dlogits^T v ; dv (R,H) = dlogits E (independent: together) */
-    KernGemm dec[2] = {{true, false, V, H, R, 1.0f, dlog, V, a->mlm_out, H, 1.0f, gW + g->word_emb, H},
-                       {false, false, R, H, V, 1.0f, dlog, V, W + g->word_emb, H, 0.0f, dv, H}};
+    memset(dlog + (size_t)R * V, 0, sizeof(float) * (size_t)(Rp - R) * V);
+    /* tied decoder: dE (V,H) += dlogits^T v ; dv (Rp,H) = dlogits E (independent: together). The
+     * padding rows add 0 * v to dE, and their dv rows are 0: the LayerNorm and GELU below leave
+     * them so (they run on the R real rows), and so do the products after them. */
+    KernGemm dec[2] = {{true, false, V, H, Rp, 1.0f, dlog, V, a->mlm_out, H, 1.0f, gW + g->word_emb, H},
+                       {false, false, Rp, H, V, 1.0f, dlog, V, W + g->word_emb, H, 0.0f, dv, H}};
     kern_gemm_many(dec, 2);
     /* LN (in place: dv becomes du), GELU (du becomes dt1) */
     kern_layernorm_backward(dv, NULL, dv, a->mlm_norm, a->mlm_rstd, W + g->mlm_ln_g, gW + g->mlm_ln_g,
                             gW + g->mlm_ln_b, R, H, NULL, NULL, &s);
     kern_gelu_backward(dv, NULL, a->mlm_dense, R, H, m->mc.gelu);
     /* dWt += dt1^T hm ; dbt += colsum ; dhm = dt1 Wt ; scatter into the token rows */
-    KernGemm tr[2] = {{true, false, H, H, R, 1.0f, dv, H, a->mlm_in, H, 1.0f, gW + g->mlm_dense_w, H},
-                      {false, false, R, H, H, 1.0f, dv, H, W + g->mlm_dense_w, H, 0.0f, a->d_mlm_in, H}};
+    KernGemm tr[2] = {{true, false, H, H, Rp, 1.0f, dv, H, a->mlm_in, H, 1.0f, gW + g->mlm_dense_w, H},
+                      {false, false, Rp, H, H, 1.0f, dv, H, W + g->mlm_dense_w, H, 0.0f, a->d_mlm_in, H}};
     kern_gemm_many(tr, 2);
     kern_colsum_add(gW + g->mlm_dense_b, dv, H, R, H);
     kern_scatter_add_rows(a->d_out, a->d_mlm_in, a->mlm_rows, R, H);
