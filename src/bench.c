@@ -165,6 +165,7 @@ static int time_steps(const Config *cfg, const BenchOptions *o, BenchResult *r, 
     }
     r->storage = model_get_act_storage(m);
     r->activation_bytes = (double)model_activation_bytes(mc, V, B, T, P, r->storage);
+    r->gemm_copy_bytes = (double)model_gemm_copy_bytes(mc, V, B, T, P);
     r->optimizer = optim_describe(opt);
     r->blas_core = gemm_openblas_core();
     r->blas_selftest = gemm_sgemm_selftest();

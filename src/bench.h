@@ -48,6 +48,7 @@ typedef struct {
     double params;           /* parameter count */
     double activation_bytes; /* model_activation_bytes for (B, T, P) */
     ModelActStorage storage; /* how the activations were kept */
+    double gemm_copy_bytes;  /* model_gemm_copy_bytes: the oneDNN bf16 engine's operand copies */
     const char *optimizer;   /* optim_describe (a static string) */
     GemmEngine engine;       /* the precision the products ran in (model_engine) */
     const char *blas_core;   /* OpenBLAS's core for the fp32 products (gemm_openblas_core) */

@@ -119,9 +119,12 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
     printf("bench: L=%d H=%d A=%d I=%d V=%d, B=%d T=%d P=%d, %d thread(s), gelu %s, dropout %g/%g, %s\n", mc->layers,
            mc->hidden, mc->heads, mc->intermediate, V, r->batch, r->seq, r->predictions, r->threads,
            mc->gelu == GELU_TANH ? "tanh" : "erf", mc->dropout, mc->attention_dropout, r->optimizer);
-    printf("bench: parameters %.2fM, activations %.1f MiB (%s, attention probabilities %s)\n", r->params / 1e6,
+    printf("bench: parameters %.2fM, activations %.1f MiB (%s, attention probabilities %s)", r->params / 1e6,
            r->activation_bytes / 1048576.0, r->storage.bf16 ? "Q/K/V, context and layer outputs in bf16" : "all fp32",
            r->storage.recompute_attention ? "recomputed" : "kept");
+    if (r->engine.bf16 && r->engine.bf16_kind == GEMM_BF16_ONEDNN)
+        printf(", oneDNN's bf16 operand copies %.1f MiB (all threads)", r->gemm_copy_bytes / 1048576.0);
+    printf("\n");
     printf("bench: products in %s on %s (%s); OpenBLAS core %s (self-test error %.1e)\n",
            r->engine.bf16 ? "bf16" : "fp32", r->engine.isa, r->engine.why, r->blas_core,
            r->blas_selftest);

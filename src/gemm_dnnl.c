@@ -24,6 +24,7 @@ about 10% of an attention product (128x128x64), measured single-threaded on the 
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,13 @@ typedef struct {
 
 #define CACHE_CAP 96
 
+/* K is cut into chunks of at most this many: the product runs chunk by chunk into C (beta 1 after
+ * the first), so the per-thread bf16 copies stay M x 4096 and 4096 x N. Uncut, the decoder's input
+ * gradient (K = the vocabulary) copied the whole (R, V) logit gradient and the (V, H) embeddings
+ * into every thread's buffers (66 MB a thread at bert-base), grown whenever a thread first met it.
+ * The chunks depend on K alone: the result is still a function of the call's shape. */
+#define K_CHUNK 4096
+
 typedef struct {
     Entry e[CACHE_CAP];
     int n, evict; /* when full, entries are replaced round-robin */
@@ -65,6 +73,10 @@ typedef struct {
 } ThreadState;
 
 static _Thread_local ThreadState *t_state;
+/* the largest scratchpad any thread's primitive needs: each thread grows its one buffer to it on
+   its next call, so that the buffers reach their size in the first steps, not whenever a thread
+   first meets the shape that needs most */
+static atomic_size_t g_scratch_max;
 static dnnl_engine_t g_engine;
 static bool g_ok;
 static char g_impl[128];
@@ -102,6 +114,9 @@ static dnnl_status_t entry_create(Entry *e, const char **impl) {
     if (!st) st = dnnl_memory_create(&e->c, &c, g_engine, DNNL_MEMORY_NONE);
     const dnnl_memory_desc_t *sd = st ? NULL : dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     e->scratch_bytes = sd ? dnnl_memory_desc_get_size(sd) : 0;
+    size_t seen = atomic_load(&g_scratch_max);
+    while (e->scratch_bytes > seen && !atomic_compare_exchange_weak(&g_scratch_max, &seen, e->scratch_bytes)) {
+    }
     if (!st && e->scratch_bytes) st = dnnl_memory_create(&e->scratch, sd, g_engine, DNNL_MEMORY_NONE);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
@@ -215,11 +230,13 @@ static void run(const Entry *key, const void *a, const void *b, float *C) {
     DNNL_CHECK(dnnl_memory_set_data_handle(e->a, (void *)a));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->b, (void *)b));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->c, C));
-    if (e->scratch_bytes > s->scratch_cap) {
+    size_t want = atomic_load(&g_scratch_max);
+    if (want > s->scratch_cap) {
         free(s->scratch);
-        s->scratch_cap = (e->scratch_bytes + 4095) / 4096 * 4096;
+        s->scratch_cap = (want + 4095) / 4096 * 4096;
         s->scratch = aligned_alloc(4096, s->scratch_cap);
-        BP_ASSERT(s->scratch, "oneDNN GEMM: out of memory for a %zu-byte scratchpad", e->scratch_bytes);
+        BP_ASSERT(s->scratch, "oneDNN GEMM: out of memory for a %zu-byte scratchpad", want);
+        memset(s->scratch, 0, s->scratch_cap); /* resident now, not when a large product first writes it */
     }
     if (e->scratch) DNNL_CHECK(dnnl_memory_set_data_handle(e->scratch, s->scratch));
     dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c},
@@ -229,15 +246,21 @@ static void run(const Entry *key, const void *a, const void *b, float *C) {
     if (saved != 1) omp_set_num_threads(saved);
 }
 
+/* *buf holds at least need bf16 numbers, resident (touched) */
+static void reserve_copy(uint16_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return;
+    free(*buf);
+    *cap = need;
+    size_t bytes = (need * sizeof **buf + 63) / 64 * 64;
+    *buf = aligned_alloc(64, bytes);
+    BP_ASSERT(*buf, "oneDNN GEMM: out of memory for a %zu-element bf16 operand copy", need);
+    memset(*buf, 0, bytes);
+}
+
 /* rows x cols floats at row stride ld -> dense bf16 in *buf (grown as needed) */
 static uint16_t *round_copy(uint16_t **buf, size_t *cap, const float *src, int rows, int cols, int ld) {
     size_t need = (size_t)rows * cols;
-    if (need > *cap) {
-        free(*buf);
-        *cap = need + need / 4;
-        *buf = aligned_alloc(64, (*cap * sizeof **buf + 63) / 64 * 64);
-        BP_ASSERT(*buf, "oneDNN GEMM: out of memory for a %d x %d bf16 operand", rows, cols);
-    }
+    if (need > *cap) reserve_copy(buf, cap, need + need / 4);
     if (ld == cols) {
         gemm_bf16_round(*buf, src, need);
     } else {
@@ -255,12 +278,32 @@ void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     }
     BP_ASSERT(gemm_dnnl_available(), "gemm_dnnl called without oneDNN bf16: %s", gemm_dnnl_impl());
     ThreadState *s = thread_state();
-    uint16_t *a = round_copy(&s->abuf, &s->acap, A, ta ? K : M, ta ? M : K, lda);
-    uint16_t *b = round_copy(&s->bbuf, &s->bcap, B, tb ? N : K, tb ? K : N, ldb);
-    /* the copies are dense in the operands' own layouts */
-    Entry key = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = ldc,
-                 .alpha = alpha, .beta = beta};
-    run(&key, a, b, C);
+    for (int k0 = 0; k0 < K; k0 += K_CHUNK) {
+        int kc = K - k0 < K_CHUNK ? K - k0 : K_CHUNK;
+        /* op(A)[:, k0:k0+kc] and op(B)[k0:k0+kc, :] in their stored layouts */
+        const float *Ak = ta ? A + (size_t)k0 * lda : A + k0, *Bk = tb ? B + k0 : B + (size_t)k0 * ldb;
+        uint16_t *a = round_copy(&s->abuf, &s->acap, Ak, ta ? kc : M, ta ? M : kc, lda);
+        uint16_t *b = round_copy(&s->bbuf, &s->bcap, Bk, tb ? N : kc, tb ? kc : N, ldb);
+        /* the copies are dense in the operands' own layouts */
+        Entry key = {.ta = ta, .tb = tb, .M = M, .N = N, .K = kc, .lda = ta ? M : kc, .ldb = tb ? kc : N,
+                     .ldc = ldc, .alpha = alpha, .beta = k0 == 0 ? beta : 1.0f};
+        run(&key, a, b, C);
+    }
+}
+
+void gemm_dnnl_copy_elems(int M, int N, int K, size_t *a_elems, size_t *b_elems) {
+    size_t kc = (size_t)(K < K_CHUNK ? K : K_CHUNK);
+    size_t a = (size_t)M * kc, b = kc * (size_t)N;
+    /* round_copy grows by a quarter more than it needs */
+    *a_elems = a + a / 4;
+    *b_elems = b + b / 4;
+}
+
+void gemm_dnnl_reserve(size_t a_elems, size_t b_elems) {
+    if (!gemm_dnnl_available()) return;
+    ThreadState *s = thread_state();
+    reserve_copy(&s->abuf, &s->acap, a_elems);
+    reserve_copy(&s->bbuf, &s->bcap, b_elems);
 }
 
 void gemm_dnnl_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -278,6 +321,12 @@ void gemm_dnnl_f32(bool ta, bool tb, int M, int N, int K, float alpha, const flo
 }
 
 #else /* built without oneDNN (make DNNL=0) */
+
+void gemm_dnnl_copy_elems(int M, int N, int K, size_t *a_elems, size_t *b_elems) {
+    (void)M, (void)N, (void)K;
+    *a_elems = *b_elems = 0;
+}
+void gemm_dnnl_reserve(size_t a_elems, size_t b_elems) { (void)a_elems, (void)b_elems; }
 
 bool gemm_dnnl_available(void) { return false; }
 const char *gemm_dnnl_impl(void) { return "built without oneDNN (make DNNL=0)"; }

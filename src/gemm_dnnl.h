@@ -7,6 +7,7 @@
 #define BP_GEMM_DNNL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* True when the program was built with oneDNN and it serves bf16 matmuls on this CPU with a native
  * kernel (not its reference code). Probed once, thread-safe. The name of the kernel oneDNN picked
@@ -18,12 +19,22 @@ const char *gemm_dnnl_impl(void);
 /* C (M,N) = alpha * bf16(op(A)) * bf16(op(B)) + beta * C, row-major, arguments as cblas_sgemm;
  * beta 0 never reads C. Single-threaded whatever OpenMP's settings (oneDNN's own OpenMP threads
  * never start), callable from several threads at once: each thread keeps its own primitives, one per
- * (transposes, M, N, K, ldc, alpha, beta), and its own bf16 copies of the operands. Each element of C
- * is the same sum in the same order wherever it lies in C (tests/test_gemm_dnnl.c), so kern_gemm may
- * cut a product into blocks. Only where gemm_dnnl_available(); a oneDNN failure (out of memory)
- * aborts with the oneDNN status. */
+ * (transposes, M, N, K, ldc, alpha, beta), and its own bf16 copies of the operands. The result is a
+ * function of the call's shape and operands (not of the thread or of OpenMP's settings); unlike our
+ * own kernel's, an element of C can change with the block of C a call computes once K >= 512
+ * (oneDNN blocks K by the shape; tests/gemm_check.h), which kern_gemm's shape-only cut makes
+ * harmless. Only where gemm_dnnl_available(); a oneDNN failure (out of memory) aborts with the
+ * oneDNN status. */
 void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
+
+/* The bf16 copies gemm_dnnl makes of a product's operands (at most 4096 of K at a time) are kept
+ * per thread and grown as needed. These give the elements a product (M,N,K) needs in each copy;
+ * gemm_dnnl_reserve makes the calling thread's copies at least that large and resident, so that a
+ * model can size them when it plans (and count them) instead of growing them during training.
+ * 0 / nothing without oneDNN. */
+void gemm_dnnl_copy_elems(int M, int N, int K, size_t *a_elems, size_t *b_elems);
+void gemm_dnnl_reserve(size_t a_elems, size_t b_elems);
 
 /* The fp32 product on oneDNN (its AVX-512 brgemm), operands used in place, with the same threading,
  * caching and cut-invariance as gemm_dnnl and cblas_sgemm's contract. Available where oneDNN has a

@@ -288,6 +288,24 @@ void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     kern_gemm_many(&g, 1);
 }
 
+void kern_gemm_max_block(int M, int N, int K, int *block_m, int *block_n) {
+    /* with others (alone false) a product is cut into no more blocks than alone: the larger ones */
+    KernGemm g = {.M = M, .N = N, .K = K};
+    GemmBlock blk[GEMM_MAX_BLOCKS];
+    int nb = gemm_cut(&g, 0, false, blk), longest = 0;
+    for (int b = 0; b < nb; b++)
+        if (blk[b].a1 - blk[b].a0 > longest) longest = blk[b].a1 - blk[b].a0;
+    bool split_m = M >= N;
+    *block_m = split_m ? longest : M;
+    *block_n = split_m ? N : longest;
+}
+
+void kern_gemm_reserve(size_t a_elems, size_t b_elems) {
+    if (!g_bf16 || g_bf16_kind != GEMM_BF16_ONEDNN) return;
+#pragma omp parallel num_threads(kern_threads())
+    gemm_dnnl_reserve(a_elems, b_elems);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * dropout */
 

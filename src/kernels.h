@@ -56,6 +56,12 @@ GemmBf16Kind kern_bf16_engine(void);
 void kern_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The largest block kern_gemm / kern_gemm_many cut an (M,N,K) product into: its rows and columns. */
+void kern_gemm_max_block(int M, int N, int K, int *block_m, int *block_n);
+/* With bf16 products on oneDNN: every worker thread's operand copies made at least this large and
+ * resident (gemm_dnnl_reserve); nothing otherwise. */
+void kern_gemm_reserve(size_t a_elems, size_t b_elems);
+
 /* One single-threaded product in the current precision (kern_set_bf16), as the attention kernels
  * run theirs per (example, head); callable inside a parallel region. */
 void kern_gemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gemm_cpu.h"
+#include "gemm_dnnl.h"
 #include "kernels.h"
 #include "rng.h"
 
@@ -247,6 +248,7 @@ struct Model {
     /* the plan */
     int plan_B, plan_T, plan_P;
     unsigned char *act_mem;
+    bool copies_reserved; /* the bf16 engine's operand copies sized for the plan (model_forward) */
     Activations act;      /* points into act_mem */
     LayerActs *layer_act; /* (L), act.layers */
     /* the last forward */
@@ -337,6 +339,7 @@ int model_check_finite(const ParamTable *t, const float *buf, const char *source
 const ModelConfig *model_config(const Model *m) { return &m->mc; }
 void model_set_bf16_engine(Model *m, GemmBf16Kind kind) {
     m->engine.bf16_kind = kind;
+    m->copies_reserved = false;
     m->engine.isa = gemm_bf16_kind_isa(kind);
 }
 
@@ -508,10 +511,33 @@ static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P
     return (c.used + 63) / 64 * 64;
 }
 
+/* Elements of the largest bf16 operand copies (A and B) oneDNN keeps per thread for the products
+ * of a (B, T, P) step: the longest block kern_gemm cuts each product into (the attention products,
+ * one call per head, uncut), at most gemm_dnnl's chunk of K. */
+static void dnnl_copy_bound(const ModelConfig *mc, int V, int B, int T, int P, size_t *a, size_t *b) {
+    ModelGemmShape g[MODEL_MAX_GEMM_SHAPES];
+    int n = model_gemm_shapes(mc, V, B, T, mlm_padded_rows(B * P), g);
+    *a = *b = 0;
+    for (int i = 0; i < n; i++) {
+        int bm = g[i].M, bn = g[i].N;
+        if (g[i].count <= mc->layers) kern_gemm_max_block(g[i].M, g[i].N, g[i].K, &bm, &bn);
+        size_t ea, eb;
+        gemm_dnnl_copy_elems(bm, bn, g[i].K, &ea, &eb);
+        if (ea > *a) *a = ea;
+        if (eb > *b) *b = eb;
+    }
+}
+
 size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P, ModelActStorage st) {
     Activations unkept;
     int V = vocab_size > 0 ? vocab_size : mc->vocab_size;
     return plan_activations(mc, V, B, T, P, st, kern_threads(), NULL, &unkept, NULL);
+}
+
+size_t model_gemm_copy_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P) {
+    size_t a, b;
+    dnnl_copy_bound(mc, vocab_size > 0 ? vocab_size : mc->vocab_size, B, T, P, &a, &b);
+    return (size_t)kern_threads() * (a + b) * sizeof(uint16_t);
 }
 
 ModelActStorage model_act_storage(const Config *cfg) {
@@ -550,6 +576,7 @@ int model_plan(Model *m, int B, int T, int P, BpError *err) {
     m->plan_T = nT;
     m->plan_P = nP;
     m->have_forward = false;
+    m->copies_reserved = false;
     return 0;
 }
 
@@ -778,6 +805,12 @@ int model_forward(Model *m, const Batch *b, const ForwardArgs *fa, ModelStats *s
     kern_set_bf16(m->engine.bf16);
     kern_set_bf16_engine(m->engine.bf16_kind);
     kern_set_fp32_onednn(m->engine.fp32_onednn);
+    if (!m->copies_reserved) { /* sized once per plan: training then allocates nothing more */
+        size_t ca, cb;
+        dnnl_copy_bound(&m->mc, m->V, m->plan_B, m->plan_T, m->plan_P, &ca, &cb);
+        kern_gemm_reserve(ca, cb);
+        m->copies_reserved = true;
+    }
     BP_ASSERT(B <= m->plan_B && T <= m->plan_T && P <= m->plan_P, "batch (%d, %d, %d) outside the plan", B, T, P);
     m->have_forward = false;
     m->B = B;

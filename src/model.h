@@ -113,6 +113,9 @@ ModelActStorage model_get_act_storage(const Model *m);
 void model_set_act_storage(Model *m, ModelActStorage st);
 /* bytes model_plan allocates for these sizes (activations + scratch; not params/grads) */
 size_t model_activation_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P, ModelActStorage st);
+/* bytes of the bf16 operand copies the oneDNN bf16 engine keeps on every worker thread for these
+ * sizes (gemm_dnnl.h; the model sizes them at its first forward after a plan); 0 without oneDNN */
+size_t model_gemm_copy_bytes(const ModelConfig *mc, int vocab_size, int B, int T, int P);
 
 typedef struct {
     bool train;             /* dropout on */

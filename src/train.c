@@ -113,17 +113,25 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
     /* two moments for LAMB/Adam/AdamW, one for LARS */
     m.optimizer_full = 4.0 * floats * (cfg->optimizer.name == OPT_LARS ? 1 : 2);
     m.optimizer = m.sharded ? m.optimizer_full / m.ranks : m.optimizer_full;
+    double copies = 0.0;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
+        ModelActStorage st = model_act_storage(cfg);
         double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch, p->seq_len,
-                                                  p->max_predictions_per_seq, model_act_storage(cfg));
+                                                  p->max_predictions_per_seq, st);
         if (a > m.activations) m.activations = a;
+        /* bf16 products on oneDNN: its operand copies on every thread */
+        double c = st.bf16 && gemm_bf16_kind_default() == GEMM_BF16_ONEDNN
+                       ? (double)model_gemm_copy_bytes(&cfg->model, vocab_size, p->micro_batch, p->seq_len,
+                                                       p->max_predictions_per_seq)
+                       : 0.0;
+        if (c > copies) copies = c;
         /* the step's examples: 3 (B,T) arrays, 3 (B,P) arrays, label and index */
         double e = (double)p->accumulation * p->micro_batch *
                    (12.0 * p->seq_len + 12.0 * p->max_predictions_per_seq + 12.0);
         if (e > m.examples) m.examples = e;
     }
-    m.runtime = TRAIN_RUNTIME_BYTES;
+    m.runtime = TRAIN_RUNTIME_BYTES + copies;
     /* The peak above the steady state, on rank 0 (the one reader of checkpoints): resuming maps the
        checkpoint (parameters and the whole optimizer state) before the first step plans the
        activations. Writing one copies nothing: the state is streamed into the file (run_ckpt_save). */

@@ -55,14 +55,15 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
 
 /* What the process holds besides the run's own buffers: code, libraries, the BLAS and OpenMP
  * threads' buffers and stacks (measured: see the README's memory note), and since the products run
- * on oneDNN, its primitives and each thread's scratchpad and bf16 operand copies: the demo (bert-tiny,
- * 600 steps, 2 threads, fp32 on oneDNN) peaked at 0.299 GiB against 0.293 estimated with 64 MiB
- * here, so 96. */
+ * on oneDNN, its primitives and each thread's scratchpad: the demo (bert-tiny, 600 steps, 2
+ * threads, fp32 on oneDNN) peaked at 0.299 GiB against 0.293 estimated with 64 MiB here, so 96.
+ * The bf16 engine's per-thread operand copies are counted apart (model_gemm_copy_bytes, added to
+ * the runtime of the plan), since they grow with the model, the batch and the threads. */
 #define TRAIN_RUNTIME_BYTES (96.0 * 1048576.0)
 
 /* Estimated memory of a run, per rank, in bytes: parameters, gradients, the optimizer state this
  * rank keeps (1/N of it with training.shard_optimizer on N ranks), activations at the largest
- * phase, the step's examples, TRAIN_RUNTIME_BYTES; and the peaks: rank 0 holds the larger of the
+ * phase, the step's examples, TRAIN_RUNTIME_BYTES (+ the bf16 operand copies); and the peaks: rank 0 holds the larger of the
  * activations and the checkpoint a resume maps before they exist (parameters + the whole optimizer
  * state). A checkpoint write streams the state and adds nothing. */
 typedef struct {

@@ -32,6 +32,7 @@ static void test_bf16_cuts(void **st) {
     (void)st;
     if (!have_bf16("gemm_bf16 cut vs uncut")) return;
     gc_check_cuts(gemm_bf16, "gemm_bf16");
+    gc_check_cuts_k(gemm_bf16, "gemm_bf16", 4500);
 }
 
 /* kern_gemm_many in bf16 (our engine) cuts and threads the products like fp32 */
