@@ -409,6 +409,7 @@ void model_init_weights(Model *m, uint64_t seed) {
  * a step at bert-tiny scale, ~4% of the step). Rounded, a run meets a few shapes only. */
 #define MLM_ROW_QUANTUM 16
 static int mlm_padded_rows(int R) { return (R + MLM_ROW_QUANTUM - 1) / MLM_ROW_QUANTUM * MLM_ROW_QUANTUM; }
+int model_mlm_product_rows(int R) { return mlm_padded_rows(R); }
 
 typedef struct {
     unsigned char *base; /* NULL: count bytes only */

@@ -220,6 +220,10 @@ typedef struct {
  * hand-written loop). The one list the FLOP count, the bench and the tests use. Returns the count
  * (<= MODEL_MAX_GEMM_SHAPES). */
 int model_gemm_shapes(const ModelConfig *mc, int vocab_size, int B, int T, int R, ModelGemmShape *out);
+/* The rows the MLM head's products run on for R real predictions: R rounded up to a multiple of
+ * 16 (zero rows, so that a run meets a few product shapes, not one per R). The FLOP counts above
+ * count R (the useful work, as scripts/torch_bert.py does); the model computes this many. */
+int model_mlm_product_rows(int R);
 
 /* 2 M N K count summed over model_gemm_shapes, per example, with every one of P slots a real
  * prediction: forward + backward matmul FLOPs (3x the forward's, the backward computing both the

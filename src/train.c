@@ -117,6 +117,7 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
         ModelActStorage st = model_act_storage(cfg);
+        m.storage = st;
         double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch, p->seq_len,
                                                   p->max_predictions_per_seq, st);
         if (a > m.activations) m.activations = a;
@@ -151,7 +152,9 @@ void train_memory_print(const TrainMemory *m, FILE *out) {
     fprintf(out, "  memory per rank: parameters %.2f + gradients %.2f + optimizer state %.2f", m->params / gib,
             m->grads / gib, m->optimizer / gib);
     if (m->sharded) fprintf(out, " (1/%d of %.2f, training.shard_optimizer)", m->ranks, m->optimizer_full / gib);
-    fprintf(out, " + activations %.2f + examples and runtime %.2f GiB\n", m->activations / gib,
+    fprintf(out, " + activations %.2f (%s) + examples and runtime %.2f GiB\n", m->activations / gib,
+            m->storage.bf16 ? (m->storage.recompute_attention ? "partly bf16, attention recomputed" : "partly bf16")
+                            : (m->storage.recompute_attention ? "attention recomputed" : "all kept in fp32"),
             (m->examples + m->runtime) / gib);
     fprintf(out, "  peak %.2f GiB on rank 0 (the larger of the activations and a resumed checkpoint's map, %.2f GiB)",
             m->peak_rank0 / gib, m->resume_map / gib);

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "config.h"
 #include "log.h"
+#include "model.h"
 
 typedef struct {
     const char *resume;      /* NULL: fresh run; "auto": newest valid checkpoint of run_dir; else a path */
@@ -70,6 +71,7 @@ typedef struct {
     int ranks;
     bool sharded;
     double params, grads, optimizer, optimizer_full, activations, examples, runtime;
+    ModelActStorage storage; /* how the activations are kept (bf16 copies, probabilities recomputed) */
     double resume_map;
     double peak_rank0, peak_other;
 } TrainMemory;

@@ -51,6 +51,24 @@ run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --ranks 64 --set training.
 check "--dry-run --ranks 64: exit 0 (rc=$rc)" [ "$rc" -eq 0 ]
 check "... phase 1 split over 64 ranks" grep -q "32768 = 32 x 16 x 64" "$TMP/err"
 check "... BERT-Large's optimizer state per rank: 1/64 of 2.51 GiB" grep -q "(1/64 of 2.51, training.shard_optimizer)" "$TMP/err"
+# the memory plan follows how activations are kept: BERT-Large at micro 8 x seq 512 (configs/32k.yaml)
+activations_gib() { sed -n 's/.* + activations \([0-9.]*\) (\([^)]*\)).*/\1 \2/p' "$TMP/err"; }
+run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.recompute_attention=false
+kept=$(activations_gib)
+run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run
+recomputed=$(activations_gib)
+check "memory plan: probabilities kept ($kept) above recomputed ($recomputed) by >= 35%" \
+    awk -v a="${kept%% *}" -v b="${recomputed%% *}" 'BEGIN { exit !(b > 0 && b <= 0.65 * a) }'
+check "... the plan says they are all kept in fp32 ($kept)" [ "${kept#* }" = "all kept in fp32" ]
+check "... or recomputed ($recomputed)" [ "${recomputed#* }" = "attention recomputed" ]
+if grep -q avx512_bf16 /proc/cpuinfo && [ -z "${BP_CPU_NO_BF16:-}" ]; then
+    run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.precision=bf16
+    half=$(activations_gib)
+    check "memory plan in bf16 ($half): at most half of all kept in fp32 ($kept)" \
+        awk -v a="${kept%% *}" -v b="${half%% *}" 'BEGIN { exit !(b > 0 && b <= 0.5 * a) }'
+else
+    echo "SKIP memory plan in bf16: this CPU has no AVX512-BF16 (or BP_CPU_NO_BF16 is set)"
+fi
 run "$BP_BIN" "$TMP/c.yaml" --ranks 2
 check "--ranks without --dry-run: exit 2 (rc=$rc)" [ "$rc" -eq 2 ]
 check "... saying why" grep -q "ranks N plans a run with --dry-run" "$TMP/err"
