@@ -604,13 +604,20 @@ static int trainer_setup(Trainer *tr, const Config *cfg, BpError *err) {
     double need = train_memory_estimate(cfg, tr->vocab_size);
     double limit = cfg->training.max_memory_gb > 0 ? cfg->training.max_memory_gb * 1073741824.0
                                                    : machine_memory_bytes();
-    if (limit > 0 && need > limit)
+    if (limit > 0 && need > limit) {
+        /* the settings that keep less without changing the run's result come first */
+        ModelActStorage st = model_act_storage(cfg);
+        const char *more = !st.recompute_attention ? "; or set training.recompute_attention: true (the same result)"
+                           : !st.bf16 && gemm_cpu_features()->avx512_bf16
+                               ? "; or training.precision: bf16 (this CPU has it; keeps some activations in bf16)"
+                               : "";
         return bp_fail_usage(err,
                              "this run needs about %.1f GiB (parameters, gradients, optimizer state, "
                              "activations at the largest phase's micro-batch) but %.1f GiB is available. "
                              "HINT: lower training.micro_batch or a phase's micro_batch (the global batch "
-                             "stays the same; accumulation grows)",
-                             need / 1073741824.0, limit / 1073741824.0);
+                             "stays the same; accumulation grows)%s",
+                             need / 1073741824.0, limit / 1073741824.0, more);
+    }
     tr->model = model_create(cfg, tr->vocab_size, err);
     if (!tr->model) return -1;
     bool shard = cfg->training.shard_optimizer && dist_world_size() > 1;

@@ -28,6 +28,24 @@ check "trust-ratio records for LAMB" grep -q '"type":"trust".*"trust_ratio":{"be
 check "checkpoint at each phase end" test -s runA/ckpt-00000012.bin -a -s runA/ckpt-00000016.bin
 check "start-up summary names the phases" grep -q "phase 2: 4 steps, global batch 8 = micro 8 x accumulation 1" a.err
 
+# --- the attention probabilities kept instead of recomputed: the same run bit for bit --------------
+"$BIN" tiny.yaml --set training.run_dir=runKeep --set training.recompute_attention=false > /dev/null 2> k.err
+rc=$?
+check "probabilities kept: exit 0 (rc=$rc)" test $rc -eq 0
+check "... step records identical to recomputing them" cmp -s <(steps_of runA/metrics.jsonl) <(steps_of runKeep/metrics.jsonl)
+check "... the plan says they are kept" grep -q "activations [0-9.]* (all kept in fp32)" k.err
+
+# --- a run over the memory limit is refused before it allocates, with what would help -------------
+"$BIN" tiny.yaml --set training.run_dir=runX --set training.max_memory_gb=0.001 > /dev/null 2> x.err
+rc=$?
+check "over training.max_memory_gb: exit 2 (rc=$rc)" test $rc -eq 2
+check "... saying what it needs and has" grep -q "this run needs about .* GiB .* but 0.0 GiB is available" x.err
+check "... no run directory made" test ! -e runX/metrics.jsonl
+"$BIN" tiny.yaml --set training.run_dir=runX --set training.max_memory_gb=0.001 \
+    --set training.recompute_attention=false > /dev/null 2> x2.err
+check "... with the probabilities kept, the hint names recompute_attention" \
+    grep -q "or set training.recompute_attention: true (the same result)" x2.err
+
 # --- a micro-batch per phase: 16 at seq 32, 4 at seq 64 ------------------------------------------
 "$BIN" tiny.yaml --set training.run_dir=runM --set phases.0.micro_batch=16 --set phases.1.micro_batch=4 \
     > /dev/null 2> m.err
