@@ -636,6 +636,18 @@ void kern_colsum_add(float *db, const float *X, int ldx, int N, int C) {
 /* ---------------------------------------------------------------------------------------------
  * attention */
 
+/* row[j] += add[j] for j < n; returns the row's largest value (the first pass of a softmax) */
+static inline float add_row_max(float *row, const float *add, int n) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) {
+        float v = row[j] + add[j];
+        row[j] = v;
+        mx = v > mx ? v : mx;
+    }
+    return mx;
+}
+
 /* BERT's additive mask for example b's keys as a row of 0 / -10000 */
 static void mask_bias_row(float *mbias, const int32_t *mask_b, int T) {
     for (int j = 0; j < T; j++) mbias[j] = mask_b[j] ? 0.0f : -10000.0f;
@@ -650,13 +662,7 @@ static void attention_probs_head(float *S, const float *Q, const float *K, int l
     gemm1(false, true, T, T, D, scale, Q, ld, K, ld, 0.0f, S, T);
     for (int i = 0; i < T; i++) {
         float *row = S + (size_t)i * T;
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < T; j++) {
-            float v = row[j] + mbias[j];
-            row[j] = v;
-            mx = v > mx ? v : mx;
-        }
+        float mx = add_row_max(row, mbias, T);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < T; j++) {
@@ -818,14 +824,8 @@ void kern_xent_forward(float *logits, float *lse, double *loss, int32_t *correct
 #pragma omp parallel for schedule(static) if (par((size_t)M * V * 4))
     for (int i = 0; i < M; i++) {
         float *l = logits + (size_t)i * V;
-        float mx = -INFINITY;
         /* max first, then the first index holding it: both vectorise (a running argmax does not) */
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < V; j++) {
-            float v = l[j] + bias[j];
-            l[j] = v;
-            mx = v > mx ? v : mx;
-        }
+        float mx = add_row_max(l, bias, V);
         int arg = V;
 #pragma omp simd reduction(min : arg)
         for (int j = 0; j < V; j++)
