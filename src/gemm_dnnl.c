@@ -188,11 +188,31 @@ const char *gemm_dnnl_f32_impl(void) {
     return g_impl_f32;
 }
 
+/* A thread's state goes with the thread: OpenMP ends pool threads when the thread count drops
+ * (kern_init_threads), and their primitives, copies and scratchpad would otherwise stay allocated
+ * for good. _Thread_local gives the fast lookup, the key the destructor at thread exit. */
+static pthread_key_t g_state_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+
+static void state_free(void *p) {
+    ThreadState *s = p;
+    for (int i = 0; i < s->n; i++) entry_destroy(&s->e[i]);
+    dnnl_stream_destroy(s->stream);
+    free(s->abuf);
+    free(s->bbuf);
+    free(s->scratch);
+    free(s);
+}
+
+static void key_create(void) { BP_ASSERT(pthread_key_create(&g_state_key, state_free) == 0, "pthread_key_create"); }
+
 static ThreadState *thread_state(void) {
     if (!t_state) {
         t_state = calloc(1, sizeof *t_state);
         BP_ASSERT(t_state, "oneDNN GEMM: out of memory for the per-thread cache");
         DNNL_CHECK(dnnl_stream_create(&t_state->stream, g_engine, dnnl_stream_default_flags));
+        pthread_once(&g_key_once, key_create);
+        BP_ASSERT(pthread_setspecific(g_state_key, t_state) == 0, "pthread_setspecific");
     }
     return t_state;
 }
