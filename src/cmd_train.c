@@ -43,6 +43,7 @@ static const CliCommand TRAIN = {
 
 /* --dry-run: the resolved config and the start-up plan, nothing trained */
 static int dry_run(const Config *cfg, BpError *err) {
+    cli_set_threads(cfg->training.threads); /* the plan's per-thread memory is for the run's threads */
     ParamTable t = {0};
     int vocab = cfg->model.vocab_size ? cfg->model.vocab_size : 30522;
     if (model_param_table(&cfg->model, vocab, &t, err) != 0) return -1;

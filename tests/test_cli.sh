@@ -53,16 +53,16 @@ check "... phase 1 split over 64 ranks" grep -q "32768 = 32 x 16 x 64" "$TMP/err
 check "... BERT-Large's optimizer state per rank: 1/64 of 2.51 GiB" grep -q "(1/64 of 2.51, training.shard_optimizer)" "$TMP/err"
 # the memory plan follows how activations are kept: BERT-Large at micro 8 x seq 512 (configs/32k.yaml)
 activations_gib() { sed -n 's/.* + activations \([0-9.]*\) (\([^)]*\)).*/\1 \2/p' "$TMP/err"; }
-run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.recompute_attention=false
+run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.threads=2 --set training.recompute_attention=false
 kept=$(activations_gib)
-run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run
+run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.threads=2
 recomputed=$(activations_gib)
 check "memory plan: probabilities kept ($kept) above recomputed ($recomputed) by >= 35%" \
     awk -v a="${kept%% *}" -v b="${recomputed%% *}" 'BEGIN { exit !(b > 0 && b <= 0.65 * a) }'
 check "... the plan says they are all kept in fp32 ($kept)" [ "${kept#* }" = "all kept in fp32" ]
 check "... or recomputed ($recomputed)" [ "${recomputed#* }" = "attention recomputed" ]
 if grep -q avx512_bf16 /proc/cpuinfo && [ -z "${BP_CPU_NO_BF16:-}" ]; then
-    run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.precision=bf16
+    run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.threads=2 --set training.precision=bf16
     half=$(activations_gib)
     check "memory plan in bf16 ($half): at most half of all kept in fp32 ($kept)" \
         awk -v a="${kept%% *}" -v b="${half%% *}" 'BEGIN { exit !(b > 0 && b <= 0.5 * a) }'
