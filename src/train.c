@@ -114,10 +114,10 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
     m.optimizer_full = 4.0 * floats * (cfg->optimizer.name == OPT_LARS ? 1 : 2);
     m.optimizer = m.sharded ? m.optimizer_full / m.ranks : m.optimizer_full;
     double copies = 0.0;
+    ModelActStorage st = model_act_storage(cfg);
+    m.storage = st;
     for (int i = 0; i < cfg->n_phases; i++) {
         const PhaseConfig *p = &cfg->phases[i];
-        ModelActStorage st = model_act_storage(cfg);
-        m.storage = st;
         double a = (double)model_activation_bytes(&cfg->model, vocab_size, p->micro_batch, p->seq_len,
                                                   p->max_predictions_per_seq, st);
         if (a > m.activations) m.activations = a;
