@@ -424,9 +424,10 @@ static void *carve(Carver *c, size_t bytes) {
 }
 #define CARVE(c, type, count) ((type *)carve((c), (size_t)(count) * sizeof(type)))
 
-/* shared: with bf16 storage, the fp32 buffers every layer's qkv, context, attn_out and out point to */
-static void carve_layer(Carver *c, LayerActs *la, const LayerActs *shared, ModelActStorage st, size_t N,
-                        size_t H, size_t I, size_t BATT) {
+/* shared: with bf16 storage, the fp32 buffers every layer's qkv, context, attn_out and out point to;
+ * last: the last layer, whose output is no layer's input (the heads read the fp32 one): no copy */
+static void carve_layer(Carver *c, LayerActs *la, const LayerActs *shared, ModelActStorage st, bool last,
+                        size_t N, size_t H, size_t I, size_t BATT) {
     memset(la, 0, sizeof *la);
     if (st.bf16) {
         la->qkv = shared->qkv;
@@ -436,7 +437,7 @@ static void carve_layer(Carver *c, LayerActs *la, const LayerActs *shared, Model
         la->qkv_bf16 = CARVE(c, uint16_t, N * 3 * H);
         la->context_bf16 = CARVE(c, uint16_t, N * H);
         la->attn_out_bf16 = CARVE(c, uint16_t, N * H);
-        la->out_bf16 = CARVE(c, uint16_t, N * H);
+        la->out_bf16 = last ? NULL : CARVE(c, uint16_t, N * H);
     } else {
         la->qkv = CARVE(c, float, N * 3 * H);
         la->context = CARVE(c, float, N * H);
@@ -475,7 +476,8 @@ static size_t plan_activations(const ModelConfig *mc, int V, int B, int T, int P
     a->layers = layers;
     for (int l = 0; l < mc->layers; l++) {
         LayerActs unkept;
-        carve_layer(&c, layers ? &layers[l] : &unkept, &shared, st, N, H, I, (size_t)B * A * T * T);
+        carve_layer(&c, layers ? &layers[l] : &unkept, &shared, st, l == mc->layers - 1, N, H, I,
+                    (size_t)B * A * T * T);
     }
     a->ffn_act = CARVE(&c, float, N * I);
     a->proj = CARVE(&c, float, N * H);
