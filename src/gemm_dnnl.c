@@ -313,10 +313,9 @@ void gemm_dnnl(bool ta, bool tb, int M, int N, int K, float alpha, const float *
 
 void gemm_dnnl_copy_elems(int M, int N, int K, size_t *a_elems, size_t *b_elems) {
     size_t kc = (size_t)(K < K_CHUNK ? K : K_CHUNK);
-    size_t a = (size_t)M * kc, b = kc * (size_t)N;
-    /* round_copy grows by a quarter more than it needs */
-    *a_elems = a + a / 4;
-    *b_elems = b + b / 4;
+    /* a buffer reserved at this size never grows again for products within the bound */
+    *a_elems = (size_t)M * kc;
+    *b_elems = kc * (size_t)N;
 }
 
 void gemm_dnnl_reserve(size_t a_elems, size_t b_elems) {
