@@ -130,10 +130,11 @@ void dist_recv_floats(float *buf, size_t n, int from) {
 
 /* ---- non-blocking sums ------------------------------------------------------------------------ */
 
-/* Outstanding requests: one per bucket of a step (a few dozen), so a fixed table is enough. */
+/* Outstanding requests, oldest first: [first_request, n_requests). One per bucket of a step (a few
+ * dozen), so a fixed table is enough. */
 #define DIST_MAX_REQUESTS 4096
 static MPI_Request requests[DIST_MAX_REQUESTS];
-static int n_requests;
+static int first_request, n_requests;
 
 void dist_iallreduce_floats(float *buf, size_t n) {
     if (world == 1 || !dist_active()) return;
@@ -145,15 +146,18 @@ void dist_iallreduce_floats(float *buf, size_t n) {
     }
 }
 
+int dist_outstanding(void) { return n_requests - first_request; }
+
 void dist_progress(void) {
-    if (n_requests == 0) return;
+    if (dist_outstanding() == 0) return;
     int done = 0;
-    MPI_Testall(n_requests, requests, &done, MPI_STATUSES_IGNORE);
-    if (done) n_requests = 0;
+    MPI_Testall(dist_outstanding(), requests + first_request, &done, MPI_STATUSES_IGNORE);
+    if (done) first_request = n_requests = 0;
 }
 
-void dist_wait_all(void) {
-    if (n_requests == 0) return;
-    MPI_Waitall(n_requests, requests, MPI_STATUSES_IGNORE);
-    n_requests = 0;
+void dist_wait_oldest(int keep) {
+    while (dist_outstanding() > keep) MPI_Wait(&requests[first_request++], MPI_STATUS_IGNORE);
+    if (dist_outstanding() == 0) first_request = n_requests = 0;
 }
+
+void dist_wait_all(void) { dist_wait_oldest(0); }

@@ -53,10 +53,15 @@ void dist_send_floats(const float *buf, size_t n, int to);
 void dist_recv_floats(float *buf, size_t n, int from);
 /* Non-blocking sums (MPI_Iallreduce) for overlapping the gradient reduction with the backward:
  * dist_iallreduce_floats starts one, dist_progress lets MPI move the outstanding ones along (Open
- * MPI's non-blocking collectives advance only inside MPI calls), dist_wait_all returns when all are
- * complete. The buffer must not be touched until then. Identity with one rank. */
+ * MPI's non-blocking collectives advance only inside MPI calls), dist_wait_oldest waits for the
+ * oldest until at most `keep` are outstanding (dist_outstanding counts them), dist_wait_all returns
+ * when all are complete. A buffer must not be touched until its sum is. Identity with one rank.
+ * Each outstanding sum holds a temporary of its message's size inside Open MPI (libnbc): what
+ * bounds that memory is how many are outstanding (grad_sync.h). */
 void dist_iallreduce_floats(float *buf, size_t n);
 void dist_progress(void);
+int dist_outstanding(void);
+void dist_wait_oldest(int keep);
 void dist_wait_all(void);
 
 #endif

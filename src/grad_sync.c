@@ -14,6 +14,13 @@ void grad_sync_begin(GradSync *gs, float *grads, size_t bucket_floats) {
 
 static void start_pending(GradSync *gs) {
     if (gs->pending_count == 0) return;
+    /* the sums in flight stay at most GRAD_SYNC_IN_FLIGHT (their memory, grad_sync.h); a wait here
+       is communication the backward did not hide, like grad_sync_finish's */
+    if (dist_outstanding() >= GRAD_SYNC_IN_FLIGHT) {
+        double t0 = bp_now();
+        dist_wait_oldest(GRAD_SYNC_IN_FLIGHT - 1);
+        gs->exposed_s += bp_now() - t0;
+    }
     dist_iallreduce_floats(gs->grads + gs->pending_first, gs->pending_count);
     gs->buckets++;
     gs->pending_count = 0;
@@ -34,6 +41,18 @@ double grad_sync_finish(GradSync *gs) {
     start_pending(gs);
     double t0 = bp_now();
     dist_wait_all();
-    gs->exposed_s = bp_now() - t0;
+    gs->exposed_s += bp_now() - t0;
     return gs->exposed_s;
+}
+
+size_t grad_sync_largest_bucket(const size_t *ranges, int n_ranges, size_t bucket_floats) {
+    size_t pending = 0, largest = 0;
+    for (int i = 0; i < n_ranges; i++) {
+        pending += ranges[i];
+        if (pending >= bucket_floats || i == n_ranges - 1) { /* grad_sync_ready / grad_sync_finish */
+            if (pending > largest) largest = pending;
+            pending = 0;
+        }
+    }
+    return largest;
 }

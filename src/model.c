@@ -1022,16 +1022,31 @@ void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx) {
 
 /* Where block b's gradients start: b < 0 the embeddings, 0..L-1 a layer, L the heads, L+1 the end
  * (alignment padding between tensors goes with the block before it). */
-static size_t block_start(const Model *m, int b) {
+static size_t block_start(const ParamTable *t, int layers, int b) {
     if (b < 0) return 0;
-    if (b > m->mc.layers) return m->table.total;
-    return m->table.params[N_EMBEDDING_TENSORS + b * N_LAYER_TENSORS].offset;
+    if (b > layers) return t->total;
+    return t->params[N_EMBEDDING_TENSORS + b * N_LAYER_TENSORS].offset;
 }
+
+/* The backward's b-th range (0 the heads, 1..L layer L-1..0, L+1 the embeddings): its block. */
+static int grad_range_block(int layers, int i) { return i <= layers ? layers - i : -1; }
 
 static void grad_ready(const Model *m, int b) {
     if (!m->grad_ready) return;
-    size_t first = block_start(m, b);
-    m->grad_ready(m->grad_ready_ctx, first, block_start(m, b < 0 ? 0 : b + 1) - first);
+    size_t first = block_start(&m->table, m->mc.layers, b);
+    m->grad_ready(m->grad_ready_ctx, first, block_start(&m->table, m->mc.layers, b < 0 ? 0 : b + 1) - first);
+}
+
+int model_grad_ranges(const ModelConfig *mc, int vocab_size, size_t *counts) {
+    ParamTable t = {0};
+    if (model_param_table(mc, vocab_size, &t, NULL) != 0) return 0;
+    int n = mc->layers + 2;
+    for (int i = 0; i < n; i++) {
+        int b = grad_range_block(mc->layers, i);
+        counts[i] = block_start(&t, mc->layers, b < 0 ? 0 : b + 1) - block_start(&t, mc->layers, b);
+    }
+    param_table_free(&t);
+    return n;
 }
 
 void model_backward(Model *m) {

@@ -150,6 +150,9 @@ void model_zero_grad(Model *m);
  * the MLM head, so they are final only after the embeddings' backward). fn NULL: no calls. */
 typedef void (*ModelGradReady)(void *ctx, size_t first, size_t count);
 void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx);
+/* The sizes (floats) of those calls' ranges in their order, into counts (room for layers + 2);
+ * returns how many (layers + 2), 0 for a model that cannot be built. */
+int model_grad_ranges(const ModelConfig *mc, int vocab_size, size_t *counts);
 
 /* The MLM logits of the last forward, one row of V per REAL prediction slot (masked_lm_weights !=
  * 0), in slot order b*P + p; model_mlm_slots gives each row's slot. Valid until model_backward

@@ -100,6 +100,16 @@ static void step_sums_add(StepSums *s, const ModelStats *st) {
     s->nsp_count += (double)st->nsp_count;
 }
 
+/* Open MPI's temporaries of the gradient sums in flight: GRAD_SYNC_IN_FLIGHT of the largest bucket. */
+static double train_comm_bytes(const ModelConfig *mc, int vocab_size) {
+    size_t *ranges = malloc(((size_t)mc->layers + 2) * sizeof *ranges);
+    if (!ranges) return 0.0;
+    int n = model_grad_ranges(mc, vocab_size, ranges);
+    double bytes = 4.0 * GRAD_SYNC_IN_FLIGHT * (double)grad_sync_largest_bucket(ranges, n, GRAD_SYNC_BUCKET_FLOATS);
+    free(ranges);
+    return bytes;
+}
+
 TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
     TrainMemory m = {0};
     ParamTable t = {0};
@@ -133,11 +143,12 @@ TrainMemory train_memory_plan(const Config *cfg, int vocab_size) {
         if (e > m.examples) m.examples = e;
     }
     m.runtime = TRAIN_RUNTIME_BYTES + copies;
+    m.comm = m.ranks > 1 ? train_comm_bytes(&cfg->model, vocab_size) : 0.0;
     /* The peak above the steady state, on rank 0 (the one reader of checkpoints): resuming maps the
        checkpoint (parameters and the whole optimizer state) before the first step plans the
        activations. Writing one copies nothing: the state is streamed into the file (run_ckpt_save). */
     m.resume_map = m.params + m.optimizer_full;
-    double steady = m.params + m.grads + m.optimizer + m.examples + m.runtime;
+    double steady = m.params + m.grads + m.optimizer + m.examples + m.runtime + m.comm;
     m.peak_rank0 = steady + fmax(m.activations, m.resume_map);
     m.peak_other = steady + m.activations;
     return m;
@@ -156,6 +167,7 @@ void train_memory_print(const TrainMemory *m, FILE *out) {
             m->storage.bf16 ? (m->storage.recompute_attention ? "partly bf16, attention recomputed" : "partly bf16")
                             : (m->storage.recompute_attention ? "attention recomputed" : "all kept in fp32"),
             (m->examples + m->runtime) / gib);
+    if (m->comm > 0) fprintf(out, "  + gradient sums in flight %.2f GiB (Open MPI's temporaries)\n", m->comm / gib);
     fprintf(out, "  peak %.2f GiB on rank 0 (the larger of the activations and a resumed checkpoint's map, %.2f GiB)",
             m->peak_rank0 / gib, m->resume_map / gib);
     if (m->ranks > 1) fprintf(out, ", %.2f GiB on the other ranks", m->peak_other / gib);

@@ -64,13 +64,15 @@ int train_export(const char *checkpoint, const char *out_dir, ExportReport *out,
 
 /* Estimated memory of a run, per rank, in bytes: parameters, gradients, the optimizer state this
  * rank keeps (1/N of it with training.shard_optimizer on N ranks), activations at the largest
- * phase, the step's examples, TRAIN_RUNTIME_BYTES (+ the bf16 operand copies); and the peaks: rank 0 holds the larger of the
+ * phase, the step's examples, TRAIN_RUNTIME_BYTES (+ the bf16 operand copies), on several ranks
+ * the temporaries of the gradient sums in flight; and the peaks: rank 0 holds the larger of the
  * activations and the checkpoint a resume maps before they exist (parameters + the whole optimizer
  * state). A checkpoint write streams the state and adds nothing. */
 typedef struct {
     int ranks;
     bool sharded;
     double params, grads, optimizer, optimizer_full, activations, examples, runtime;
+    double comm; /* Open MPI's temporaries of the gradient sums in flight (grad_sync.h); 0 on one rank */
     ModelActStorage storage; /* how the activations are kept (bf16 copies, probabilities recomputed) */
     double resume_map;
     double peak_rank0, peak_other;

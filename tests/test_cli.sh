@@ -51,12 +51,17 @@ run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --ranks 64 --set training.
 check "--dry-run --ranks 64: exit 0 (rc=$rc)" [ "$rc" -eq 0 ]
 check "... phase 1 split over 64 ranks" grep -q "32768 = 32 x 16 x 64" "$TMP/err"
 check "... BERT-Large's optimizer state per rank: 1/64 of 2.51 GiB" grep -q "(1/64 of 2.51, training.shard_optimizer)" "$TMP/err"
+# two gradient sums in flight at most, the largest bucket being the embeddings' gradients (the word
+# embeddings 30522 x 1024 + positions 512 x 1024 + types and LayerNorm 4 x 1024): 2 x 4 bytes x 31.78M
+check "... Open MPI's temporaries for two of the largest gradient sums: 0.24 GiB" \
+    grep -q "+ gradient sums in flight 0.24 GiB" "$TMP/err"
 # the memory plan follows how activations are kept: BERT-Large at micro 8 x seq 512 (configs/32k.yaml)
 activations_gib() { sed -n 's/.* + activations \([0-9.]*\) (\([^)]*\)).*/\1 \2/p' "$TMP/err"; }
 run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.threads=2 --set training.recompute_attention=false
 kept=$(activations_gib)
 run "$BP_BIN" "$REPO_ROOT/configs/32k.yaml" --dry-run --set training.threads=2
 recomputed=$(activations_gib)
+check "one process: no gradient sums in the plan" not grep -q "gradient sums in flight" "$TMP/err"
 check "memory plan: probabilities kept ($kept) above recomputed ($recomputed) by >= 35%" \
     awk -v a="${kept%% *}" -v b="${recomputed%% *}" 'BEGIN { exit !(b > 0 && b <= 0.65 * a) }'
 check "... the plan says they are all kept in fp32 ($kept)" [ "${kept#* }" = "all kept in fp32" ]
