@@ -79,7 +79,7 @@ typedef struct {
 } TrainMemory;
 TrainMemory train_memory_plan(const Config *cfg, int vocab_size);
 double train_memory_estimate(const Config *cfg, int vocab_size); /* peak_rank0: the largest */
-/* two lines of the start-up plan (indented by two spaces) */
+/* the memory lines of the start-up plan (indented by two spaces; a third under mpirun) */
 void train_memory_print(const TrainMemory *m, FILE *out);
 
 /* The process's peak resident memory so far (getrusage), in bytes. */
