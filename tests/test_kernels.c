@@ -259,6 +259,17 @@ static void test_dropout_masks(void **state) {
     assert_true(fabs(rate - p) < 5 * sigma);
     assert_true(fabs(p - 0.1) < 1.0 / 65536);
     assert_true(fabs((double)d.scale * (1 - p) - 1.0) < 1e-7);
+    /* the mask is its definition, element by element (so a faster kernel cannot change a run): the
+       16-bit field e % 4 of hash(key, example, e / 4) against the threshold */
+    uint64_t kex = rng_mix(d.key ^ rng_mix((uint64_t)ex[2]));
+    size_t wrong = 0, first_wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t e = 3 + i;
+        uint64_t h = rng_mix(kex + (uint64_t)(e >> 2) * 0x9E3779B97F4A7C15ull);
+        float want = ((uint32_t)(h >> (16 * (e & 3))) & 0xFFFFu) >= d.threshold ? d.scale : 0.0f;
+        if (m[i] != want && wrong++ == 0) first_wrong = i;
+    }
+    if (wrong) fail_msg("dropout mask: %zu of %zu elements differ from the definition, first at %zu", wrong, n, first_wrong);
     /* cutting the row anywhere gives the same mask (the counter is the element index) */
     size_t cuts[] = {0, 1, 2, 3, 5, 8, 13, 1000, 4097, n};
     for (size_t c = 0; c + 1 < sizeof cuts / sizeof cuts[0]; c++)
