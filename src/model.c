@@ -1028,23 +1028,24 @@ static size_t block_start(const ParamTable *t, int layers, int b) {
     return t->params[N_EMBEDDING_TENSORS + b * N_LAYER_TENSORS].offset;
 }
 
-/* The backward's b-th range (0 the heads, 1..L layer L-1..0, L+1 the embeddings): its block. */
+/* block b's floats: up to the next block (the embeddings end where layer 0 starts) */
+static size_t block_floats(const ParamTable *t, int layers, int b) {
+    return block_start(t, layers, b < 0 ? 0 : b + 1) - block_start(t, layers, b);
+}
+
+/* The backward's i-th range (0 the heads, 1..L layer L-1..0, L+1 the embeddings): its block. */
 static int grad_range_block(int layers, int i) { return i <= layers ? layers - i : -1; }
 
 static void grad_ready(const Model *m, int b) {
     if (!m->grad_ready) return;
-    size_t first = block_start(&m->table, m->mc.layers, b);
-    m->grad_ready(m->grad_ready_ctx, first, block_start(&m->table, m->mc.layers, b < 0 ? 0 : b + 1) - first);
+    m->grad_ready(m->grad_ready_ctx, block_start(&m->table, m->mc.layers, b), block_floats(&m->table, m->mc.layers, b));
 }
 
 int model_grad_ranges(const ModelConfig *mc, int vocab_size, size_t *counts) {
     ParamTable t = {0};
     if (model_param_table(mc, vocab_size, &t, NULL) != 0) return 0;
     int n = mc->layers + 2;
-    for (int i = 0; i < n; i++) {
-        int b = grad_range_block(mc->layers, i);
-        counts[i] = block_start(&t, mc->layers, b < 0 ? 0 : b + 1) - block_start(&t, mc->layers, b);
-    }
+    for (int i = 0; i < n; i++) counts[i] = block_floats(&t, mc->layers, grad_range_block(mc->layers, i));
     param_table_free(&t);
     return n;
 }
