@@ -27,7 +27,11 @@ CC        := gcc
 # -O3 without fast-math: erf/GELU and softmax need IEEE semantics (style.md). -fno-math-errno only
 # drops errno bookkeeping around sqrtf & co. (results are unchanged), which lets gcc vectorise the
 # optimizer and LayerNorm loops: LAMB at bert-base size went from ~12-26% to ~83% of memcpy speed.
-OPT       ?= -O3 -march=native -fno-math-errno
+# Baseline x86-64, so that the binary runs on every x86-64 CPU (one build for a cluster of mixed
+# machines); what needs wider vectors is chosen at run time: src/kernels_math.c is built once per
+# level below (kernels_isa.h), the bf16 kernels carry target attributes, OpenBLAS and oneDNN
+# dispatch by themselves. `make OPT="-O3 -march=native -fno-math-errno"` builds for this CPU only.
+OPT       ?= -O3 -march=x86-64 -mtune=generic -fno-math-errno
 # Recursively expanded on purpose: pkg-config runs when a recipe runs, after `deps` installed it.
 CFLAGS     = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fopenmp -MMD -MP $(DNNL_DEF) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -39,17 +43,21 @@ ASAN_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanit
 # libbert.a, which holds everything else; test programs link the library only, never a command.
 SRC       := $(wildcard src/*.c)
 CLI_SRC   := src/main.c src/cli.c $(wildcard src/cmd_*.c)
-LIB_SRC   := $(filter-out $(CLI_SRC),$(SRC))
+# the elementwise math, built once per x86-64 level (-march=x86-64-v4 ...) as build/<file>.<level>.o
+MATH_SRC  := src/kernels_math.c src/optim_math.c
+MATH_LEVELS := x86_64_v4 x86_64_v3 x86_64
+LIB_SRC   := $(filter-out $(CLI_SRC) $(MATH_SRC),$(SRC))
 TEST_SRC  := $(wildcard tests/test_*.c)
 
-OBJ       := $(SRC:src/%.c=build/%.o)
+MATH_OBJ   = $(foreach f,$(MATH_SRC:src/%.c=%),$(MATH_LEVELS:%=$(1)/$(f).%.o))
+OBJ       := $(SRC:src/%.c=build/%.o) $(call MATH_OBJ,build)
 CLI_OBJ   := $(CLI_SRC:src/%.c=build/%.o)
-LIB_OBJ   := $(LIB_SRC:src/%.c=build/%.o)
+LIB_OBJ   := $(LIB_SRC:src/%.c=build/%.o) $(call MATH_OBJ,build)
 LIB       := build/libbert.a
 TEST_BIN  := $(TEST_SRC:tests/%.c=build/tests/%)
-AOBJ      := $(SRC:src/%.c=build-asan/%.o)
+AOBJ      := $(SRC:src/%.c=build-asan/%.o) $(call MATH_OBJ,build-asan)
 ACLI_OBJ  := $(CLI_SRC:src/%.c=build-asan/%.o)
-ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o)
+ALIB_OBJ  := $(LIB_SRC:src/%.c=build-asan/%.o) $(call MATH_OBJ,build-asan)
 ALIB      := build-asan/libbert.a
 ATEST_BIN := $(TEST_SRC:tests/%.c=build-asan/tests/%)
 # the libFuzzer targets (see the fuzzing section below); defined here because `test` needs them and
@@ -76,6 +84,13 @@ build/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# <file>.x86_64_v4.o: src/<file>.c with -march=x86-64-v4 -DBP_LEVEL=x86_64_v4 (the later -march wins)
+.SECONDEXPANSION:
+LEVEL_FLAGS = -march=$(subst _,-,$(subst .,,$(suffix $(1)))) -DBP_LEVEL=$(subst .,,$(suffix $(1)))
+$(call MATH_OBJ,build): build/%.o: src/$$(basename $$*).c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(call LEVEL_FLAGS,$*) -c -o $@ $<
+
 build/tests/%: tests/%.c $(LIB) | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Isrc -Itests -o $@ $< $(LIB) $(LDLIBS) -lcmocka
@@ -94,6 +109,10 @@ $(ALIB): $(ALIB_OBJ)
 build-asan/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(ASAN_OPT) -c -o $@ $<
+
+$(call MATH_OBJ,build-asan): build-asan/%.o: src/$$(basename $$*).c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(ASAN_OPT) $(call LEVEL_FLAGS,$*) -c -o $@ $<
 
 build-asan/tests/%: tests/%.c $(ALIB) | deps
 	@mkdir -p $(@D)
@@ -130,7 +149,7 @@ FUZZ_CC      := clang-14
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror \
                 -Wno-pass-failed -fopenmp -MMD -MP -fsanitize=address,undefined \
                 -fno-sanitize-recover=undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-FLIB_OBJ     := $(LIB_SRC:src/%.c=build-fuzz/%.o)
+FLIB_OBJ     := $(LIB_SRC:src/%.c=build-fuzz/%.o) $(call MATH_OBJ,build-fuzz)
 FLIB         := build-fuzz/libbert.a
 FUZZ_SECONDS ?= 60
 
@@ -142,6 +161,10 @@ $(FLIB): $(FLIB_OBJ)
 build-fuzz/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(call MATH_OBJ,build-fuzz): build-fuzz/%.o: src/$$(basename $$*).c | deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(call LEVEL_FLAGS,$*) -c -o $@ $<
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FLIB) | deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc -o $@ $< $(FLIB) $(BASE_LIBS)

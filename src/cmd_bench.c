@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "config.h"
 #include "dist.h"
+#include "kernels.h"
 #include "model.h"
 #include "optim.h"
 
@@ -125,9 +126,9 @@ static void print_steps(const Config *cfg, int V, const BenchResult *r) {
     if (r->engine.bf16 && r->engine.bf16_kind == GEMM_BF16_ONEDNN)
         printf(", oneDNN's bf16 operand copies %.1f MiB (all threads)", r->gemm_copy_bytes / 1048576.0);
     printf("\n");
-    printf("bench: products in %s on %s (%s); OpenBLAS core %s (self-test error %.1e)\n",
+    printf("bench: products in %s on %s (%s); OpenBLAS core %s (self-test error %.1e); elementwise kernels %s\n",
            r->engine.bf16 ? "bf16" : "fp32", r->engine.isa, r->engine.why, r->blas_core,
-           r->blas_selftest);
+           r->blas_selftest, kern_isa());
     int all = r->warmup + r->steps;
     printf("bench: step times (ms, warm-up first):");
     for (int s = 0; s < all; s++) printf(" %.0f%s", 1e3 * r->step_s[s], s + 1 == r->warmup ? " |" : "");
@@ -202,14 +203,14 @@ static void print_json(const Config *cfg, int V, const BenchResult *r) {
            "\"step_s\": %.6f, \"forward_s\": %.6f, \"backward_s\": %.6f, \"optimizer_s\": %.6f, "
            "\"tokens_per_s\": %.1f, \"gflops\": %.2f, \"gflops_fwd_bwd\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"kern_gemm_gflops\": %.2f, \"ratio\": %.3f, \"peak_rss_mib\": %.1f, \"rss_first_mib\": %.1f, "
-           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\", "
+           "\"rss_last_mib\": %.1f, \"rss_growth_mib\": %.1f, \"others_cpu\": %.3f, \"others_cpu_sgemm\": %.3f, \"precision\": \"%s\", \"blas_core\": \"%s\", \"kernels_isa\": \"%s\", "
            "\"bf16_engine\": \"%s\", \"bf16_gemm_ours_gflops\": %.2f, \"bf16_gemm_onednn_gflops\": %.2f, "
            "\"activation_mib\": %.1f, \"activations_bf16\": %s, \"recompute_attention\": %s}\n",
            mc->layers, mc->hidden, mc->heads, r->seq, r->batch, r->predictions, V, r->threads, r->warmup, r->steps,
            r->median_step_s, r->median_forward_s, r->median_backward_s, r->median_optimizer_s, r->tokens_per_s,
            r->gflops, r->gflops_fwd_bwd, r->sgemm_gflops, r->kern_gemm_gflops, r->ratio, r->peak_rss_mib,
            r->rss_first_mib, r->rss_last_mib, r->rss_growth_mib, r->others_cpu, r->others_cpu_sgemm,
-           r->engine.bf16 ? "bf16" : "fp32", r->blas_core,
+           r->engine.bf16 ? "bf16" : "fp32", r->blas_core, kern_isa(),
            r->engine.bf16 ? gemm_bf16_kind_name(r->engine.bf16_kind) : "none", r->bf16_gemm_gflops[GEMM_BF16_OWN],
            r->bf16_gemm_gflops[GEMM_BF16_ONEDNN], r->activation_bytes / 1048576.0,
            r->storage.bf16 ? "true" : "false", r->storage.recompute_attention ? "true" : "false");

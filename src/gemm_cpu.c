@@ -30,6 +30,7 @@ static unsigned long long xgetbv0(void) {
 static void detect(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return;
+    unsigned c1 = c;
     bool fma = c & bit_FMA;
     unsigned long long xcr0 = xgetbv0();
     bool ymm_os = (xcr0 & 0x6) == 0x6, zmm_os = (xcr0 & 0xe6) == 0xe6;
@@ -41,6 +42,11 @@ static void detect(void) {
     g_cpu.avx2_fma = ymm_os && fma && (b7 & bit_AVX2);
     g_cpu.avx512 = zmm_os && (b7 & bit_AVX512F) && (b7 & bit_AVX512BW) && (b7 & bit_AVX512DQ) &&
                    (b7 & bit_AVX512VL);
+    unsigned a8, b8, c8 = 0, d8;
+    bool lzcnt = __get_cpuid(0x80000001u, &a8, &b8, &c8, &d8) && (c8 & bit_LZCNT);
+    g_cpu.x86_64_v3 = g_cpu.avx2_fma && (c1 & bit_AVX) && (c1 & bit_F16C) && (c1 & bit_MOVBE) &&
+                      (b7 & bit_BMI) && (b7 & bit_BMI2) && lzcnt;
+    g_cpu.x86_64_v4 = g_cpu.x86_64_v3 && g_cpu.avx512 && (b7 & bit_AVX512CD);
     const char *off = getenv("BP_CPU_NO_BF16");
     if (off && strcmp(off, "0") != 0) return;
     g_cpu.avx512_bf16 = g_cpu.avx512 && (a71 & (1u << 5));

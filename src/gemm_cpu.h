@@ -16,6 +16,9 @@
  * when the OS also grants the tile data state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, requested by
  * gemm_cpu_features on first call). */
 typedef struct {
+    /* the x86-64 micro-architecture levels (x86-64 psABI): v3 = AVX, AVX2, BMI1, BMI2, F16C, FMA,
+       LZCNT, MOVBE with the OS saving the ymm state; v4 = v3 + AVX512F, BW, CD, DQ, VL, zmm state */
+    bool x86_64_v3, x86_64_v4;
     bool avx2_fma;
     bool avx512;      /* F, BW, DQ, VL */
     bool avx512_bf16; /* VDPBF16PS: bf16 pair dot products into fp32 */

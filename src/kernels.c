@@ -1,4 +1,7 @@
-/* kernels.c: BERT layer kernels (see kernels.h for the contracts, docs/model.md for the math).
+/* kernels.c: BERT layer kernels (see kernels.h for the contracts, docs/model.md for the math): the
+ * threads, the matrix products (cut into blocks, dispatched to the precision's engine), the choice
+ * of the x86-64 level whose build of kernels_math.c runs the elementwise math (kernels_isa.h), and
+ * the memory-bound passes that gain nothing from wider vectors.
  *
  * Parallel loops are `omp parallel for` over rows, or over column blocks where a kernel
  * accumulates into a vector shared by all rows (so that no two threads write one element and each
@@ -16,7 +19,9 @@
 #include <unistd.h>
 
 #include "gemm_bf16.h"
+#include "gemm_cpu.h"
 #include "gemm_dnnl.h"
+#include "kernels_isa.h"
 #include "rng.h"
 
 static int g_threads = 0;
@@ -38,105 +43,80 @@ int kern_threads(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Vectorizable float exp and erf. glibc's expf/erff are scalar calls that gcc cannot vectorize
- * without -ffast-math (which style.md rules out for these paths), and the softmaxes and GELUs
- * evaluate them hundreds of millions of times per step. Both are written branch-free so gcc
- * vectorizes the loops that call them; tests/test_kernels.c bounds their error against libm.
- * Their polynomials step by K_MADD: a fused multiply-add where the build's target has one (ISO C
- * mode never contracts a * b + c by itself), which halves the instructions of each Horner step and
- * rounds once instead of twice; a multiply and an add elsewhere (fmaf would be a library call). */
-#ifdef __FMA__
-#define K_MADD(a, b, c) fmaf((a), (b), (c))
-#else
-#define K_MADD(a, b, c) ((a) * (b) + (c))
-#endif
+ * The x86-64 level of the elementwise math (kernels_isa.h): the best the CPU runs, unless
+ * BP_KERNEL_ISA names one (for tests and comparisons; a level the CPU lacks is an error). */
 
-/* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
- * r^7/5040 < 1.3e-7 relative), 2^n built in the exponent bits. Below -87.3 the result is 0 (as the
- * exact value is below FLT_MIN there), so masked softmax entries come out exactly 0.
- * n is read from t's bits, not converted from float: t = 1.5 * 2^23 + n has the bits of 1.5 * 2^23
- * plus n. Converting a NaN to int is undefined behaviour (x86 gives INT_MIN, which was then
- * shifted while negative); in unsigned arithmetic a NaN only makes a meaningless scale, and the NaN
- * reaches the result through r and p. +Inf is clamped to hi (result Inf), -Inf gives 0. */
-static inline float k_exp(float x) {
-    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
-    float xc = x > hi ? hi : (x < lo ? lo : x);
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = xc * 1.44269504088896341f + magic;
-    float n = t - magic;
-    float r = xc - n * 0.693145751953125f; /* ln2 split in a high part exact in float ... */
-    r = r - n * 1.428606765330187e-06f;    /* ... and the low remainder */
-    float p = 1.0f / 720.0f;
-    p = K_MADD(p, r, 1.0f / 120.0f);
-    p = K_MADD(p, r, 1.0f / 24.0f);
-    p = K_MADD(p, r, 1.0f / 6.0f);
-    p = K_MADD(p, r, 0.5f);
-    p = K_MADD(p, r, 1.0f);
-    p = K_MADD(p, r, 1.0f);
-    uint32_t tbits;
-    memcpy(&tbits, &t, sizeof tbits);
-    uint32_t bits = (tbits - 0x4B400000u + 127u) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float y = p * scale;
-    return x < lo ? 0.0f : y;
+typedef struct {
+    const char *name;
+    const KernMathOps *ops;
+} KernLevel;
+
+static const KernLevel LEVELS[] = {
+    {"x86-64-v4", &kern_math_x86_64_v4},
+    {"x86-64-v3", &kern_math_x86_64_v3},
+    {"x86-64", &kern_math_x86_64},
+};
+
+static bool level_runs(int i) {
+    const GemmCpu *cpu = gemm_cpu_features();
+    return i == 0 ? cpu->x86_64_v4 : i == 1 ? cpu->x86_64_v3 : true;
 }
 
-/* 1 + erf(z), without the cancellation of forming erf first: erfc(|z|) from the Chebyshev-fitted
- * form of Numerical Recipes (erfc(a) = t exp(-a^2 + poly(t)), t = 1/(1 + a/2), fractional error
- * < 1.2e-7 for all a >= 0); then 1 + erf(z) = erfc(|z|) for z < 0 and 2 - erfc(z) otherwise. In
- * GELU's negative tail 1 + erf is tiny and this keeps it to relative accuracy. */
-static inline float k_one_plus_erf(float z) {
-    float a = fabsf(z);
-    float t = 1.0f / (1.0f + 0.5f * a);
-    float p = 0.17087277f;
-    p = K_MADD(p, t, -0.82215223f);
-    p = K_MADD(p, t, 1.48851587f);
-    p = K_MADD(p, t, -1.13520398f);
-    p = K_MADD(p, t, 0.27886807f);
-    p = K_MADD(p, t, -0.18628806f);
-    p = K_MADD(p, t, 0.09678418f);
-    p = K_MADD(p, t, 0.37409196f);
-    p = K_MADD(p, t, 1.00002368f);
-    p = K_MADD(p, t, -1.26551223f);
-    float erfc = t * k_exp(-a * a + p);
-    return z < 0.0f ? erfc : 2.0f - erfc;
-}
+static _Atomic(const KernLevel *) g_level;
 
-#define GELU_SQRT1_2 0.70710678118654752f
-#define GELU_INV_SQRT_2PI 0.39894228040143268f
-#define GELU_K 0.79788456080286536f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-
-/* erf form: gelu(x) = x Phi(x), Phi(x) = (1 + erf(x/sqrt2))/2; gelu'(x) = Phi(x) + x phi(x).
- * tanh form: gelu(x) = x (1 + tanh u)/2, u = k (x + c x^3). Written with s = sigmoid(2u), since
- * 1 + tanh u = 2s, 1 - tanh^2 u = 4 s (1 - s) and 1 - s = e s with e = exp(-2u): no difference of
- * nearly equal numbers in either tail (1 - tanh^2 formed from a rounded tanh loses everything
- * there), so gelu(x) = x s and gelu'(x) = s + 2 x s (1 - s) k (1 + 3 c x^2). */
-static inline float k_gelu(float x, GeluKind kind) {
-    /* the same operations as k_gelu_grad's *g: backward recomputes G bit for bit */
-    if (kind == GELU_TANH) {
-        float e = k_exp(-2.0f * GELU_K * (x + GELU_C * x * x * x));
-        return x * (1.0f / (1.0f + e));
+static const KernLevel *level_pick(void) {
+    const char *want = getenv("BP_KERNEL_ISA");
+    if (want && *want) {
+        for (int i = 0; i < (int)BP_ARRAY_LEN(LEVELS); i++) {
+            if (strcmp(want, LEVELS[i].name) != 0) continue;
+            if (!level_runs(i)) {
+                fprintf(stderr, "error: BP_KERNEL_ISA=%s: this CPU does not run %s (it runs %s)\n", want, want,
+                        level_runs(0) ? LEVELS[0].name : level_runs(1) ? LEVELS[1].name : LEVELS[2].name);
+                exit(BP_EXIT_USAGE);
+            }
+            return &LEVELS[i];
+        }
+        fprintf(stderr, "error: BP_KERNEL_ISA=%s: not a level; use x86-64-v4, x86-64-v3 or x86-64\n", want);
+        exit(BP_EXIT_USAGE);
     }
-    return x * (0.5f * k_one_plus_erf(x * GELU_SQRT1_2));
+    for (int i = 0;; i++)
+        if (level_runs(i)) return &LEVELS[i];
 }
 
-/* derivative; *g (when g != NULL) receives gelu(x) from the same intermediate values */
-static inline float k_gelu_grad(float x, GeluKind kind, float *g) {
-    if (kind == GELU_TANH) {
-        float e = k_exp(-2.0f * GELU_K * (x + GELU_C * x * x * x));
-        float s = 1.0f / (1.0f + e);
-        if (g) *g = x * s;
-        return s + 2.0f * x * s * (e * s) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+static inline const KernMathOps *math(void) {
+    const KernLevel *l = atomic_load_explicit(&g_level, memory_order_acquire);
+    if (!l) { /* first call: every thread that races here picks the same level */
+        l = level_pick();
+        atomic_store_explicit(&g_level, l, memory_order_release);
     }
-    float phi2 = 0.5f * k_one_plus_erf(x * GELU_SQRT1_2);
-    if (g) *g = x * phi2;
-    return phi2 + x * GELU_INV_SQRT_2PI * k_exp(-0.5f * x * x);
+    return l->ops;
 }
 
-float kern_gelu(float x, GeluKind kind) { return k_gelu(x, kind); }
-float kern_gelu_grad(float x, GeluKind kind) { return k_gelu_grad(x, kind, NULL); }
+const char *kern_isa(void) {
+    math();
+    return atomic_load(&g_level)->name;
+}
+
+int kern_isa_level(void) {
+    math();
+    return (int)(atomic_load(&g_level) - LEVELS);
+}
+
+bool kern_set_isa(const char *name) {
+    for (int i = 0; i < (int)BP_ARRAY_LEN(LEVELS); i++)
+        if (!strcmp(name, LEVELS[i].name) && level_runs(i)) {
+            atomic_store(&g_level, &LEVELS[i]);
+            return true;
+        }
+    return false;
+}
+
+#define KERN_MATH_PROC_ENTRY(name, params, args) \
+    void kern_##name params { math()->name args; }
+#define KERN_MATH_FUNC_ENTRY(name, params, args) \
+    float kern_##name params { return math()->name args; }
+KERN_MATH_PROCS(KERN_MATH_PROC_ENTRY)
+KERN_MATH_FUNCS(KERN_MATH_FUNC_ENTRY)
 
 /* --------------------------------------------------------------------------------------------- */
 
@@ -330,52 +310,6 @@ KernDropout kern_dropout_make(double p, uint64_t seed, long step, int site,
     return d;
 }
 
-void kern_dropout_row(float *mult, const KernDropout *d, int64_t ex, size_t e0, size_t n) {
-    const uint64_t golden = 0x9E3779B97F4A7C15ull;
-    uint64_t kex = rng_mix(d->key ^ rng_mix((uint64_t)ex));
-    const uint32_t thr = d->threshold;
-    const float sc = d->scale;
-    size_t i = 0;
-    /* head: elements before the next multiple of 4 */
-    while (i < n && ((e0 + i) & 3)) {
-        size_t e = e0 + i;
-        uint64_t h = rng_mix(kex + (uint64_t)(e >> 2) * golden);
-        uint32_t bits = (uint32_t)(h >> (16 * (e & 3))) & 0xFFFFu;
-        mult[i++] = bits >= thr ? sc : 0.0f;
-    }
-    size_t nw = (n - i) / 4, w = 0;
-    uint64_t w0 = (uint64_t)((e0 + i) >> 2);
-    float *m = mult + i;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    /* 8 hashes at a time, read back as 32 16-bit fields: on a little-endian machine field 4k + l of
-       the array is bits [16l, 16l + 16) of hash k, exactly element 4k + l's bits below; so both
-       loops vectorise as straight lanes (the per-hash form stored its 4 results one by one) */
-    for (; w + 8 <= nw; w += 8) {
-        uint64_t h[8];
-        for (int k = 0; k < 8; k++) h[k] = rng_mix(kex + (w0 + w + (uint64_t)k) * golden);
-        uint16_t bits[32];
-        memcpy(bits, h, sizeof bits);
-        for (int j = 0; j < 32; j++) m[4 * w + j] = bits[j] >= thr ? sc : 0.0f;
-    }
-#endif
-    for (; w < nw; w++) {
-        uint64_t h = rng_mix(kex + (w0 + w) * golden);
-        for (int l = 0; l < 4; l++) m[4 * w + l] = ((uint32_t)(h >> (16 * l)) & 0xFFFFu) >= thr ? sc : 0.0f;
-    }
-    for (i += 4 * nw; i < n; i++) {
-        size_t e = e0 + i;
-        uint64_t h = rng_mix(kex + (uint64_t)(e >> 2) * golden);
-        uint32_t bits = (uint32_t)(h >> (16 * (e & 3))) & 0xFFFFu;
-        mult[i] = bits >= thr ? sc : 0.0f;
-    }
-}
-
-/* the mask row for row n of a (N,C) matrix */
-static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, size_t C) {
-    size_t rpe = d->rows_per_example;
-    kern_dropout_row(mult, d, d->example_index[n / rpe], (n % rpe) * C, C);
-}
-
 /* scratch layout per thread: floats, even offsets so doubles fit (buf is 64-byte aligned) */
 size_t kern_scratch_floats(int T, int max_C) {
     size_t t = (size_t)T, c = (size_t)max_C;
@@ -386,64 +320,6 @@ size_t kern_scratch_floats(int T, int max_C) {
     return (need + 16) / 16 * 16;
 }
 
-/* Fork/join costs microseconds, and more on a busy machine; below this many elements of work a
- * loop runs on the calling thread. */
-static inline bool par(size_t work) { return work >= ((size_t)1 << 15); }
-
-static inline float *scratch_of(KernScratch *s, int id) { return s->buf + (size_t)id * s->per_thread; }
-
-/* ---------------------------------------------------------------------------------------------
- * LayerNorm rows: statistics in double (a row mixes values of very different size after the
- * residual sum, and double costs nothing at these row lengths). */
-
-/* in: r (C) (may equal xhat); out: xhat, y; returns rstd */
-static inline float ln_row(float *y, float *xhat, const float *r, const float *gamma,
-                           const float *beta, int C, float eps) {
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < C; j++) sum += r[j];
-    double mean = sum / C;
-    double var = 0.0;
-#pragma omp simd reduction(+ : var)
-    for (int j = 0; j < C; j++) {
-        double dlt = (double)r[j] - mean;
-        var += dlt * dlt;
-    }
-    var /= C;
-    float rstd = (float)(1.0 / sqrt(var + (double)eps));
-    float meanf = (float)mean;
-    for (int j = 0; j < C; j++) {
-        float xh = (r[j] - meanf) * rstd;
-        xhat[j] = xh;
-        y[j] = xh * gamma[j] + beta[j];
-    }
-    return rstd;
-}
-
-void kern_embed_forward(float *x, float *xhat, float *rstd, const int32_t *ids, const int32_t *tt,
-                        const float *word, const float *pos, const float *type, const float *gamma,
-                        const float *beta, int B, int T, int H, float eps, const KernDropout *drop,
-                        KernScratch *s) {
-    size_t N = (size_t)B * T;
-    bool dr = kern_dropout_on(drop);
-#pragma omp parallel num_threads(s->nthreads) if (par(N * (size_t)H))
-    {
-        float *mult = scratch_of(s, omp_get_thread_num());
-#pragma omp for schedule(static)
-        for (size_t n = 0; n < N; n++) {
-            size_t t = n % (size_t)T;
-            const float *w = word + (size_t)ids[n] * H, *p = pos + t * H, *ty = type + (size_t)tt[n] * H;
-            float *xh = xhat + n * H, *y = x + n * H;
-            for (int j = 0; j < H; j++) xh[j] = w[j] + p[j] + ty[j];
-            rstd[n] = ln_row(y, xh, xh, gamma, beta, H, eps);
-            if (dr) {
-                dropout_row_of(mult, drop, n, (size_t)H);
-                for (int j = 0; j < H; j++) y[j] *= mult[j];
-            }
-        }
-    }
-}
-
 /* Scatter-add of the embedding-sum gradient: e = word[id] + pos[t] + type[tt], so each table row
  * receives the sum of de over the tokens that read it. Threads own column blocks: no two write the
  * same element, whatever ids repeat. */
@@ -452,7 +328,7 @@ void kern_embed_backward(float *dword, float *dpos, float *dtype, const float *d
     size_t N = (size_t)B * T;
     const int CB = 32;
     int nblk = (H + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (par(N * (size_t)H))
+#pragma omp parallel for schedule(static) if (kern_par(N * (size_t)H))
     for (int blk = 0; blk < nblk; blk++) {
         int c0 = blk * CB, c1 = c0 + CB > H ? H : c0 + CB;
         for (size_t n = 0; n < N; n++) {
@@ -468,165 +344,8 @@ void kern_embed_backward(float *dword, float *dpos, float *dtype, const float *d
     }
 }
 
-void kern_residual_layernorm_forward(float *y, float *xhat, float *rstd, const float *res,
-                                     const float *z, const float *zbias, const float *gamma,
-                                     const float *beta, int N, int C, float eps,
-                                     const KernDropout *drop, KernScratch *s) {
-    bool dr = kern_dropout_on(drop);
-#pragma omp parallel num_threads(s->nthreads) if (par((size_t)N * C))
-    {
-        float *mult = scratch_of(s, omp_get_thread_num());
-#pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            size_t o = (size_t)n * C;
-            float *r = xhat + o;
-            const float *zr = z + o;
-            for (int j = 0; j < C; j++) r[j] = zr[j] + (zbias ? zbias[j] : 0.0f);
-            if (dr) {
-                dropout_row_of(mult, drop, (size_t)n, (size_t)C);
-                for (int j = 0; j < C; j++) r[j] *= mult[j];
-            }
-            if (res)
-                for (int j = 0; j < C; j++) r[j] += res[o + j];
-            rstd[n] = ln_row(y + o, r, r, gamma, beta, C, eps);
-        }
-    }
-}
-
-/* LayerNorm backward. y = g*xhat + b, xhat = (r - mu) * rstd. With gy = g*dy:
- *   dr = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
- * (the two means are the gradients through mu and through rstd), dg += dy*xhat, db += dy.
- * dg and db come first, in a pass over column blocks (each column summed over the rows in order, in
- * double, whatever the thread count), because dr may overwrite dy. */
-void kern_layernorm_backward(float *dr, float *dz, const float *dy, const float *xhat,
-                             const float *rstd, const float *gamma, float *dgamma, float *dbeta,
-                             int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
-                             KernScratch *s) {
-    bool din = kern_dropout_on(drop_in), dout = kern_dropout_on(drop_out);
-    enum { CB = 64 };
-    int nblk = (C + CB - 1) / CB;
-#pragma omp parallel num_threads(s->nthreads) if (par((size_t)N * C))
-    {
-        float *sc = scratch_of(s, omp_get_thread_num());
-        float *mult = sc, *dyn = sc + C;
-#pragma omp for schedule(static)
-        for (int blk = 0; blk < nblk; blk++) {
-            int c0 = blk * CB, w = C - c0 < CB ? C - c0 : CB;
-            double pg[CB] = {0}, pb[CB] = {0};
-            for (int n = 0; n < N; n++) {
-                const float *d = dy + (size_t)n * C + c0, *xh = xhat + (size_t)n * C + c0;
-                if (din) {
-                    size_t rpe = drop_in->rows_per_example;
-                    kern_dropout_row(mult, drop_in, drop_in->example_index[(size_t)n / rpe],
-                                     ((size_t)n % rpe) * C + c0, (size_t)w);
-                    for (int j = 0; j < w; j++) {
-                        float v = d[j] * mult[j];
-                        pg[j] += (double)(v * xh[j]);
-                        pb[j] += (double)v;
-                    }
-                } else {
-                    for (int j = 0; j < w; j++) {
-                        pg[j] += (double)(d[j] * xh[j]);
-                        pb[j] += (double)d[j];
-                    }
-                }
-            }
-            for (int j = 0; j < w; j++) {
-                dgamma[c0 + j] += (float)pg[j];
-                dbeta[c0 + j] += (float)pb[j];
-            }
-        }
-        /* the implicit barrier above: every dy read before any dr (which may alias it) is written */
-#pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            size_t o = (size_t)n * C;
-            const float *xh = xhat + o;
-            if (din) {
-                dropout_row_of(mult, drop_in, (size_t)n, (size_t)C);
-                for (int j = 0; j < C; j++) dyn[j] = dy[o + j] * mult[j];
-            } else {
-                memcpy(dyn, dy + o, sizeof(float) * (size_t)C);
-            }
-            float a = 0.0f, bsum = 0.0f;
-#pragma omp simd reduction(+ : a, bsum)
-            for (int j = 0; j < C; j++) {
-                float gy = gamma[j] * dyn[j];
-                a += gy;
-                bsum += gy * xh[j];
-            }
-            a /= (float)C;
-            bsum /= (float)C;
-            float rs = rstd[n];
-            for (int j = 0; j < C; j++) dr[o + j] = rs * (gamma[j] * dyn[j] - a - xh[j] * bsum);
-            if (dz) {
-                if (dout) {
-                    dropout_row_of(mult, drop_out, (size_t)n, (size_t)C);
-                    for (int j = 0; j < C; j++) dz[o + j] = dr[o + j] * mult[j];
-                } else if (dz != dr) {
-                    memcpy(dz + o, dr + o, sizeof(float) * (size_t)C);
-                }
-            }
-        }
-    }
-}
-
-/* --------------------------------------------------------------------------------------------- */
-
-void kern_bias_gelu_forward(float *f, float *g, const float *bias, int N, int C, GeluKind kind) {
-#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
-    for (int n = 0; n < N; n++) {
-        float *fr = f + (size_t)n * C, *gr = g + (size_t)n * C;
-        if (kind == GELU_TANH) {
-            for (int j = 0; j < C; j++) {
-                float x = fr[j] + bias[j];
-                fr[j] = x;
-                gr[j] = k_gelu(x, GELU_TANH);
-            }
-        } else {
-            for (int j = 0; j < C; j++) {
-                float x = fr[j] + bias[j];
-                fr[j] = x;
-                gr[j] = k_gelu(x, GELU_ERF);
-            }
-        }
-    }
-}
-
-void kern_gelu_forward(float *g, const float *f, int N, int C, GeluKind kind) {
-#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
-    for (int n = 0; n < N; n++) {
-        const float *fr = f + (size_t)n * C;
-        float *gr = g + (size_t)n * C;
-        if (kind == GELU_TANH)
-            for (int j = 0; j < C; j++) gr[j] = k_gelu(fr[j], GELU_TANH);
-        else
-            for (int j = 0; j < C; j++) gr[j] = k_gelu(fr[j], GELU_ERF);
-    }
-}
-
-void kern_gelu_backward(float *dg, float *g, const float *f, int N, int C, GeluKind kind) {
-#pragma omp parallel for schedule(static) if (par((size_t)N * C * 8))
-    for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * C;
-        const float *fr = f + o;
-        float *dr = dg + o;
-        if (g) {
-            float *gr = g + o;
-            if (kind == GELU_TANH)
-                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_TANH, &gr[j]);
-            else
-                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_ERF, &gr[j]);
-        } else {
-            if (kind == GELU_TANH)
-                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_TANH, NULL);
-            else
-                for (int j = 0; j < C; j++) dr[j] *= k_gelu_grad(fr[j], GELU_ERF, NULL);
-        }
-    }
-}
-
 void kern_bias_add(float *X, int ldx, const float *bias, int N, int C) {
-#pragma omp parallel for schedule(static) if (par((size_t)N * C))
+#pragma omp parallel for schedule(static) if (kern_par((size_t)N * C))
     for (int n = 0; n < N; n++) {
         float *r = X + (size_t)n * ldx;
         for (int j = 0; j < C; j++) r[j] += bias[j];
@@ -634,160 +353,8 @@ void kern_bias_add(float *X, int ldx, const float *bias, int N, int C) {
 }
 
 void kern_bias_fill(float *X, int ldx, const float *bias, int N, int C) {
-#pragma omp parallel for schedule(static) if (par((size_t)N * C))
+#pragma omp parallel for schedule(static) if (kern_par((size_t)N * C))
     for (int n = 0; n < N; n++) memcpy(X + (size_t)n * ldx, bias, sizeof(float) * (size_t)C);
-}
-
-void kern_colsum_add(float *db, const float *X, int ldx, int N, int C) {
-    enum { CB = 64 };
-    int nblk = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (par((size_t)N * C))
-    for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * CB, w = C - c0 < CB ? C - c0 : CB;
-        double acc[CB] = {0};
-        for (int n = 0; n < N; n++) {
-            const float *r = X + (size_t)n * ldx + c0;
-            for (int j = 0; j < w; j++) acc[j] += r[j];
-        }
-        for (int j = 0; j < w; j++) db[c0 + j] += (float)acc[j];
-    }
-}
-
-/* ---------------------------------------------------------------------------------------------
- * attention */
-
-/* row[j] += add[j] for j < n; returns the row's largest value (the first pass of a softmax) */
-static inline float add_row_max(float *row, const float *add, int n) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j < n; j++) {
-        float v = row[j] + add[j];
-        row[j] = v;
-        mx = v > mx ? v : mx;
-    }
-    return mx;
-}
-
-/* BERT's additive mask for example b's keys as a row of 0 / -10000 */
-static void mask_bias_row(float *mbias, const int32_t *mask_b, int T) {
-    for (int j = 0; j < T; j++) mbias[j] = mask_b[j] ? 0.0f : -10000.0f;
-}
-
-/* One head's probabilities, S (T,T) = softmax(scale Q K^T + mbias) row by row. The forward and,
- * when the probabilities are not kept, the backward both call this on the same Q and K, so the
- * backward's P is the forward's bit for bit (one single-threaded product of the same shape on the
- * same inputs, then the same row operations). */
-static void attention_probs_head(float *S, const float *Q, const float *K, int ld, const float *mbias, int T,
-                                 int D, float scale) {
-    gemm1(false, true, T, T, D, scale, Q, ld, K, ld, 0.0f, S, T);
-    for (int i = 0; i < T; i++) {
-        float *row = S + (size_t)i * T;
-        float mx = add_row_max(row, mbias, T);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < T; j++) {
-            float e = k_exp(row[j] - mx);
-            row[j] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < T; j++) row[j] *= inv;
-    }
-}
-
-void kern_attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
-                            int T, int H, int A, const KernDropout *drop, KernScratch *s) {
-    int D = H / A, H3 = 3 * H;
-    float scale = 1.0f / sqrtf((float)D);
-    bool dr = kern_dropout_on(drop);
-    size_t TT = (size_t)T * T;
-#pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
-    {
-        /* scratch: the dropout multipliers, the mask row, the probabilities when P is not kept */
-        float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *mbias = sc + TT, *Ph = mbias + T;
-        int b_prev = -1;
-#pragma omp for schedule(dynamic, 1)
-        for (int bh = 0; bh < B * A; bh++) {
-            int b = bh / A, h = bh % A;
-            const float *Q = qkv + (size_t)b * T * H3 + (size_t)h * D;
-            const float *K = Q + H, *V = Q + 2 * H;
-            float *S = P ? P + (size_t)bh * TT : Ph;
-            if (b != b_prev) { /* once per example */
-                mask_bias_row(mbias, mask + (size_t)b * T, T);
-                b_prev = b;
-            }
-            attention_probs_head(S, Q, K, H3, mbias, T, D, scale);
-            if (dr) {
-                /* the head's dropout multipliers, elements (h, i, j) of the example: one call */
-                kern_dropout_row(Pd, drop, drop->example_index[b], (size_t)h * TT, TT);
-                for (size_t k = 0; k < TT; k++) Pd[k] *= S[k];
-            }
-            /* ctx_bh (T,D) = dropout(P) V */
-            gemm1(false, false, T, D, T, 1.0f, dr ? Pd : S, T, V, H3, 0.0f, ctx + (size_t)b * T * H + (size_t)h * D, H);
-        }
-    }
-}
-
-/* Attention backward for one (example, head), with P' = dropout(P) = P*m:
- *   dV = P'^T dC          dP' = dC V^T          dP = dP' * m
- *   dS = P * (dP - rowsum(P * dP))      (softmax backward; the additive mask is a constant)
- *   dQ = scale dS K       dK = scale dS^T Q
- * P NULL: P is recomputed from Q, K and the mask first (attention_probs_head, the forward's code). */
-void kern_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
-                             const int32_t *mask, int B, int T, int H, int A, const KernDropout *drop,
-                             KernScratch *s) {
-    int D = H / A, H3 = 3 * H;
-    float scale = 1.0f / sqrtf((float)D);
-    bool dr = kern_dropout_on(drop);
-    size_t TT = (size_t)T * T;
-#pragma omp parallel num_threads(s->nthreads) if (par((size_t)B * A * T * T * D))
-    {
-        float *sc = scratch_of(s, omp_get_thread_num());
-        float *Pd = sc, *dS = sc + TT, *mask_tt = dS + TT, *Ph = mask_tt + TT, *mbias = Ph + TT;
-        int b_prev = -1;
-#pragma omp for schedule(dynamic, 1)
-        for (int bh = 0; bh < B * A; bh++) {
-            int b = bh / A, h = bh % A;
-            size_t qo = (size_t)b * T * H3 + (size_t)h * D;
-            const float *Q = qkv + qo, *K = Q + H, *V = Q + 2 * H;
-            float *dQ = dqkv + qo, *dK = dQ + H, *dV = dQ + 2 * H;
-            const float *dC = dctx + (size_t)b * T * H + (size_t)h * D;
-            const float *S = P ? P + (size_t)bh * TT : Ph;
-            if (!P) {
-                if (b != b_prev) {
-                    mask_bias_row(mbias, mask + (size_t)b * T, T);
-                    b_prev = b;
-                }
-                attention_probs_head(Ph, Q, K, H3, mbias, T, D, scale);
-            }
-            if (dr) {
-                /* the (h, i, j) multipliers are contiguous for one head: one call makes them all,
-                   kept for dP below (regenerating them costs a hash per 4 elements) */
-                kern_dropout_row(mask_tt, drop, drop->example_index[b], (size_t)h * TT, TT);
-                for (size_t k = 0; k < TT; k++) Pd[k] = S[k] * mask_tt[k];
-            }
-            /* dV (T,D) = P'^T dC */
-            gemm1(true, false, T, D, T, 1.0f, dr ? Pd : S, T, dC, H, 0.0f, dV, H3);
-            /* dP' (T,T) = dC V^T */
-            gemm1(false, true, T, T, D, 1.0f, dC, H, V, H3, 0.0f, dS, T);
-            for (int i = 0; i < T; i++) {
-                float *d = dS + (size_t)i * T;
-                const float *pr = S + (size_t)i * T;
-                if (dr) {
-                    const float *mr = mask_tt + (size_t)i * T;
-                    for (int j = 0; j < T; j++) d[j] *= mr[j];
-                }
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int j = 0; j < T; j++) dot += pr[j] * d[j];
-                for (int j = 0; j < T; j++) d[j] = pr[j] * (d[j] - dot);
-            }
-            /* dQ (T,D) = scale dS K ; dK (T,D) = scale dS^T Q */
-            gemm1(false, false, T, D, T, scale, dS, T, K, H3, 0.0f, dQ, H3);
-            gemm1(true, false, T, D, T, scale, dS, T, Q, H3, 0.0f, dK, H3);
-        }
-    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -819,14 +386,14 @@ void kern_bf16_load(float *dst, const uint16_t *src, size_t n) {
 /* --------------------------------------------------------------------------------------------- */
 
 void kern_gather_rows(float *out, const float *X, const int32_t *rows, int M, int C) {
-#pragma omp parallel for schedule(static) if (par((size_t)M * C))
+#pragma omp parallel for schedule(static) if (kern_par((size_t)M * C))
     for (int i = 0; i < M; i++) memcpy(out + (size_t)i * C, X + (size_t)rows[i] * C, sizeof(float) * (size_t)C);
 }
 
 void kern_scatter_add_rows(float *dX, const float *dout, const int32_t *rows, int M, int C) {
     enum { CB = 32 };
     int nblk = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (par((size_t)M * C))
+#pragma omp parallel for schedule(static) if (kern_par((size_t)M * C))
     for (int blk = 0; blk < nblk; blk++) {
         int c0 = blk * CB, c1 = c0 + CB > C ? C : c0 + CB;
         for (int i = 0; i < M; i++) {
@@ -837,61 +404,3 @@ void kern_scatter_add_rows(float *dX, const float *dout, const int32_t *rows, in
     }
 }
 
-/* --------------------------------------------------------------------------------------------- */
-
-void kern_xent_forward(float *logits, float *lse, double *loss, int32_t *correct,
-                       const float *bias, const int32_t *labels, int M, int V) {
-#pragma omp parallel for schedule(static) if (par((size_t)M * V * 4))
-    for (int i = 0; i < M; i++) {
-        float *l = logits + (size_t)i * V;
-        /* max first, then the first index holding it: both vectorise (a running argmax does not) */
-        float mx = add_row_max(l, bias, V);
-        int arg = V;
-#pragma omp simd reduction(min : arg)
-        for (int j = 0; j < V; j++)
-            if (l[j] == mx && j < arg) arg = j;
-        if (arg == V) arg = 0; /* every logit NaN */
-        /* sum in float lanes of one row block, accumulated in double across blocks */
-        double sum = 0.0;
-        enum { BLK = 1024 };
-        for (int j0 = 0; j0 < V; j0 += BLK) {
-            int j1 = j0 + BLK < V ? j0 + BLK : V;
-            float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-            for (int j = j0; j < j1; j++) part += k_exp(l[j] - mx);
-            sum += part;
-        }
-        double ls = (double)mx + log(sum);
-        lse[i] = (float)ls;
-        loss[i] = ls - (double)l[labels[i]];
-        correct[i] = arg == labels[i];
-    }
-}
-
-/* d logits = scale * (softmax(l) - onehot(label)), softmax(l)_j = exp(l_j - lse). Threads own
- * column blocks so the bias gradient (the column sum) needs no reduction across threads. */
-void kern_xent_backward(float *logits, const float *lse, const int32_t *labels, float scale,
-                        float *dbias, int M, int V) {
-    enum { CB = 512 };
-    int nblk = (V + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (par((size_t)M * V * 4))
-    for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * CB, w = V - c0 < CB ? V - c0 : CB;
-        double acc[CB] = {0};
-        for (int i = 0; i < M; i++) {
-            float *l = logits + (size_t)i * V + c0;
-            float ls = lse[i];
-            for (int j = 0; j < w; j++) {
-                float d = scale * k_exp(l[j] - ls);
-                l[j] = d;
-                acc[j] += d;
-            }
-            int lab = labels[i] - c0;
-            if (lab >= 0 && lab < w) {
-                l[lab] -= scale;
-                acc[lab] -= scale;
-            }
-        }
-        for (int j = 0; j < w; j++) dbias[c0 + j] += (float)acc[j];
-    }
-}

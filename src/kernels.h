@@ -18,7 +18,12 @@
  * site only, never on the thread count, and every reduction runs in a fixed order, so results are
  * bit-identical for any number of threads. The attention kernels call sgemm per (example, head)
  * from inside their OpenMP loop, which is allowed only because OpenBLAS is single-threaded. Call
- * every kernel from outside an OpenMP parallel region. */
+ * every kernel from outside an OpenMP parallel region.
+ *
+ * Instruction sets. The binary is built for baseline x86-64; the elementwise math (GELU, softmax,
+ * LayerNorm, dropout, cross-entropy) exists in three builds, x86-64-v4 (AVX-512), x86-64-v3 (AVX2,
+ * FMA) and x86-64, with the same results bit for bit, and the best one the CPU runs is used
+ * (kernels_isa.h). */
 #ifndef BP_KERNELS_H
 #define BP_KERNELS_H
 
@@ -33,6 +38,14 @@
  * Idempotent; model_create calls it with training.threads. Returns the thread count in use. */
 int kern_init_threads(int threads);
 int kern_threads(void);
+
+/* The x86-64 level whose build of the elementwise kernels runs: "x86-64-v4", "x86-64-v3" or
+ * "x86-64". The best this CPU runs, or the one the environment's BP_KERNEL_ISA names (a name that
+ * is not a level, or a level this CPU lacks, ends the program with exit 2). */
+const char *kern_isa(void);
+/* Switches to level name; false (nothing changed) when it is not a level or the CPU lacks it.
+ * For tests and benchmarks; call outside parallel regions, between steps. */
+bool kern_set_isa(const char *name);
 
 /* Matrix products in bf16 from now on (gemm_bf16.h: inputs rounded to bf16, fp32 sums) or in fp32
  * (OpenBLAS). Process-wide like the thread count: model_forward and model_backward set their model's

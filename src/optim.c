@@ -6,7 +6,7 @@
  *
  * Work layout: every tensor is cut into chunks of OPTIM_CHUNK floats at create time; a parallel loop
  * (static schedule) walks the chunk list. Per-tensor norms are sums of per-chunk partial sums taken
- * in chunk order, and each chunk sums into LANES double accumulators by position within the chunk,
+ * in chunk order, and each chunk sums into 8 double accumulators by position within the chunk,
  * so neither the thread count nor the buffers' addresses change a single bit of the result.
  *
  * Passes over memory per step (x, g, m, v are float32 arrays of `total` floats):
@@ -25,10 +25,10 @@
 #include <string.h>
 
 #include "dist.h"
+#include "optim_isa.h"
 
 /* floats per work item: 32 KiB per stream, a multiple of the 16-float alignment of the offsets */
 #define OPTIM_CHUNK 8192
-#define LANES 8
 
 #define STATE_MAGIC "BPOPTIM"
 #define STATE_VERSION 1u
@@ -48,6 +48,12 @@ typedef enum {
     SK_ADAM = 4,
     SK_ADAMW = 5,
 } StateKind;
+
+/* the passes of the x86-64 level the layer kernels run (kernels_isa.h): the same results at every level */
+static const OptimMathOps *optim_math(void) {
+    static const OptimMathOps *const LEVELS[] = {&optim_math_x86_64_v4, &optim_math_x86_64_v3, &optim_math_x86_64};
+    return LEVELS[kern_isa_level()];
+}
 
 static const char *state_kind_name(uint32_t k) {
     switch (k) {
@@ -85,151 +91,6 @@ struct Optimizer {
     double comm_s;     /* the last step's communication (partial sums, the parameter gather) */
 };
 
-/* Per-step float constants of the element-wise math. */
-typedef struct {
-    float b1, omb1; /* beta1, 1 - beta1 */
-    float b2, omb2; /* beta2, 1 - beta2 */
-    float c1, c2;   /* 1/(1 - beta1^t), 1/(1 - beta2^t), or 1 without bias correction */
-    float eps;
-    float s;        /* clip scale: clip/||g|| when clipping is active, else 1 */
-    float mom;      /* classic LARS momentum */
-} Coef;
-
-/* ------------------------------------------------------------------------------------------ */
-/* sums of squares: LANES double accumulators indexed by position within the chunk, combined   */
-/* in a fixed order, so a sum depends only on the values (not on addresses, threads or the     */
-/* vector width the compiler picked)                                                           */
-
-/* adds x[j]^2 to lane j % LANES; callers pass sub-blocks that start at a multiple of LANES
- * within their chunk, so the lane is the position in the chunk mod LANES */
-static void lanes_sumsq(double *restrict lanes, const float *restrict x, size_t n) {
-    size_t j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) lanes[l] += (double)x[j + l] * x[j + l];
-    for (; j < n; j++) lanes[j % LANES] += (double)x[j] * x[j];
-}
-
-static double fold_lanes(const double *a) {
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-static double sumsq_chunk(const float *x, size_t n) {
-    double s[LANES] = {0};
-    lanes_sumsq(s, x, n);
-    return fold_lanes(s);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* element kernels over one chunk. Each loop is a plain element-wise loop the compiler          */
-/* vectorises; sums of squares re-read what a loop just wrote from cache (SUB floats at a      */
-/* time), which costs no memory traffic. Pass 2 recomputes exactly the u of pass 1 (the same   */
-/* float operations; no contraction into FMA under -std=c11).                                  */
-
-/* floats per sub-block: u is staged here between the update and its sum of squares */
-#define SUB 512
-
-/* u = m^/(sqrt(v^) + eps) + wd x from the updated moments */
-static inline float lamb_u(const Coef *k, float wd, float x, float m, float v) {
-    return (m * k->c1) / (sqrtf(v * k->c2) + k->eps) + wd * x;
-}
-
-/* LAMB pass 1: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2; out = {||x||^2, ||u||^2} of the chunk
- * (x before the update); with apply (ratio 1 by configuration) also x -= a u. apply is a literal
- * at both call sites of this inline body, so each gets a loop without the branch. */
-static inline void lamb_pass1_body(const Coef *k, float wd, const int apply, float a,
-                                   float *restrict x, const float *restrict g, float *restrict m,
-                                   float *restrict v, size_t n, double *out) {
-    double sx[LANES] = {0}, su[LANES] = {0};
-    float ubuf[SUB];
-    for (size_t b = 0; b < n; b += SUB) {
-        size_t len = n - b < SUB ? n - b : SUB;
-        float *xb = x + b, *mb = m + b, *vb = v + b;
-        const float *gb = g + b;
-        lanes_sumsq(sx, xb, len);
-        for (size_t j = 0; j < len; j++) {
-            float gg = gb[j] * k->s;
-            float mm = k->b1 * mb[j] + k->omb1 * gg;
-            float vv = k->b2 * vb[j] + k->omb2 * (gg * gg);
-            mb[j] = mm;
-            vb[j] = vv;
-            float u = lamb_u(k, wd, xb[j], mm, vv);
-            ubuf[j] = u;
-            if (apply) xb[j] = xb[j] - a * u;
-        }
-        lanes_sumsq(su, ubuf, len);
-    }
-    out[0] = fold_lanes(sx);
-    out[1] = fold_lanes(su);
-}
-
-static void lamb_pass1(const Coef *k, float wd, int apply, float a, float *x, const float *g,
-                       float *m, float *v, size_t n, double *out) {
-    if (apply) lamb_pass1_body(k, wd, 1, a, x, g, m, v, n, out);
-    else lamb_pass1_body(k, wd, 0, a, x, g, m, v, n, out);
-}
-
-/* LAMB pass 2: x -= a u with a = lr * ratio */
-static void lamb_pass2(const Coef *k, float wd, float a, float *restrict x, const float *restrict m,
-                       const float *restrict v, size_t n) {
-    for (size_t j = 0; j < n; j++) x[j] = x[j] - a * lamb_u(k, wd, x[j], m[j], v[j]);
-}
-
-/* LARS (paper) pass 1: m = b1 m + (1 - b1)(g + wd x); out = {||x||^2, ||m||^2}; with apply,
- * x -= a m. */
-static inline void larsp_pass1_body(const Coef *k, float wd, const int apply, float a,
-                                    float *restrict x, const float *restrict g, float *restrict m,
-                                    size_t n, double *out) {
-    double sx[LANES] = {0}, sm[LANES] = {0};
-    for (size_t b = 0; b < n; b += SUB) {
-        size_t len = n - b < SUB ? n - b : SUB;
-        float *xb = x + b, *mb = m + b;
-        const float *gb = g + b;
-        lanes_sumsq(sx, xb, len);
-        for (size_t j = 0; j < len; j++) {
-            float mm = k->b1 * mb[j] + k->omb1 * (gb[j] * k->s + wd * xb[j]);
-            mb[j] = mm;
-            if (apply) xb[j] = xb[j] - a * mm;
-        }
-        lanes_sumsq(sm, mb, len);
-    }
-    out[0] = fold_lanes(sx);
-    out[1] = fold_lanes(sm);
-}
-
-static void larsp_pass1(const Coef *k, float wd, int apply, float a, float *x, const float *g,
-                        float *m, size_t n, double *out) {
-    if (apply) larsp_pass1_body(k, wd, 1, a, x, g, m, n, out);
-    else larsp_pass1_body(k, wd, 0, a, x, g, m, n, out);
-}
-
-static void larsp_pass2(float a, float *restrict x, const float *restrict m, size_t n) {
-    for (size_t j = 0; j < n; j++) x[j] = x[j] - a * m[j];
-}
-
-/* LARS (classic) update: vel = momentum vel + a (g + wd x); x -= vel, with a = lr * local_lr. */
-static void larsc_update(const Coef *k, float wd, float a, float *restrict x,
-                         const float *restrict g, float *restrict vel, size_t n) {
-    for (size_t j = 0; j < n; j++) {
-        float nv = k->mom * vel[j] + a * (g[j] * k->s + wd * x[j]);
-        vel[j] = nv;
-        x[j] = x[j] - nv;
-    }
-}
-
-/* Adam (wd2 = L2 weight decay added to g) and AdamW (wdd = decoupled decay added to the update);
- * the other one is 0, which adds exactly nothing. */
-static void adam_update(const Coef *k, float wd2, float wdd, float a, float *restrict x,
-                        const float *restrict g, float *restrict m, float *restrict v, size_t n) {
-    for (size_t j = 0; j < n; j++) {
-        float xx = x[j];
-        float gg = g[j] * k->s + wd2 * xx;
-        float mm = k->b1 * m[j] + k->omb1 * gg;
-        float vv = k->b2 * v[j] + k->omb2 * (gg * gg);
-        m[j] = mm;
-        v[j] = vv;
-        x[j] = xx - a * ((mm * k->c1) / (sqrtf(vv * k->c2) + k->eps) + wdd * xx);
-    }
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                   */
@@ -401,6 +262,7 @@ double optim_grad_norm(const ParamTable *t, const float *grads, double *per_tens
     int ti = 0;
     size_t at = 0;
     const size_t group = (size_t)GN_GROUP * OPTIM_CHUNK;
+    const OptimMathOps *om = optim_math();
     for (;;) {
         int k = 0;
         while (k < GN_BLOCK && ti < t->n) {
@@ -420,7 +282,7 @@ double optim_grad_norm(const ParamTable *t, const float *grads, double *per_tens
             double s = 0;
             for (size_t b = 0; b < items[c].len; b += OPTIM_CHUNK) {
                 size_t len = items[c].len - b < OPTIM_CHUNK ? items[c].len - b : OPTIM_CHUNK;
-                s += sumsq_chunk(grads + items[c].begin + b, len);
+                s += om->sumsq_chunk(grads + items[c].begin + b, len);
             }
             part[c] = s;
         }
@@ -519,6 +381,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
     const float lrf = (float)lr;
     const ParamInfo *pi = o->table.params;
     const Chunk *ch = o->chunks;
+    const OptimMathOps *om = optim_math();
     /* the moments hold this shard's floats [lo, hi): float b of a buffer is moment[.][b - lo] */
     float *m0 = o->moment[0], *m1 = o->moment[1];
     const size_t lo = o->lo;
@@ -532,7 +395,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             float wd = pi[ch[c].tensor].weight_decay ? wdf : 0.0f;
-            adam_update(&k, decoupled ? 0.0f : wd, decoupled ? wd : 0.0f, lrf, params + b,
+            om->adam_update(&k, decoupled ? 0.0f : wd, decoupled ? wd : 0.0f, lrf, params + b,
                         grads + b, m0 + (b - lo), m1 + (b - lo), ch[c].len);
         }
         break;
@@ -542,7 +405,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
-            lamb_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
+            om->lamb_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
                        grads + b, m0 + (b - lo), m1 + (b - lo), ch[c].len, &o->part[2 * c]);
         }
         share_partial_sums(o);
@@ -551,7 +414,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
             size_t b = c->begin;
-            lamb_pass2(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
+            om->lamb_pass2(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
                        params + b, m0 + (b - lo), m1 + (b - lo), c->len);
         }
         break;
@@ -561,7 +424,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
-            larsp_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
+            om->larsp_pass1(&k, p->weight_decay ? wdf : 0.0f, !p->layer_adaptation, lrf, params + b,
                         grads + b, m0 + (b - lo), ch[c].len, &o->part[2 * c]);
         }
         share_partial_sums(o);
@@ -569,7 +432,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
 #pragma omp parallel for schedule(static)
         for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
-            larsp_pass2(o->tcoef[c->tensor], params + c->begin, m0 + (c->begin - lo), c->len);
+            om->larsp_pass2(o->tcoef[c->tensor], params + c->begin, m0 + (c->begin - lo), c->len);
         }
         break;
     }
@@ -580,10 +443,10 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long c = c_lo; c < c_hi; c++) {
             size_t b = ch[c].begin;
             const ParamInfo *p = &pi[ch[c].tensor];
-            o->part[2 * c] = sumsq_chunk(params + b, ch[c].len);
-            o->part[2 * c + 1] = sumsq_chunk(grads + b, ch[c].len);
+            o->part[2 * c] = om->sumsq_chunk(params + b, ch[c].len);
+            o->part[2 * c + 1] = om->sumsq_chunk(grads + b, ch[c].len);
             if (!p->layer_adaptation)
-                larsc_update(&k, p->weight_decay ? wdf : 0.0f, lrf, params + b, grads + b,
+                om->larsc_update(&k, p->weight_decay ? wdf : 0.0f, lrf, params + b, grads + b,
                              m0 + (b - lo), ch[c].len);
         }
         share_partial_sums(o);
@@ -592,7 +455,7 @@ void optim_step(Optimizer *o, float *params, const float *grads, double lr, doub
         for (long q = q_lo; q < q_hi; q++) {
             const Chunk *c = &ch[o->pass2[q]];
             size_t b = c->begin;
-            larsc_update(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
+            om->larsc_update(&k, pi[c->tensor].weight_decay ? wdf : 0.0f, o->tcoef[c->tensor],
                          params + b, grads + b, m0 + (b - lo), c->len);
         }
         break;

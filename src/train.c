@@ -16,6 +16,7 @@
 #include "dist.h"
 #include "gemm_cpu.h"
 #include "grad_sync.h"
+#include "kernels.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
@@ -409,8 +410,8 @@ static void print_startup(const Trainer *tr, bool resumed) {
                 p->segment_warmup, p->restart_schedule ? " (re-warmup)" : "");
     }
     const GemmEngine *e = model_engine(tr->model);
-    fprintf(stderr, "  matrix products in %s on %s (%s); OpenBLAS core %s\n", e->bf16 ? "bf16" : "fp32", e->isa,
-            e->why, gemm_openblas_core());
+    fprintf(stderr, "  matrix products in %s on %s (%s); OpenBLAS core %s; elementwise kernels %s\n",
+            e->bf16 ? "bf16" : "fp32", e->isa, e->why, gemm_openblas_core(), kern_isa());
     TrainMemory mem = train_memory_plan(cfg, tr->vocab_size);
     train_memory_print(&mem, stderr);
     fprintf(stderr, "  memory estimate %.2f GiB (machine %.1f GiB); run dir %s%s\n", mem.peak_rank0 / 1073741824.0,

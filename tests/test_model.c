@@ -339,6 +339,56 @@ static void test_threads(void **state) {
     model_free(m);
 }
 
+/* Every x86-64 level's build of the elementwise kernels (kernels_isa.h) gives the same loss and
+ * gradients bit for bit, with dropout on, both GELU forms, sequences longer than a vector (the
+ * lanes' remainders) and a vocabulary that is not a multiple of 16. Levels this CPU lacks are
+ * skipped, visibly. */
+static void test_isa_levels(void **state) {
+    (void)state;
+    static const char *const LEVEL_NAMES[] = {"x86-64", "x86-64-v3", "x86-64-v4"};
+    char saved[16];
+    snprintf(saved, sizeof saved, "%s", kern_isa());
+    for (int gk = 0; gk < 2; gk++) {
+        Config cfg = tiny_config(gk ? GELU_TANH : GELU_ERF, 0.1);
+        cfg.model.hidden = 40; /* LayerNorm rows of 2.5 vectors of 16 */
+        cfg.model.heads = 2;
+        cfg.model.intermediate = 72;
+        cfg.model.max_position = 64;
+        BpError err = {0};
+        Model *m = model_create(&cfg, 301, &err);
+        assert_non_null(m);
+        model_init_weights(m, 5);
+        const ParamTable *t = model_table(m);
+        Batch b;
+        assert_int_equal(batch_alloc(&b, 3, 37, 6, &err), 0);
+        model_fill_random_batch(&b, 301, 2, true, false, 11, 0);
+        float *g0 = NULL;
+        ModelStats s0 = {0}, s;
+        for (int v = 0; v < 3; v++) {
+            if (!kern_set_isa(LEVEL_NAMES[v])) {
+                printf("SKIP kernels at %s: this CPU does not run it\n", LEVEL_NAMES[v]);
+                continue;
+            }
+            model_zero_grad(m);
+            fwd_bwd(m, &b, true, 0, 0, &s);
+            if (!g0) {
+                g0 = malloc(t->total * sizeof(float));
+                memcpy(g0, model_grads(m), t->total * sizeof(float));
+                s0 = s;
+                continue;
+            }
+            if (s.loss != s0.loss || s.mlm_loss != s0.mlm_loss || s.nsp_loss != s0.nsp_loss)
+                fail_msg("%s: loss %.17g (mlm %.17g, nsp %.17g) vs %s %.17g (%.17g, %.17g)", LEVEL_NAMES[v], s.loss,
+                         s.mlm_loss, s.nsp_loss, LEVEL_NAMES[0], s0.loss, s0.mlm_loss, s0.nsp_loss);
+            assert_close(LEVEL_NAMES[v], model_grads(m), g0, t->total, 0.0, 0.0);
+        }
+        free(g0);
+        batch_free(&b);
+        model_free(m);
+    }
+    assert_true(kern_set_isa(saved));
+}
+
 /* padded tokens and unused prediction slots do not change anything */
 static void test_padding_ignored(void **state) {
     (void)state;
@@ -681,6 +731,7 @@ int main(void) {
         cmocka_unit_test(test_microbatch_split),
         cmocka_unit_test(test_repeatable),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_isa_levels),
         cmocka_unit_test(test_padding_ignored),
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_act_storage),

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "kernels.h"
 #include "optim.h"
 #include "rng.h"
 
@@ -430,50 +431,82 @@ static void run_steps(Optimizer *o, const Big *b, float *x, int first, int k) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 2. thread-count independence                                                                */
+/* 2. thread-count and x86-64-level independence                                               */
 
-static void test_thread_count_independence(void **state) {
-    (void)state;
+/* Runs every optimizer under each variant v < n that apply(v) sets up (false: the machine cannot
+ * run it, skipped) and requires the parameters, state, layer statistics and gradient norm of every
+ * variant to equal the first's bit for bit. */
+static void check_variants_agree(bool (*apply)(int v), int n) {
     Big b;
     big_make(&b, 7);
     size_t total = b.table.total;
-    int saved = omp_get_max_threads();
     for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
         OptimConfig oc = config_for(KINDS[k].kind, KINDS[k].form);
-        float *xs[3];
-        unsigned char *blobs[3];
-        OptimLayerStat *stats[3];
-        double norms[3];
-        for (int r = 0; r < 3; r++) {
-            omp_set_num_threads(r + 1);
+        float *x0 = NULL;
+        unsigned char *blob0 = NULL;
+        OptimLayerStat *stats0 = NULL;
+        double norm0 = 0;
+        for (int v = 0; v < n; v++) {
+            if (!apply(v)) continue;
             BpError err = {0};
             Optimizer *o = optim_create(&oc, &b.table, &err);
             assert_non_null(o);
-            xs[r] = malloc(total * sizeof(float));
-            memcpy(xs[r], b.x, total * sizeof(float));
-            norms[r] = optim_grad_norm(&b.table, b.g, NULL);
-            run_steps(o, &b, xs[r], 0, 3);
-            blobs[r] = malloc(optim_state_bytes(o));
-            optim_state_save(o, blobs[r]);
-            stats[r] = calloc((size_t)b.table.n, sizeof(OptimLayerStat));
-            if (optim_layer_stats(o))
-                memcpy(stats[r], optim_layer_stats(o), (size_t)b.table.n * sizeof(OptimLayerStat));
-            if (r > 0) {
-                assert_memory_equal(xs[r], xs[0], total * sizeof(float));
-                assert_memory_equal(blobs[r], blobs[0], optim_state_bytes(o));
-                assert_memory_equal(stats[r], stats[0], (size_t)b.table.n * sizeof(OptimLayerStat));
-                assert_memory_equal(&norms[r], &norms[0], sizeof(double));
+            float *x = malloc(total * sizeof(float));
+            memcpy(x, b.x, total * sizeof(float));
+            double norm = optim_grad_norm(&b.table, b.g, NULL);
+            run_steps(o, &b, x, 0, 3);
+            unsigned char *blob = malloc(optim_state_bytes(o));
+            optim_state_save(o, blob);
+            OptimLayerStat *stats = calloc((size_t)b.table.n, sizeof(OptimLayerStat));
+            if (optim_layer_stats(o)) memcpy(stats, optim_layer_stats(o), (size_t)b.table.n * sizeof(OptimLayerStat));
+            if (!x0) {
+                x0 = x, blob0 = blob, stats0 = stats, norm0 = norm;
+            } else {
+                assert_memory_equal(x, x0, total * sizeof(float));
+                assert_memory_equal(blob, blob0, optim_state_bytes(o));
+                assert_memory_equal(stats, stats0, (size_t)b.table.n * sizeof(OptimLayerStat));
+                assert_memory_equal(&norm, &norm0, sizeof(double));
+                free(x);
+                free(blob);
+                free(stats);
             }
             optim_free(o);
         }
-        for (int r = 0; r < 3; r++) {
-            free(xs[r]);
-            free(blobs[r]);
-            free(stats[r]);
-        }
+        free(x0);
+        free(blob0);
+        free(stats0);
     }
-    omp_set_num_threads(saved);
     big_free(&b);
+}
+
+static bool use_threads(int v) {
+    omp_set_num_threads(v + 1);
+    return true;
+}
+
+static void test_thread_count_independence(void **state) {
+    (void)state;
+    int saved = omp_get_max_threads();
+    check_variants_agree(use_threads, 3);
+    omp_set_num_threads(saved);
+}
+
+/* Every x86-64 level's build of the passes (optim_isa.h) gives the same numbers: ranks on machines
+ * of different levels keep identical replicas. Levels this CPU lacks are skipped, visibly. */
+static const char *const LEVEL_NAMES[] = {"x86-64", "x86-64-v3", "x86-64-v4"};
+
+static bool use_level(int v) {
+    if (kern_set_isa(LEVEL_NAMES[v])) return true;
+    printf("SKIP optimizer at %s: this CPU does not run it\n", LEVEL_NAMES[v]);
+    return false;
+}
+
+static void test_isa_level_independence(void **state) {
+    (void)state;
+    char saved[16];
+    snprintf(saved, sizeof saved, "%s", kern_isa());
+    check_variants_agree(use_level, 3);
+    assert_true(kern_set_isa(saved));
 }
 
 /* Norms over tensors that span several chunks equal a plain serial double sum. */
@@ -747,6 +780,7 @@ int main(void) {
         CASE("adamw_nobc_clip"),
         cmocka_unit_test(test_fixture_coverage),
         cmocka_unit_test(test_thread_count_independence),
+        cmocka_unit_test(test_isa_level_independence),
         cmocka_unit_test(test_multichunk_norms),
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_reset_step_count),

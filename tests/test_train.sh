@@ -35,6 +35,18 @@ check "probabilities kept: exit 0 (rc=$rc)" test $rc -eq 0
 check "... step records identical to recomputing them" cmp -s <(steps_of runA/metrics.jsonl) <(steps_of runKeep/metrics.jsonl)
 check "... the plan says they are kept" grep -q "activations [0-9.]* (all kept in fp32)" k.err
 
+# --- the baseline x86-64 build of the elementwise kernels and optimizer: the same run bit for bit ---
+# (src/kernels_isa.h; the default is the best level this CPU runs, so on any CPU with AVX2 this
+# compares two builds of the same code for different instruction sets)
+BP_KERNEL_ISA=x86-64 "$BIN" tiny.yaml --set training.run_dir=runLevel > /dev/null 2> level.err
+rc=$?
+check "baseline x86-64 kernels: exit 0 (rc=$rc)" test $rc -eq 0
+check "... the start-up summary names them" grep -q "elementwise kernels x86-64\$" level.err
+check "... the default run named its level" grep -Eq "elementwise kernels x86-64(-v[34])?\$" a.err
+check "... step records identical to the default level's" cmp -s <(steps_of runA/metrics.jsonl) <(steps_of runLevel/metrics.jsonl)
+"$BIN" export runA/ckpt-00000016.bin expA0 > /dev/null 2>&1 && "$BIN" export runLevel/ckpt-00000016.bin expL > /dev/null 2>&1
+check "... final parameters identical" cmp -s expA0/model.safetensors expL/model.safetensors
+
 # --- a run over the memory limit is refused before it allocates, with what would help -------------
 "$BIN" tiny.yaml --set training.run_dir=runX --set training.max_memory_gb=0.001 > /dev/null 2> x.err
 rc=$?
