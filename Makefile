@@ -84,9 +84,12 @@ build/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-# <file>.x86_64_v4.o: src/<file>.c with -march=x86-64-v4 -DBP_LEVEL=x86_64_v4 (the later -march wins)
+# <file>.x86_64_v4.o: src/<file>.c with -march=x86-64-v4 -DBP_LEVEL=x86_64_v4 (the later -march wins).
+# gcc's generic tuning keeps AVX-512 code to 256-bit vectors; v4 asks for 512: LAMB's sqrt and
+# division per element are compute-bound on 2 threads (docs/performance.md).
 .SECONDEXPANSION:
-LEVEL_FLAGS = -march=$(subst _,-,$(subst .,,$(suffix $(1)))) -DBP_LEVEL=$(subst .,,$(suffix $(1)))
+LEVEL_FLAGS = -march=$(subst _,-,$(subst .,,$(suffix $(1)))) -DBP_LEVEL=$(subst .,,$(suffix $(1))) \
+              $(if $(filter %v4,$(1)),-mprefer-vector-width=512)
 $(call MATH_OBJ,build): build/%.o: src/$$(basename $$*).c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call LEVEL_FLAGS,$*) -c -o $@ $<

@@ -320,30 +320,6 @@ size_t kern_scratch_floats(int T, int max_C) {
     return (need + 16) / 16 * 16;
 }
 
-/* Scatter-add of the embedding-sum gradient: e = word[id] + pos[t] + type[tt], so each table row
- * receives the sum of de over the tokens that read it. Threads own column blocks: no two write the
- * same element, whatever ids repeat. */
-void kern_embed_backward(float *dword, float *dpos, float *dtype, const float *de,
-                         const int32_t *ids, const int32_t *tt, int B, int T, int H) {
-    size_t N = (size_t)B * T;
-    const int CB = 32;
-    int nblk = (H + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (kern_par(N * (size_t)H))
-    for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * CB, c1 = c0 + CB > H ? H : c0 + CB;
-        for (size_t n = 0; n < N; n++) {
-            size_t t = n % (size_t)T;
-            const float *g = de + n * H;
-            float *w = dword + (size_t)ids[n] * H, *p = dpos + t * H, *ty = dtype + (size_t)tt[n] * H;
-            for (int j = c0; j < c1; j++) {
-                w[j] += g[j];
-                p[j] += g[j];
-                ty[j] += g[j];
-            }
-        }
-    }
-}
-
 void kern_bias_add(float *X, int ldx, const float *bias, int N, int C) {
 #pragma omp parallel for schedule(static) if (kern_par((size_t)N * C))
     for (int n = 0; n < N; n++) {
@@ -389,18 +365,3 @@ void kern_gather_rows(float *out, const float *X, const int32_t *rows, int M, in
 #pragma omp parallel for schedule(static) if (kern_par((size_t)M * C))
     for (int i = 0; i < M; i++) memcpy(out + (size_t)i * C, X + (size_t)rows[i] * C, sizeof(float) * (size_t)C);
 }
-
-void kern_scatter_add_rows(float *dX, const float *dout, const int32_t *rows, int M, int C) {
-    enum { CB = 32 };
-    int nblk = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (kern_par((size_t)M * C))
-    for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * CB, c1 = c0 + CB > C ? C : c0 + CB;
-        for (int i = 0; i < M; i++) {
-            float *d = dX + (size_t)rows[i] * C;
-            const float *g = dout + (size_t)i * C;
-            for (int j = c0; j < c1; j++) d[j] += g[j];
-        }
-    }
-}
-

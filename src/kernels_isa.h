@@ -44,6 +44,12 @@
     X(gelu_backward, (float *dg, float *g, const float *f, int N, int C, GeluKind kind),                \
       (dg, g, f, N, C, kind))                                                                           \
     X(colsum_add, (float *db, const float *X, int ldx, int N, int C), (db, X, ldx, N, C))               \
+    X(embed_backward,                                                                                   \
+      (float *dword, float *dpos, float *dtype, const float *de, const int32_t *ids, const int32_t *tt, \
+       int B, int T, int H),                                                                            \
+      (dword, dpos, dtype, de, ids, tt, B, T, H))                                                       \
+    X(scatter_add_rows, (float *dX, const float *dout, const int32_t *rows, int M, int C),              \
+      (dX, dout, rows, M, C))                                                                           \
     X(attention_forward,                                                                                \
       (float *ctx, float *P, const float *qkv, const int32_t *mask, int B, int T, int H, int A,          \
        const KernDropout *drop, KernScratch *s),                                                        \

@@ -29,40 +29,77 @@
 #define K_MADD(a, b, c) fmaf((a), (b), (c))
 
 /* ---------------------------------------------------------------------------------------------
- * Sums in a fixed order, the same at every vector width: element j goes to lane j % 16 (a
- * 16-float or 8-double partial sum per lane, which the compiler keeps in vector registers), and
- * the lanes are folded pairwise. `omp simd reduction` would let each level order a sum its own way. */
+ * Sums in a fixed order, the same at every vector width: element j goes to lane j % 16 (floats) or
+ * j % 8 (doubles), and the lanes are folded pairwise. The lanes are gcc vector types, which each
+ * level lowers to its own registers (one zmm, two ymm or four xmm) with the same per-lane
+ * arithmetic; plain arrays of lanes were left unvectorised in places (scalar adds, measured), and
+ * `omp simd reduction` would let each level order a sum its own way. */
 #define FLANES 16
 #define DLANES 8
+typedef float vf16 __attribute__((vector_size(FLANES * sizeof(float))));
+typedef double vd8 __attribute__((vector_size(DLANES * sizeof(double))));
 
-static inline float fold_f16(const float *a) {
+/* (vector types travel by pointer: by value, their ABI would differ between the levels) */
+static inline void load_vf16(vf16 *v, const float *x) { memcpy(v, x, sizeof *v); }
+
+static inline void widen_vd8(vd8 *v, const float *x) {
+    for (int l = 0; l < DLANES; l++) (*v)[l] = (double)x[l];
+}
+
+static inline float fold_f16(const vf16 *a) {
     float p[8];
-    for (int l = 0; l < 8; l++) p[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 8; l++) p[l] = (*a)[l] + (*a)[l + 8];
     return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
 }
 
-static inline double fold_d8(const double *a) {
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+static inline double fold_d8(const vd8 *a) {
+    return (((*a)[0] + (*a)[4]) + ((*a)[1] + (*a)[5])) + (((*a)[2] + (*a)[6]) + ((*a)[3] + (*a)[7]));
 }
 
 /* sum of x[0..n) */
 static inline float sum_f(const float *x, int n) {
-    float acc[FLANES] = {0};
+    vf16 acc = {0};
     int j = 0;
-    for (; j + FLANES <= n; j += FLANES)
-        for (int l = 0; l < FLANES; l++) acc[l] += x[j + l];
+    for (; j + FLANES <= n; j += FLANES) {
+        vf16 v;
+        load_vf16(&v, x + j);
+        acc += v;
+    }
     for (; j < n; j++) acc[j % FLANES] += x[j];
-    return fold_f16(acc);
+    return fold_f16(&acc);
+}
+
+/* *sum = sum of x[j], *dot = sum of x[j] * y[j], in one pass (the same lanes as sum_f and dot_f) */
+static inline void sum_and_dot_f(const float *x, const float *y, int n, float *sum, float *dot) {
+    vf16 as = {0}, ad = {0};
+    int j = 0;
+    for (; j + FLANES <= n; j += FLANES) {
+        vf16 v, w;
+        load_vf16(&v, x + j);
+        load_vf16(&w, y + j);
+        as += v;
+        ad += v * w;
+    }
+    for (; j < n; j++) {
+        as[j % FLANES] += x[j];
+        ad[j % FLANES] += x[j] * y[j];
+    }
+    *sum = fold_f16(&as);
+    *dot = fold_f16(&ad);
 }
 
 /* sum of x[j] * y[j] */
 static inline float dot_f(const float *x, const float *y, int n) {
-    float acc[FLANES] = {0};
+    vf16 acc = {0};
     int j = 0;
-    for (; j + FLANES <= n; j += FLANES)
-        for (int l = 0; l < FLANES; l++) acc[l] += x[j + l] * y[j + l];
+    for (; j + FLANES <= n; j += FLANES) {
+        vf16 v, w;
+        load_vf16(&v, x + j);
+        load_vf16(&w, y + j);
+        acc += v * w;
+    }
     for (; j < n; j++) acc[j % FLANES] += x[j] * y[j];
-    return fold_f16(acc);
+    return fold_f16(&acc);
 }
 
 /* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
@@ -204,23 +241,27 @@ static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, s
 /* in: r (C) (may equal xhat); out: xhat, y; returns rstd */
 static inline float ln_row(float *y, float *xhat, const float *r, const float *gamma,
                            const float *beta, int C, float eps) {
-    double acc[DLANES] = {0};
+    vd8 acc = {0};
     int j = 0;
-    for (; j + DLANES <= C; j += DLANES)
-        for (int l = 0; l < DLANES; l++) acc[l] += r[j + l];
+    for (; j + DLANES <= C; j += DLANES) {
+        vd8 v;
+        widen_vd8(&v, r + j);
+        acc += v;
+    }
     for (; j < C; j++) acc[j % DLANES] += r[j];
-    double mean = fold_d8(acc) / C;
-    for (int l = 0; l < DLANES; l++) acc[l] = 0.0;
-    for (j = 0; j + DLANES <= C; j += DLANES)
-        for (int l = 0; l < DLANES; l++) {
-            double dlt = (double)r[j + l] - mean;
-            acc[l] += dlt * dlt;
-        }
+    double mean = fold_d8(&acc) / C;
+    vd8 sq = {0};
+    for (j = 0; j + DLANES <= C; j += DLANES) {
+        vd8 dlt;
+        widen_vd8(&dlt, r + j);
+        dlt -= mean;
+        sq += dlt * dlt;
+    }
     for (; j < C; j++) {
         double dlt = (double)r[j] - mean;
-        acc[j % DLANES] += dlt * dlt;
+        sq[j % DLANES] += dlt * dlt;
     }
-    double var = fold_d8(acc) / C;
+    double var = fold_d8(&sq) / C;
     float rstd = (float)(1.0 / sqrt(var + (double)eps));
     float meanf = (float)mean;
     for (j = 0; j < C; j++) {
@@ -250,6 +291,30 @@ static void embed_forward(float *x, float *xhat, float *rstd, const int32_t *ids
             if (dr) {
                 dropout_row_of(mult, drop, n, (size_t)H);
                 for (int j = 0; j < H; j++) y[j] *= mult[j];
+            }
+        }
+    }
+}
+
+/* Scatter-add of the embedding-sum gradient: e = word[id] + pos[t] + type[tt], so each table row
+ * receives the sum of de over the tokens that read it. Threads own column blocks: no two write the
+ * same element, whatever ids repeat. */
+static void embed_backward(float *dword, float *dpos, float *dtype, const float *de,
+                         const int32_t *ids, const int32_t *tt, int B, int T, int H) {
+    size_t N = (size_t)B * T;
+    const int CB = 32;
+    int nblk = (H + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (kern_par(N * (size_t)H))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB > H ? H : c0 + CB;
+        for (size_t n = 0; n < N; n++) {
+            size_t t = n % (size_t)T;
+            const float *g = de + n * H;
+            float *w = dword + (size_t)ids[n] * H, *p = dpos + t * H, *ty = dtype + (size_t)tt[n] * H;
+            for (int j = c0; j < c1; j++) {
+                w[j] += g[j];
+                p[j] += g[j];
+                ty[j] += g[j];
             }
         }
     }
@@ -334,7 +399,10 @@ static void layernorm_backward(float *dr, float *dz, const float *dy, const floa
             } else {
                 for (int j = 0; j < C; j++) gy[j] = gamma[j] * dy[o + j];
             }
-            float a = sum_f(gy, C) / (float)C, bsum = dot_f(gy, xh, C) / (float)C;
+            float a, bsum;
+            sum_and_dot_f(gy, xh, C, &a, &bsum);
+            a /= (float)C;
+            bsum /= (float)C;
             float rs = rstd[n];
             for (int j = 0; j < C; j++) dr[o + j] = rs * (gy[j] - a - xh[j] * bsum);
             if (dz) {
@@ -569,12 +637,9 @@ static void xent_forward(float *logits, float *lse, double *loss, int32_t *corre
         enum { BLK = 1024 };
         for (int j0 = 0; j0 < V; j0 += BLK) {
             int j1 = j0 + BLK < V ? j0 + BLK : V;
-            float acc[FLANES] = {0};
-            int j = j0;
-            for (; j + FLANES <= j1; j += FLANES)
-                for (int q = 0; q < FLANES; q++) acc[q] += k_exp(l[j + q] - mx);
-            for (; j < j1; j++) acc[(j - j0) % FLANES] += k_exp(l[j] - mx);
-            sum += fold_f16(acc);
+            float e[BLK];
+            for (int j = j0; j < j1; j++) e[j - j0] = k_exp(l[j] - mx);
+            sum += sum_f(e, j1 - j0);
         }
         double ls = (double)mx + log(sum);
         lse[i] = (float)ls;
@@ -608,6 +673,21 @@ static void xent_backward(float *logits, const float *lse, const int32_t *labels
             }
         }
         for (int j = 0; j < w; j++) dbias[c0 + j] += (float)acc[j];
+    }
+}
+
+/* dX[rows[i]] += dout[i]: threads own column blocks, so repeated rows need no reduction */
+static void scatter_add_rows(float *dX, const float *dout, const int32_t *rows, int M, int C) {
+    enum { CB = 32 };
+    int nblk = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (kern_par((size_t)M * C))
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB > C ? C : c0 + CB;
+        for (int i = 0; i < M; i++) {
+            float *d = dX + (size_t)rows[i] * C;
+            const float *g = dout + (size_t)i * C;
+            for (int j = c0; j < c1; j++) d[j] += g[j];
+        }
     }
 }
 
