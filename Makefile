@@ -195,5 +195,12 @@ build/gemm_dnnl.o: build/$(DNNL_STAMP)
 build-asan/gemm_dnnl.o: build-asan/$(DNNL_STAMP)
 %/$(DNNL_STAMP):
 	@mkdir -p $(@D) && rm -f $(@D)/.dnnl-* && touch $@
+# Every object is rebuilt when OPT changes (say, from an old -march=native build, whose objects
+# would not run on other CPUs): a stamp named by OPT's checksum.
+OPT_STAMP := .opt-$(shell printf '%s' '$(OPT)' | cksum | cut -d' ' -f1)
+$(OBJ): build/$(OPT_STAMP)
+$(AOBJ): build-asan/$(OPT_STAMP)
+%/$(OPT_STAMP):
+	@mkdir -p $(@D) && rm -f $(@D)/.opt-* && touch $@
 
 -include $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FLIB_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(TEST_BIN:=.d) $(ATEST_BIN:=.d)
