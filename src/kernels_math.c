@@ -69,6 +69,19 @@ static inline float sum_f(const float *x, int n) {
     return fold_f16(&acc);
 }
 
+/* sum of x[0..n) in double */
+static inline double sum_d(const float *x, int n) {
+    vd8 acc = {0};
+    int j = 0;
+    for (; j + DLANES <= n; j += DLANES) {
+        vd8 v;
+        widen_vd8(&v, x + j);
+        acc += v;
+    }
+    for (; j < n; j++) acc[j % DLANES] += x[j];
+    return fold_d8(&acc);
+}
+
 /* *sum = sum of x[j], *dot = sum of x[j] * y[j], in one pass (the same lanes as sum_f and dot_f) */
 static inline void sum_and_dot_f(const float *x, const float *y, int n, float *sum, float *dot) {
     vf16 as = {0}, ad = {0};
@@ -241,17 +254,10 @@ static inline void dropout_row_of(float *mult, const KernDropout *d, size_t n, s
 /* in: r (C) (may equal xhat); out: xhat, y; returns rstd */
 static inline float ln_row(float *y, float *xhat, const float *r, const float *gamma,
                            const float *beta, int C, float eps) {
-    vd8 acc = {0};
+    double mean = sum_d(r, C) / C;
+    vd8 sq = {0};
     int j = 0;
     for (; j + DLANES <= C; j += DLANES) {
-        vd8 v;
-        widen_vd8(&v, r + j);
-        acc += v;
-    }
-    for (; j < C; j++) acc[j % DLANES] += r[j];
-    double mean = fold_d8(&acc) / C;
-    vd8 sq = {0};
-    for (j = 0; j + DLANES <= C; j += DLANES) {
         vd8 dlt;
         widen_vd8(&dlt, r + j);
         dlt -= mean;

@@ -187,6 +187,21 @@ static double machine_memory_bytes(void) {
 
 /* With several ranks, a rank whose own part went well stops quietly when another failed (that
  * rank reports): an empty message (train.h). */
+/* Every rank runs the products in one precision. `auto` resolves on each rank's own CPU, so machines
+ * of different kinds in one run (the one binary runs on all of them) could otherwise mix bf16 and
+ * fp32 products without a word. A collective: every rank calls it and gets the same answer. */
+static int ranks_agree_on_precision(const Trainer *tr, BpError *err) {
+    bool bf16 = model_engine(tr->model)->bf16;
+    bool some_bf16 = dist_any(bf16), some_fp32 = dist_any(!bf16);
+    if (some_bf16 && some_fp32)
+        return bp_fail_usage(err,
+                             "training.precision auto: the ranks' machines differ, bf16 products on those with "
+                             "native bf16 dot products and fp32 on the others (this rank: %s); set "
+                             "training.precision: fp32 for this set of machines",
+                             bf16 ? "bf16" : "fp32");
+    return 0;
+}
+
 static int peer_failed(BpError *err, bool this_rank) {
     if (!this_rank) {
         err->msg[0] = '\0';
@@ -880,6 +895,7 @@ int train_run(const Config *cfg, const TrainOptions *opt, BpError *err) {
         peer_failed(err, !ok);
         goto done;
     }
+    if (parallel && ranks_agree_on_precision(&tr, err) != 0) goto done;
     if (share_start(&tr, &resumed, err) != 0) goto done;
     bp_catch_stop_signals(on_stop_signal);
     if (lead) print_startup(&tr, resumed);

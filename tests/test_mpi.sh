@@ -104,6 +104,14 @@ if grep -q avx512_bf16 /proc/cpuinfo && [ -z "${BP_CPU_NO_BF16:-}" ]; then
     check "bf16 on 2 ranks: the plan says bf16 products" grep -q "matrix products in bf16" h2.err
     check "... two 2-rank bf16 runs: bit-identical parameters" cmp -s h2.st/model.safetensors h2b.st/model.safetensors
     same "... bf16 on 2 ranks = 1 process to bf16 rounding" h1 h2 1e-4 1e-3
+    # machines of different kinds in one run: auto would give bf16 on one rank and fp32 on the
+    # other (BP_CPU_NO_BF16 hides the bf16 instructions from rank 0 only); refused before a step
+    mpi 1 -x BP_CPU_NO_BF16=1 "$BIN" tiny.yaml --set training.run_dir=hx --set training.precision=auto : \
+        -np 1 "$BIN" tiny.yaml --set training.run_dir=hx --set training.precision=auto > /dev/null 2> hx.err
+    rc=$?
+    check "auto resolving to bf16 on one rank and fp32 on another is refused (rc $rc)" test "$rc" -ne 0
+    check "... saying why and what to set" grep -q "training.precision auto: the ranks' machines differ.*set training.precision: fp32" hx.err
+    check "... before any step" test ! -e hx/metrics.jsonl
 else
     echo "SKIP bf16 under MPI: this CPU has no AVX512-BF16 (or BP_CPU_NO_BF16 is set)"
 fi
