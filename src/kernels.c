@@ -64,29 +64,38 @@ static bool level_runs(int i) {
 
 static _Atomic(const KernLevel *) g_level;
 
-static const KernLevel *level_pick(void) {
+/* the level BP_KERNEL_ISA names, or the best this CPU runs; NULL with err set when the variable names
+   no level or one the CPU lacks */
+static const KernLevel *level_pick(BpError *err) {
+    int best = 0;
+    while (!level_runs(best)) best++;
     const char *want = getenv("BP_KERNEL_ISA");
-    if (want && *want) {
-        for (int i = 0; i < (int)BP_ARRAY_LEN(LEVELS); i++) {
-            if (strcmp(want, LEVELS[i].name) != 0) continue;
-            if (!level_runs(i)) {
-                fprintf(stderr, "error: BP_KERNEL_ISA=%s: this CPU does not run %s (it runs %s)\n", want, want,
-                        level_runs(0) ? LEVELS[0].name : level_runs(1) ? LEVELS[1].name : LEVELS[2].name);
-                exit(BP_EXIT_USAGE);
-            }
-            return &LEVELS[i];
-        }
-        fprintf(stderr, "error: BP_KERNEL_ISA=%s: not a level; use x86-64-v4, x86-64-v3 or x86-64\n", want);
-        exit(BP_EXIT_USAGE);
-    }
-    for (int i = 0;; i++)
+    if (!want || !*want) return &LEVELS[best];
+    for (int i = 0; i < (int)BP_ARRAY_LEN(LEVELS); i++) {
+        if (strcmp(want, LEVELS[i].name) != 0) continue;
         if (level_runs(i)) return &LEVELS[i];
+        bp_fail_usage(err, "BP_KERNEL_ISA=%s: this CPU does not run %s (it runs %s)", want, want, LEVELS[best].name);
+        return NULL;
+    }
+    bp_fail_usage(err, "BP_KERNEL_ISA=%s: not a level; use x86-64-v4, x86-64-v3 or x86-64", want);
+    return NULL;
+}
+
+static _Atomic(const KernLevel *) g_level;
+
+int kern_isa_init(BpError *err) {
+    const KernLevel *l = level_pick(err);
+    if (!l) return -1;
+    atomic_store(&g_level, l);
+    return 0;
 }
 
 static inline const KernMathOps *math(void) {
     const KernLevel *l = atomic_load_explicit(&g_level, memory_order_acquire);
-    if (!l) { /* first call: every thread that races here picks the same level */
-        l = level_pick();
+    if (!l) { /* first use without kern_isa_init: every thread that races here picks the same level */
+        BpError err = {0};
+        l = level_pick(&err);
+        BP_ASSERT(l, "%s", err.msg);
         atomic_store_explicit(&g_level, l, memory_order_release);
     }
     return l->ops;

@@ -39,9 +39,12 @@
 int kern_init_threads(int threads);
 int kern_threads(void);
 
-/* The x86-64 level whose build of the elementwise kernels runs: "x86-64-v4", "x86-64-v3" or
- * "x86-64". The best this CPU runs, or the one the environment's BP_KERNEL_ISA names (a name that
- * is not a level, or a level this CPU lacks, ends the program with exit 2). */
+/* Picks the x86-64 level whose build of the elementwise kernels runs: the best this CPU runs, or
+ * the one the environment's BP_KERNEL_ISA names; a usage error (-1, err set) when that is no level
+ * ("x86-64-v4", "x86-64-v3", "x86-64") or one this CPU lacks. The program calls it first thing;
+ * without it the first kernel picks the level (and stops on a bad BP_KERNEL_ISA). */
+int kern_isa_init(BpError *err);
+/* the level in use */
 const char *kern_isa(void);
 /* Switches to level name; false (nothing changed) when it is not a level or the CPU lacks it.
  * For tests and benchmarks; call outside parallel regions, between steps. */

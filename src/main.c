@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "gemm_cpu.h"
+#include "kernels.h"
 
 typedef struct {
     const char *name;
@@ -71,6 +72,11 @@ static void fix_blas_core(char **argv) {
 
 int main(int argc, char **argv) {
     fix_blas_core(argv);
+    BpError err = {0};
+    if (kern_isa_init(&err) != 0) {
+        fprintf(stderr, "bert_pretrain: %s\n", err.msg);
+        return 2;
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;
