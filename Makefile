@@ -28,8 +28,8 @@ CC        := gcc
 # drops errno bookkeeping around sqrtf & co. (results are unchanged), which lets gcc vectorise the
 # optimizer and LayerNorm loops: LAMB at bert-base size went from ~12-26% to ~83% of memcpy speed.
 # Baseline x86-64, so that the binary runs on every x86-64 CPU (one build for a cluster of mixed
-# machines); what needs wider vectors is chosen at run time: src/kernels_math.c is built once per
-# level below (kernels_isa.h), the bf16 kernels carry target attributes, OpenBLAS and oneDNN
+# machines); what needs wider vectors is chosen at run time: src/kernels_math.c and optim_math.c are
+# built once per level below (kernels_isa.h), the bf16 kernels carry target attributes, OpenBLAS and oneDNN
 # dispatch by themselves. `make OPT="-O3 -march=native -fno-math-errno"` builds for this CPU only.
 OPT       ?= -O3 -march=x86-64 -mtune=generic -fno-math-errno
 # Recursively expanded on purpose: pkg-config runs when a recipe runs, after `deps` installed it.
