@@ -279,9 +279,9 @@ static inline float ln_row(float *y, float *xhat, const float *r, const float *g
 }
 
 static void embed_forward(float *x, float *xhat, float *rstd, const int32_t *ids, const int32_t *tt,
-                        const float *word, const float *pos, const float *type, const float *gamma,
-                        const float *beta, int B, int T, int H, float eps, const KernDropout *drop,
-                        KernScratch *s) {
+                          const float *word, const float *pos, const float *type, const float *gamma,
+                          const float *beta, int B, int T, int H, float eps, const KernDropout *drop,
+                          KernScratch *s) {
     size_t N = (size_t)B * T;
     bool dr = kern_dropout_on(drop);
 #pragma omp parallel num_threads(s->nthreads) if (kern_par(N * (size_t)H))
@@ -306,7 +306,7 @@ static void embed_forward(float *x, float *xhat, float *rstd, const int32_t *ids
  * receives the sum of de over the tokens that read it. Threads own column blocks: no two write the
  * same element, whatever ids repeat. */
 static void embed_backward(float *dword, float *dpos, float *dtype, const float *de,
-                         const int32_t *ids, const int32_t *tt, int B, int T, int H) {
+                           const int32_t *ids, const int32_t *tt, int B, int T, int H) {
     size_t N = (size_t)B * T;
     const int CB = 32;
     int nblk = (H + CB - 1) / CB;
@@ -327,9 +327,9 @@ static void embed_backward(float *dword, float *dpos, float *dtype, const float 
 }
 
 static void residual_layernorm_forward(float *y, float *xhat, float *rstd, const float *res,
-                                     const float *z, const float *zbias, const float *gamma,
-                                     const float *beta, int N, int C, float eps,
-                                     const KernDropout *drop, KernScratch *s) {
+                                       const float *z, const float *zbias, const float *gamma,
+                                       const float *beta, int N, int C, float eps,
+                                       const KernDropout *drop, KernScratch *s) {
     bool dr = kern_dropout_on(drop);
 #pragma omp parallel num_threads(s->nthreads) if (kern_par((size_t)N * C))
     {
@@ -357,9 +357,9 @@ static void residual_layernorm_forward(float *y, float *xhat, float *rstd, const
  * dg and db come first, in a pass over column blocks (each column summed over the rows in order, in
  * double, whatever the thread count), because dr may overwrite dy. */
 static void layernorm_backward(float *dr, float *dz, const float *dy, const float *xhat,
-                             const float *rstd, const float *gamma, float *dgamma, float *dbeta,
-                             int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
-                             KernScratch *s) {
+                               const float *rstd, const float *gamma, float *dgamma, float *dbeta,
+                               int N, int C, const KernDropout *drop_in, const KernDropout *drop_out,
+                               KernScratch *s) {
     bool din = kern_dropout_on(drop_in), dout = kern_dropout_on(drop_out);
     enum { CB = 64 };
     int nblk = (C + CB - 1) / CB;
@@ -376,7 +376,7 @@ static void layernorm_backward(float *dr, float *dz, const float *dy, const floa
                 if (din) {
                     size_t rpe = drop_in->rows_per_example;
                     dropout_row(mult, drop_in, drop_in->example_index[(size_t)n / rpe],
-                                     ((size_t)n % rpe) * C + c0, (size_t)w);
+                                ((size_t)n % rpe) * C + c0, (size_t)w);
                     for (int j = 0; j < w; j++) {
                         float v = d[j] * mult[j];
                         pg[j] += (double)(v * xh[j]);
@@ -531,7 +531,7 @@ static void attention_probs_head(float *S, const float *Q, const float *K, int l
 }
 
 static void attention_forward(float *ctx, float *P, const float *qkv, const int32_t *mask, int B,
-                            int T, int H, int A, const KernDropout *drop, KernScratch *s) {
+                              int T, int H, int A, const KernDropout *drop, KernScratch *s) {
     int D = H / A, H3 = 3 * H;
     float scale = 1.0f / sqrtf((float)D);
     bool dr = kern_dropout_on(drop);
@@ -570,8 +570,8 @@ static void attention_forward(float *ctx, float *P, const float *qkv, const int3
  *   dQ = scale dS K       dK = scale dS^T Q
  * P NULL: P is recomputed from Q, K and the mask first (attention_probs_head, the forward's code). */
 static void attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *P,
-                             const int32_t *mask, int B, int T, int H, int A, const KernDropout *drop,
-                             KernScratch *s) {
+                               const int32_t *mask, int B, int T, int H, int A, const KernDropout *drop,
+                               KernScratch *s) {
     int D = H / A, H3 = 3 * H;
     float scale = 1.0f / sqrtf((float)D);
     bool dr = kern_dropout_on(drop);
@@ -626,7 +626,7 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 /* --------------------------------------------------------------------------------------------- */
 
 static void xent_forward(float *logits, float *lse, double *loss, int32_t *correct,
-                       const float *bias, const int32_t *labels, int M, int V) {
+                         const float *bias, const int32_t *labels, int M, int V) {
 #pragma omp parallel for schedule(static) if (kern_par((size_t)M * V * 4))
     for (int i = 0; i < M; i++) {
         float *l = logits + (size_t)i * V;
@@ -657,7 +657,7 @@ static void xent_forward(float *logits, float *lse, double *loss, int32_t *corre
 /* d logits = scale * (softmax(l) - onehot(label)), softmax(l)_j = exp(l_j - lse). Threads own
  * column blocks so the bias gradient (the column sum) needs no reduction across threads. */
 static void xent_backward(float *logits, const float *lse, const int32_t *labels, float scale,
-                        float *dbias, int M, int V) {
+                          float *dbias, int M, int V) {
     enum { CB = 512 };
     int nblk = (V + CB - 1) / CB;
 #pragma omp parallel for schedule(static) if (kern_par((size_t)M * V * 4))
